@@ -1,0 +1,5 @@
+import sys
+
+from cosmos3_robot.cli import main
+
+sys.exit(main())

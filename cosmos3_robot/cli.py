@@ -1,0 +1,92 @@
+"""The ``cosmos3-robot`` command line. ``--help`` lists the subcommands that exist."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Sequence
+
+from cosmos3_robot import __version__
+
+
+def _cmd_embodiments(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cosmos3_robot import embodiments
+
+    console = Console()
+    if args.name is None:
+        rows = [embodiments.get(n).summary() for n in embodiments.available()]
+        if args.json:
+            print(json.dumps(rows, indent=1))
+            return 0
+        table = Table(title="Registered embodiments")
+        for col in ("name", "D", "fps", "chunk", "blocks"):
+            table.add_column(col)
+        for r in rows:
+            blocks = ", ".join(f"{b}:{w}" for b, _, w in r["blocks"])
+            table.add_row(r["name"], str(r["width"]), f"{r['fps']:g}", str(r["chunk"]), blocks)
+        console.print(table)
+        return 0
+    try:
+        emb = embodiments.get(args.name)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        summary = emb.summary()
+        summary["dims"] = [dict(index=i, name=n, unit=u, block=b) for i, n, u, b in emb.codec.describe()]
+        print(json.dumps(summary, indent=1))
+        return 0
+    console.print(f"[bold]{emb.name}[/bold]: {emb.width}D, {emb.fps:g} Hz, chunk {emb.chunk}")
+    console.print(emb.description)
+    table = Table()
+    for col in ("index", "dimension", "unit", "block"):
+        table.add_column(col)
+    for i, n, u, b in emb.codec.describe():
+        table.add_row(str(i), n, u, b)
+    console.print(table)
+    return 0
+
+
+Subcommand = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+
+def _embodiments_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="show one embodiment's dimensions")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+SUBCOMMANDS: list[Subcommand] = [
+    ("embodiments", "list registered embodiments, or show one's pseudo-action layout",
+     _embodiments_args, _cmd_embodiments),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cosmos3-robot",
+        description="Compact Cosmos-3-style world-action models for robots.",
+    )
+    parser.add_argument("--version", action="version", version=f"cosmos3-robot {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text, add_args, func in SUBCOMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(p)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

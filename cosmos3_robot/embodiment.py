@@ -1,0 +1,112 @@
+"""The :class:`Embodiment`: a codec plus the metadata every entry point needs.
+
+Training, evaluation, the websocket server and the ROS 2 node all go through this object:
+``from_raw`` turns a robot's own data into a codec episode, ``encode`` gives normalisable
+pseudo-actions ``(T-1, D)``, ``decode`` integrates a chunk from the current state and
+``to_raw`` puts it back into the robot's units.
+
+Embodiments are registered by name through the entry-point group
+``cosmos3_robot.embodiments`` (see :mod:`cosmos3_robot.embodiments`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from cosmos3_robot.codec import ActionCodec, Episode
+from cosmos3_robot.normalize import QuantileNormalizer
+from cosmos3_robot.transforms import Transform, apply, invert_all
+
+
+@dataclass(frozen=True)
+class Embodiment:
+    """One robot family's action layout and defaults.
+
+    Attributes:
+        name: registry name (``"single_arm"``, ``"droid"``, ...).
+        codec: the pseudo-action layout; ``codec.width`` is the action dimension D.
+        fps: control rate in Hz: one pseudo-action per control step (sets the action
+            token rate of the mRoPE, ``TPS = fps``).
+        chunk: default action-chunk length (control steps per prediction).
+        description: one paragraph for ``cosmos3-robot embodiments NAME``.
+        adapters: raw robot/dataset dict -> codec episode, applied in order; inverted (in
+            reverse) by :meth:`to_raw`.
+        normalize_rotation: False leaves 6D rotation entries unnormalised (``quantile_rot``).
+    """
+
+    name: str
+    codec: ActionCodec
+    fps: float
+    chunk: int
+    description: str = ""
+    adapters: tuple[Transform, ...] = ()
+    normalize_rotation: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "").isalnum():
+            raise ValueError(f"embodiment name: expected letters, digits and '_', got {self.name!r}")
+        if not (self.fps > 0):
+            raise ValueError(f"embodiment {self.name!r}: fps must be > 0 Hz, got {self.fps}")
+        if self.chunk < 1:
+            raise ValueError(f"embodiment {self.name!r}: chunk must be >= 1, got {self.chunk}")
+
+    @property
+    def width(self) -> int:
+        """Pseudo-action dimension D."""
+        return self.codec.width
+
+    def dim_names(self) -> list[str]:
+        return self.codec.dim_names()
+
+    def units(self) -> list[str]:
+        return self.codec.units()
+
+    # ---- raw <-> episode -------------------------------------------------------------
+    def from_raw(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Robot/dataset dict -> codec episode (runs ``adapters``)."""
+        return apply(self.adapters, raw)
+
+    def to_raw(self, episode: Mapping[str, Any]) -> dict[str, Any]:
+        """Codec episode (e.g. a decoded chunk) -> the robot's own keys and units."""
+        return invert_all(self.adapters, episode)
+
+    # ---- codec -----------------------------------------------------------------------
+    def encode(self, episode: Episode) -> Any:
+        """Codec episode -> pseudo-actions ``(..., T-1, D)``."""
+        return self.codec.encode(episode)
+
+    def encode_raw(self, raw: Mapping[str, Any]) -> Any:
+        """Raw robot/dataset dict -> pseudo-actions ``(..., T-1, D)``."""
+        return self.codec.encode(self.from_raw(raw))
+
+    def decode(self, actions: Any, start: Episode | None = None) -> dict[str, Any]:
+        """Pseudo-actions ``(..., T-1, D)`` -> codec episode integrated from ``start``."""
+        return self.codec.decode(actions, start)
+
+    def start_state(self, episode: Episode, t: int = 0) -> dict[str, Any]:
+        return self.codec.start_state(episode, t)
+
+    def normalizer(self, actions: Any, clamp: bool = False) -> QuantileNormalizer:
+        """Quantile statistics of pseudo-actions ``(..., D)`` for this layout."""
+        skip = None if self.normalize_rotation else self.codec.rotation_mask()
+        return QuantileNormalizer.from_data(
+            actions, skip=skip, clamp=clamp, names=self.codec.dim_names()
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "width": self.width,
+            "fps": self.fps,
+            "chunk": self.chunk,
+            "blocks": [(b.name, type(b).__name__, b.width) for b in self.codec.blocks],
+            "description": self.description,
+        }
+
+
+def identity_poses(n: int, dtype: Any = np.float64) -> np.ndarray:
+    """``(n, 4, 4)`` identity poses."""
+    return np.broadcast_to(np.eye(4, dtype=dtype), (n, 4, 4)).copy()

@@ -1,0 +1,288 @@
+"""Small named steps between a robot's raw data and a codec's episode (openpi-style).
+
+Each transform is a frozen dataclass that maps a dict of arrays to a new dict (the input is
+never modified) and, where the step is invertible, maps back with :meth:`invert`. An
+embodiment's whole adapter is a short tuple of them, applied in order by
+:func:`apply`; :func:`invert_all` runs the inverses in reverse order, which is how a decoded
+action chunk returns to the robot's own units (e.g. DROID's Cartesian position + Euler).
+
+Arrays may be numpy or torch; the geometry module handles both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from cosmos3_robot import geometry as geo
+
+Data = dict[str, Any]
+
+
+def _need(data: Mapping[str, Any], key: str, step: str, expected: str) -> Any:
+    if key not in data:
+        raise ValueError(f"{step}: missing key {key!r} ({expected}); present keys: {sorted(data)}")
+    return data[key]
+
+
+def _last_dim(x: Any, n: int, key: str, step: str, expected: str) -> None:
+    if x.ndim < 1 or x.shape[-1] != n:
+        raise ValueError(f"{step}: {key!r} expected shape {expected}, got {tuple(x.shape)}")
+
+
+def _cat(parts: Sequence[Any]) -> Any:
+    if any(isinstance(p, torch.Tensor) for p in parts):
+        return torch.cat([torch.as_tensor(p) for p in parts], -1)
+    return np.concatenate(parts, -1)
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Base class: ``__call__`` maps raw -> episode-side data; ``invert`` maps back."""
+
+    def __call__(self, data: Mapping[str, Any]) -> Data:
+        raise NotImplementedError
+
+    def invert(self, data: Mapping[str, Any]) -> Data:
+        raise NotImplementedError(f"{type(self).__name__} has no inverse")
+
+
+@dataclass(frozen=True)
+class Rename(Transform):
+    """Rename keys: ``mapping`` is old name -> new name."""
+
+    mapping: tuple[tuple[str, str], ...]
+
+    def __call__(self, data):
+        out = dict(data)
+        for old, new in self.mapping:
+            out[new] = _need(out, old, "Rename", "to be renamed")
+            del out[old]
+        return out
+
+    def invert(self, data):
+        return Rename(tuple((n, o) for o, n in self.mapping))(data)
+
+
+@dataclass(frozen=True)
+class Split(Transform):
+    """Split the last axis of ``key`` into named parts ``(name, start, stop)``."""
+
+    key: str
+    parts: tuple[tuple[str, int, int], ...]
+
+    @property
+    def size(self) -> int:
+        return max(stop for _, _, stop in self.parts)
+
+    def __call__(self, data):
+        out = dict(data)
+        x = _need(out, self.key, "Split", f"(..., {self.size})")
+        _last_dim(x, self.size, self.key, "Split", f"(..., {self.size})")
+        for name, a, b in self.parts:
+            out[name] = x[..., a:b]
+        del out[self.key]
+        return out
+
+    def invert(self, data):
+        out = dict(data)
+        out[self.key] = _cat([_need(out, n, "Split.invert", "a part") for n, _, _ in self.parts])
+        for n, _, _ in self.parts:
+            del out[n]
+        return out
+
+
+@dataclass(frozen=True)
+class PoseFromPosRotation(Transform):
+    """Build a ``(..., 4, 4)`` pose ``out`` from a position ``(..., 3)`` and a rotation.
+
+    Attributes:
+        rotation: ``"quat_wxyz"``, ``"quat_xyzw"``, ``"axis_angle"``, ``"matrix"`` or
+            ``"euler:<seq>"`` (scipy sequence, e.g. ``"euler:xyz"`` for DROID roll-pitch-yaw).
+    """
+
+    pos: str
+    rot: str
+    out: str
+    rotation: str
+
+    def _to_matrix(self, r: Any) -> Any:
+        kind = self.rotation
+        if kind in ("quat_wxyz", "quat_xyzw"):
+            _last_dim(r, 4, self.rot, "PoseFromPosRotation", "(..., 4) quaternion")
+            return geo.quat_to_matrix(r, order=kind[5:])
+        if kind == "axis_angle":
+            _last_dim(r, 3, self.rot, "PoseFromPosRotation", "(..., 3) axis-angle")
+            return geo.axis_angle_to_matrix(r)
+        if kind == "matrix":
+            return r
+        if kind.startswith("euler:"):
+            _last_dim(r, 3, self.rot, "PoseFromPosRotation", "(..., 3) Euler angles")
+            return geo.euler_to_matrix(r, kind[6:])
+        raise ValueError(f"PoseFromPosRotation: unknown rotation kind {kind!r}")
+
+    def _from_matrix(self, R: Any) -> Any:
+        kind = self.rotation
+        if kind in ("quat_wxyz", "quat_xyzw"):
+            return geo.matrix_to_quat(R, order=kind[5:])
+        if kind == "axis_angle":
+            return geo.matrix_to_axis_angle(R)
+        if kind == "matrix":
+            return R
+        return geo.matrix_to_euler(R, kind[6:])
+
+    def __call__(self, data):
+        out = dict(data)
+        pos = _need(out, self.pos, "PoseFromPosRotation", "(..., 3) position")
+        _last_dim(pos, 3, self.pos, "PoseFromPosRotation", "(..., 3) position in metres")
+        rot = _need(out, self.rot, "PoseFromPosRotation", f"{self.rotation} rotation")
+        out[self.out] = geo.make_pose(self._to_matrix(rot), pos)
+        for k in {self.pos, self.rot} - {self.out}:
+            del out[k]
+        return out
+
+    def invert(self, data):
+        out = dict(data)
+        T = _need(out, self.out, "PoseFromPosRotation.invert", "(..., 4, 4) pose")
+        del out[self.out]
+        out[self.pos] = T[..., :3, 3]
+        out[self.rot] = self._from_matrix(T[..., :3, :3])
+        return out
+
+
+@dataclass(frozen=True)
+class PoseFromPlanar(Transform):
+    """Ground-plane ego poses from 2D waypoints ``(..., T, 2)`` and headings ``(..., T)`` (rad)."""
+
+    xy: str
+    heading: str
+    out: str
+
+    def __call__(self, data):
+        out = dict(data)
+        xy = _need(out, self.xy, "PoseFromPlanar", "(..., T, 2) waypoints")
+        _last_dim(xy, 2, self.xy, "PoseFromPlanar", "(..., T, 2) waypoints in metres")
+        h = _need(out, self.heading, "PoseFromPlanar", "(..., T) headings")
+        if tuple(h.shape) != tuple(xy.shape[:-1]):
+            raise ValueError(
+                f"PoseFromPlanar: {self.heading!r} expected shape {tuple(xy.shape[:-1])} to match "
+                f"the waypoints, got {tuple(h.shape)}"
+            )
+        out[self.out] = geo.pose_from_planar(xy, h)
+        del out[self.xy], out[self.heading]
+        return out
+
+    def invert(self, data):
+        out = dict(data)
+        T = _need(out, self.out, "PoseFromPlanar.invert", "(..., 4, 4) pose")
+        del out[self.out]
+        out[self.xy] = T[..., :2, 3]
+        lib = torch if isinstance(T, torch.Tensor) else np
+        out[self.heading] = lib.arctan2(T[..., 1, 0], T[..., 0, 0])
+        return out
+
+
+@dataclass(frozen=True)
+class RightMultiplyRotation(Transform):
+    """Re-express a pose's body frame: ``R <- R @ M`` (e.g. DROID's ``Rz(-90 deg)`` to OpenCV)."""
+
+    key: str
+    matrix: tuple[tuple[float, float, float], ...]
+
+    def _apply(self, data: Mapping[str, Any], M: np.ndarray) -> Data:
+        out = dict(data)
+        T = _need(out, self.key, "RightMultiplyRotation", "(..., 4, 4) pose")
+        H = np.eye(4)
+        H[:3, :3] = M
+        if isinstance(T, torch.Tensor):
+            out[self.key] = T @ torch.as_tensor(H, dtype=T.dtype, device=T.device)
+        else:
+            out[self.key] = T @ H.astype(T.dtype)
+        return out
+
+    def __call__(self, data):
+        return self._apply(data, np.asarray(self.matrix, dtype=np.float64))
+
+    def invert(self, data):
+        return self._apply(data, np.asarray(self.matrix, dtype=np.float64).T)
+
+
+@dataclass(frozen=True)
+class FlipRange(Transform):
+    """``x <- low + high - x`` (self-inverse), e.g. DROID's ``1 - g`` gripper release."""
+
+    key: str
+    low: float = 0.0
+    high: float = 1.0
+
+    def __call__(self, data):
+        out = dict(data)
+        out[self.key] = self.low + self.high - _need(out, self.key, "FlipRange", "values")
+        return out
+
+    def invert(self, data):
+        return self(data)
+
+
+@dataclass(frozen=True)
+class Squeeze(Transform):
+    """Drop a trailing size-1 axis of ``key`` (e.g. gripper ``(T, 1)`` -> ``(T,)``)."""
+
+    key: str
+
+    def __call__(self, data):
+        out = dict(data)
+        x = _need(out, self.key, "Squeeze", "(..., 1)")
+        _last_dim(x, 1, self.key, "Squeeze", "(..., 1)")
+        out[self.key] = x[..., 0]
+        return out
+
+    def invert(self, data):
+        out = dict(data)
+        out[self.key] = out[self.key][..., None]
+        return out
+
+
+@dataclass(frozen=True)
+class DefaultIdentityPose(Transform):
+    """Fill ``key`` with identity poses shaped like pose ``like`` when the data lacks it.
+
+    For fixed-camera setups the ego/camera block of the 19D layout is the identity at every
+    step; this step says so explicitly in the embodiment's adapter. Given data is kept.
+    """
+
+    key: str
+    like: str
+
+    def __call__(self, data):
+        out = dict(data)
+        if self.key in out:
+            return out
+        ref = _need(out, self.like, "DefaultIdentityPose", "(..., T, 4, 4) poses to copy the shape of")
+        if isinstance(ref, torch.Tensor):
+            out[self.key] = torch.eye(4, dtype=ref.dtype, device=ref.device).expand(ref.shape).clone()
+        else:
+            out[self.key] = np.broadcast_to(np.eye(4, dtype=ref.dtype), ref.shape).copy()
+        return out
+
+    def invert(self, data):
+        return dict(data)
+
+
+def apply(transforms: Sequence[Transform], data: Mapping[str, Any]) -> Data:
+    """Run ``transforms`` in order (raw -> episode)."""
+    out = dict(data)
+    for t in transforms:
+        out = t(out)
+    return out
+
+
+def invert_all(transforms: Sequence[Transform], data: Mapping[str, Any]) -> Data:
+    """Run the inverses in reverse order (episode -> raw)."""
+    out = dict(data)
+    for t in reversed(transforms):
+        out = t.invert(out)
+    return out

@@ -1,0 +1,64 @@
+"""Single-arm embodiments: 19D (ego + end-effector + gripper), 10D and dual-arm 20D.
+
+Raw keys (after the adapters): ``ee`` ``(T, 4, 4)`` end-effector pose in the world/base
+frame (metres), ``gripper`` ``(T,)`` in [0 open, 1 closed], and for 19D optionally ``ego``
+``(T, 4, 4)``, the camera/ego pose; a fixed camera leaves it out and gets the identity.
+"""
+
+from __future__ import annotations
+
+from cosmos3_robot.codec import ActionCodec, GripperBlock, PoseBlock
+from cosmos3_robot.embodiment import Embodiment
+from cosmos3_robot.transforms import DefaultIdentityPose
+
+
+def single_arm() -> Embodiment:
+    """19D = ego/camera 9 + end-effector 9 (in the ego frame) + gripper 1 (the design card)."""
+    return Embodiment(
+        name="single_arm",
+        codec=ActionCodec((
+            PoseBlock("ego", description="camera/ego pose in the world; identity for a fixed camera"),
+            PoseBlock("ee", parent="ego", description="end-effector pose, expressed in the ego frame"),
+            GripperBlock("gripper", description="gripper closure, 0 open .. 1 closed"),
+        )),
+        fps=15.0,
+        chunk=16,
+        description=(
+            "Single arm, 19D pseudo-actions: frame-wise relative ego pose (9), end-effector "
+            "pose in the ego frame (9), absolute gripper (1). A fixed camera has an identity ego."
+        ),
+        adapters=(DefaultIdentityPose("ego", like="ee"),),
+    )
+
+
+def single_arm_10d() -> Embodiment:
+    """10D = end-effector 9 + gripper 1 (fixed base; the released Cosmos layout)."""
+    return Embodiment(
+        name="single_arm_10d",
+        codec=ActionCodec((
+            PoseBlock("ee", description="end-effector pose in the robot base frame"),
+            GripperBlock("gripper", description="gripper closure, 0 open .. 1 closed"),
+        )),
+        fps=15.0,
+        chunk=16,
+        description=(
+            "Fixed-base single arm, 10D: frame-wise relative end-effector pose (9) + absolute "
+            "gripper (1), as in the released Cosmos code (DROID, UMI, Bridge, Fractal)."
+        ),
+    )
+
+
+def dual_arm() -> Embodiment:
+    """20D = (end-effector 9 + gripper 1) x 2, left arm first."""
+    return Embodiment(
+        name="dual_arm",
+        codec=ActionCodec((
+            PoseBlock("left_ee", description="left end-effector pose in the base frame"),
+            GripperBlock("left_gripper", description="left gripper closure, 0 open .. 1 closed"),
+            PoseBlock("right_ee", description="right end-effector pose in the base frame"),
+            GripperBlock("right_gripper", description="right gripper closure, 0 open .. 1 closed"),
+        )),
+        fps=15.0,
+        chunk=16,
+        description="Dual arm, 20D = 2 x (relative end-effector pose 9 + gripper 1), left then right.",
+    )
