@@ -58,11 +58,15 @@ def _as_tensor(x: Any, what: str) -> torch.Tensor:
     return t
 
 
+def _first_index(mask: torch.Tensor) -> tuple[int, ...]:
+    """Index of the first True entry of a boolean tensor."""
+    return tuple(int(i) for i in mask.nonzero()[0].tolist())
+
+
 def _check_finite(t: torch.Tensor, what: str) -> None:
     bad = ~torch.isfinite(t)
     if bool(bad.any()):
-        idx = tuple(int(i) for i in bad.nonzero()[0].tolist())
-        raise ValueError(f"{what}: non-finite value (NaN or Inf) at index {idx}")
+        raise ValueError(f"{what}: non-finite value (NaN or Inf) at index {_first_index(bad)}")
 
 
 def _shape_str(shape: Sequence[int | str]) -> str:
@@ -180,7 +184,7 @@ class PoseBlock(Block):
         err = geo.rotation_error(value[..., :3, :3])
         tol = _rot_tol(value.dtype)
         if bool((err > tol).any()):
-            idx = tuple(int(i) for i in (err > tol).nonzero()[0].tolist())
+            idx = _first_index(err > tol)
             raise ValueError(
                 f"{what}: rotation at index {idx} is not a proper rotation "
                 f"(max |R^T R - I|, |det R - 1| = {float(err.max()):.3g} > tolerance {tol:g})"
@@ -199,7 +203,7 @@ class PoseBlock(Block):
         super().check_encoded(x)
         deg = geo.rot6d_degeneracy(x[..., 3:9])
         if bool((deg < 1e-6).any()):
-            idx = tuple(int(i) for i in (deg < 1e-6).nonzero()[0].tolist())
+            idx = _first_index(deg < 1e-6)
             raise ValueError(
                 f"{self.label()} pseudo-actions: 6D rotation at index {idx} is degenerate "
                 "(zero or parallel columns); expected two non-parallel 3-vectors"
@@ -214,18 +218,12 @@ class PoseBlock(Block):
 
 
 @dataclass(frozen=True)
-class GripperBlock(Block):
-    """1D absolute gripper state at the end of each transition.
-
-    Attributes:
-        low, high: valid range (e.g. 0 open .. 1 closed). Values outside by more than
-            ``tol`` are rejected.
-        unit: unit label for the dimension.
-    """
+class BoundedScalarBlock(Block):
+    """A 1D value with a valid range ``[low, high]`` (``tol`` of slack) and a unit label."""
 
     low: float = 0.0
     high: float = 1.0
-    unit: str = "fraction closed"
+    unit: str = ""
     tol: float = 1e-6
 
     @property
@@ -241,24 +239,34 @@ class GripperBlock(Block):
     def _check_range(self, value: torch.Tensor, what: str) -> None:
         out = (value < self.low - self.tol) | (value > self.high + self.tol)
         if bool(out.any()):
-            idx = tuple(int(i) for i in out.nonzero()[0].tolist())
+            idx = _first_index(out)
             raise ValueError(
                 f"{what}: value {float(value[idx]):.4g} at index {idx} is outside the "
                 f"range [{self.low:g}, {self.high:g}]"
             )
 
-    def check(self, value: torch.Tensor) -> None:
+    def _check_values(self, value: torch.Tensor, expected: str) -> None:
         what = self.label()
-        _check_tail(value, (None,), what, "(..., T) gripper states")
+        _check_tail(value, (None,), what, expected)
         _check_finite(value, what)
         self._check_range(value, what)
-
-    def encode(self, ep):
-        return ep[self.name][..., 1:, None]
 
     def check_encoded(self, x: torch.Tensor) -> None:
         super().check_encoded(x)
         self._check_range(x[..., 0], f"{self.label()} pseudo-actions")
+
+
+@dataclass(frozen=True)
+class GripperBlock(BoundedScalarBlock):
+    """1D absolute gripper state at the end of each transition (default 0 open .. 1 closed)."""
+
+    unit: str = "fraction closed"
+
+    def check(self, value: torch.Tensor) -> None:
+        self._check_values(value, "(..., T) gripper states")
+
+    def encode(self, ep):
+        return ep[self.name][..., 1:, None]
 
     def decode(self, x, start, decoded):
         s = start[self.name]
@@ -368,7 +376,7 @@ class DeltaPoseCommandBlock(Block):
         _check_finite(value, what)
         over = value.abs() > self.limit + 1e-6
         if bool(over.any()):
-            idx = tuple(int(i) for i in over.nonzero()[0].tolist())
+            idx = _first_index(over)
             raise ValueError(
                 f"{what}: value {float(value[idx]):.4g} at index {idx} is outside "
                 f"[-{self.limit:g}, {self.limit:g}]"
@@ -401,7 +409,7 @@ class DeltaPoseCommandBlock(Block):
 
 
 @dataclass(frozen=True)
-class ScalarCommandBlock(Block):
+class ScalarCommandBlock(BoundedScalarBlock):
     """A native scalar command per step ``(..., T-1)``, e.g. LIBERO's gripper (-1 open, +1 close)."""
 
     low: float = -1.0
@@ -410,37 +418,11 @@ class ScalarCommandBlock(Block):
 
     kind: ClassVar[Literal["state", "command"]] = "command"
 
-    @property
-    def width(self) -> int:
-        return 1
-
-    def dim_names(self) -> list[str]:
-        return [self.name]
-
-    def units(self) -> list[str]:
-        return [self.unit]
-
-    def _check_range(self, value: torch.Tensor, what: str) -> None:
-        out = (value < self.low - 1e-6) | (value > self.high + 1e-6)
-        if bool(out.any()):
-            idx = tuple(int(i) for i in out.nonzero()[0].tolist())
-            raise ValueError(
-                f"{what}: value {float(value[idx]):.4g} at index {idx} is outside "
-                f"[{self.low:g}, {self.high:g}]"
-            )
-
     def check(self, value: torch.Tensor) -> None:
-        what = self.label()
-        _check_tail(value, (None,), what, "(..., T-1) commands")
-        _check_finite(value, what)
-        self._check_range(value, what)
+        self._check_values(value, "(..., T-1) commands")
 
     def encode(self, ep):
         return ep[self.name][..., None]
-
-    def check_encoded(self, x: torch.Tensor) -> None:
-        super().check_encoded(x)
-        self._check_range(x[..., 0], f"{self.label()} pseudo-actions")
 
     def decode(self, x, start, decoded):
         return x[..., 0]

@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import numpy as np
-
 from cosmos3_robot.codec import ActionCodec, Episode
 from cosmos3_robot.normalize import QuantileNormalizer
 from cosmos3_robot.transforms import Transform, apply, invert_all
@@ -106,7 +104,3 @@ class Embodiment:
             "description": self.description,
         }
 
-
-def identity_poses(n: int, dtype: Any = np.float64) -> np.ndarray:
-    """``(n, 4, 4)`` identity poses."""
-    return np.broadcast_to(np.eye(4, dtype=dtype), (n, 4, 4)).copy()

@@ -123,7 +123,7 @@ class QuantileNormalizer:
         y = (x - offset) / scale
         if self.clamp:
             if isinstance(y, torch.Tensor):
-                skip = torch.as_tensor(self.skip, device=y.device)
+                skip = torch.tensor(self.skip, device=y.device)
                 y = torch.where(skip, y, y.clamp(-1, 1))
             else:
                 y = np.where(self.skip, y, np.clip(y, -1, 1))

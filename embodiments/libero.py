@@ -34,36 +34,36 @@ def _gripper() -> ScalarCommandBlock:
                               description="gripper command")
 
 
-def libero() -> Embodiment:
-    """Native 7D: the commands as stored, validated to [-1, 1]."""
+def _libero(name: str, delta_ee: DeltaPoseCommandBlock, description: str, normalize_rotation: bool) -> Embodiment:
     return Embodiment(
-        name="libero",
-        codec=ActionCodec((
-            DeltaPoseCommandBlock("delta_ee", rotation="axis_angle", limit=1.0,
-                                  description="OSC_POSE delta position + axis-angle, normalised"),
-            _gripper(),
-        )),
+        name=name,
+        codec=ActionCodec((delta_ee, _gripper())),
         fps=CONTROL_HZ,
         chunk=CHUNK,
-        description="LIBERO native 7D: OSC_POSE delta position (3) + delta axis-angle (3) + gripper (1).",
+        description=description,
         adapters=_ADAPTERS,
+        normalize_rotation=normalize_rotation,
+    )
+
+
+def libero() -> Embodiment:
+    """Native 7D: the commands as stored, validated to [-1, 1]."""
+    return _libero(
+        "libero",
+        DeltaPoseCommandBlock("delta_ee", rotation="axis_angle", limit=1.0,
+                              description="OSC_POSE delta position + axis-angle, normalised"),
+        "LIBERO native 7D: OSC_POSE delta position (3) + delta axis-angle (3) + gripper (1).",
         normalize_rotation=True,
     )
 
 
 def libero_10d() -> Embodiment:
     """10D rot6d form: delta position in metres + 6D delta rotation + gripper."""
-    return Embodiment(
-        name="libero_10d",
-        codec=ActionCodec((
-            DeltaPoseCommandBlock("delta_ee", rotation="rot6d", limit=1.0,
-                                  translation_scale=OSC_POSE_POS_SCALE,
-                                  rotation_scale=OSC_POSE_ROT_SCALE,
-                                  description="OSC_POSE delta in metres + 6D delta rotation"),
-            _gripper(),
-        )),
-        fps=CONTROL_HZ,
-        chunk=CHUNK,
-        description="LIBERO 10D: delta position (3, m) + 6D delta rotation (6) + gripper command (1).",
-        adapters=_ADAPTERS,
+    return _libero(
+        "libero_10d",
+        DeltaPoseCommandBlock("delta_ee", rotation="rot6d", limit=1.0,
+                              translation_scale=OSC_POSE_POS_SCALE, rotation_scale=OSC_POSE_ROT_SCALE,
+                              description="OSC_POSE delta in metres + 6D delta rotation"),
+        "LIBERO 10D: delta position (3, m) + 6D delta rotation (6) + gripper command (1).",
+        normalize_rotation=False,
     )

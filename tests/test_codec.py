@@ -150,7 +150,7 @@ def test_libero_native_and_rot6d_forms(rng):
     np.testing.assert_allclose(x10[:, 3:9], np.c_[R[:, :, 0], R[:, :, 1]], atol=1e-12)
     back = rot6d.to_raw(rot6d.decode(x10))
     np.testing.assert_allclose(back["actions"], actions, atol=1e-12)
-    with pytest.raises(ValueError, match=r"block 'gripper'.*outside \[-1, 1\]"):
+    with pytest.raises(ValueError, match=r"block 'gripper'.*outside the range \[-1, 1\]"):
         native.encode_raw({"actions": np.c_[actions[:, :6], np.full(40, 2.0)]})
     with pytest.raises(ValueError, match=r"block 'delta_ee'.*outside \[-1, 1\]"):
         rot6d.encode_raw({"actions": np.c_[actions[:, :6] * 3, actions[:, 6]]})
@@ -214,7 +214,7 @@ def test_non_finite_values_are_rejected(rng):
 
 def test_non_rotations_are_rejected(rng):
     emb, ep = _arm_episode(rng)
-    for name, M in {
+    for _kind, M in {
         "reflection": np.diag([1.0, 1.0, -1.0]),
         "scaled": np.eye(3) * 1.01,
         "sheared": np.array([[1, 0.05, 0], [0, 1, 0], [0, 0, 1.0]]),
