@@ -1,0 +1,68 @@
+"""Model checkpoints: safetensors weights with the config in the file's metadata.
+
+``save_model`` writes atomically (temporary file + rename). ``load_model`` rebuilds the
+model from the stored config; given an explicit config it must match field by field, and a
+mismatch names the differing fields instead of failing on a tensor shape deep inside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from cosmos3_robot.model.config import Cosmos3Config
+from cosmos3_robot.model.cosmos3 import Cosmos3
+
+FORMAT = "cosmos3_robot.model/1"
+
+
+def save_model(model: Cosmos3, path: str | os.PathLike[str], extra: dict[str, str] | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "config": model.config.to_json(), **(extra or {})}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def read_config(path: str | os.PathLike[str]) -> tuple[Cosmos3Config, dict[str, str]]:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise ValueError(f"{path}: not a cosmos3_robot model checkpoint (metadata format {meta.get('format')!r})")
+    return Cosmos3Config.from_dict(json.loads(meta["config"])), meta
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: checkpoint {va!r} vs requested {vb!r}")
+    return out
+
+
+def load_model(path: str | os.PathLike[str], config: Cosmos3Config | None = None,
+               map_location: str | torch.device = "cpu", **model_kwargs: Any) -> Cosmos3:
+    saved, _ = read_config(path)
+    if config is not None:
+        diff = [d for d in _diff(saved.to_dict(), config.to_dict()) if not d.startswith("name:")]
+        if diff:
+            raise ValueError(f"{path}: checkpoint config does not match the requested one:\n  " + "\n  ".join(diff))
+    model = Cosmos3(config or saved, **model_kwargs)
+    with safe_open(str(path), framework="pt", device=str(map_location)) as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return model.to(map_location)

@@ -1,0 +1,198 @@
+"""Model configuration: one dataclass, presets as data.
+
+``Cosmos3Config`` describes the whole model: the shared transformer shape, the AR inputs
+(byte text, ViT patches), the DM inputs (video latents from a pluggable encoder, padded
+actions through per-domain projections) and the flow-matching objective. Presets are
+instances registered by name; ``cosmos3-robot model-info`` prints their parameter counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+DEFAULT_DOMAINS: tuple[str, ...] = (
+    "single_arm", "single_arm_10d", "dual_arm", "humanoid", "agibot", "av", "camera",
+    "libero", "libero_10d", "droid",
+)
+"""Built-in embodiments, each its own action-projection domain (new ones append)."""
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Flow matching for DM tokens (``x_t = (1 - t) * noise + t * x``, t = 1 is clean).
+
+    Attributes:
+        timestep_sampling: ``"logit_normal"`` (released config), ``"uniform"`` or ``"beta"``
+            (GR00T: ``t = (0.999 - Beta(1.5, 1)) / 0.999``).
+        logit_mean, logit_std: parameters of the logit-normal sampler.
+        shift: timestep shift; > 1 spends more of training and sampling at high noise
+            (the reference grows it with resolution). Applied to noise level ``1 - t`` as
+            ``s * n / (1 + (s - 1) * n)``.
+        action_loss_weight: weight of the action velocity loss relative to video (x10 in the
+            released config).
+        video_loss_weight: weight of the video velocity loss.
+        text_loss_weight: weight of the optional AR next-token cross-entropy.
+        text_dropout: probability of training a sample with empty text (for guidance).
+    """
+
+    timestep_sampling: Literal["logit_normal", "uniform", "beta"] = "logit_normal"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float = 1.0
+    action_loss_weight: float = 10.0
+    video_loss_weight: float = 1.0
+    text_loss_weight: float = 0.0
+    text_dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class Cosmos3Config:
+    """A compact Cosmos-3-style Mixture-of-Transformers.
+
+    Transformer (shared by both towers; each layer holds one parameter set per tower):
+        dim: model width. n_layers: layers. n_heads: attention heads (``dim % n_heads == 0``).
+        ffn_mult: SwiGLU hidden width as a multiple of ``dim``.
+        rope_theta: RoPE base. rope_sections: head-dim pairs given to the (t, h, w) axes;
+            they must sum to ``head_dim // 2``; empty means an even split favouring t.
+        block_causal: clean DM conditioning tokens do not attend to noisy targets, so their
+            K/V can be cached across denoising steps.
+
+    AR inputs (Reasoner tower):
+        max_text_len: text tokens per sample (UTF-8 bytes + BOS). Longer text is an error.
+        image_size: square AR/DM image side in pixels. vit_patch: ViT patch side; vit_merge:
+            merge factor of neighbouring patches (2 -> 2x2 merge).
+
+    DM inputs (Generator tower):
+        video_encoder: ``"patchify"`` (raw pixels), ``"conv_ae"`` (this project's compact
+            video autoencoder) or ``"external"`` (an adapter around a user's VAE).
+        latent_channels, spatial_compression, temporal_compression: the encoder's latent
+            shape; clips must have ``1 + k * temporal_compression`` frames.
+        dm_patch: latent patch side grouped into one DM token.
+        max_action_width: padded action width (64 in the reference).
+        n_action_domains: one input/output projection per embodiment domain (32).
+        max_actions: longest action chunk.
+        action_domains: embodiment names owning the action projections, in domain order
+            (at most ``n_action_domains``); unknown names are rejected.
+        time_base_tps: TPS_base of the mRoPE (6 = 24 fps / 4).
+    """
+
+    name: str = "custom"
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    ffn_mult: float = 2.0
+    rope_theta: float = 10000.0
+    rope_sections: tuple[int, int, int] = ()  # type: ignore[assignment]
+    block_causal: bool = False
+    max_text_len: int = 64
+    image_size: int = 32
+    vit_patch: int = 8
+    vit_merge: int = 2
+    video_encoder: Literal["patchify", "conv_ae", "external"] = "patchify"
+    latent_channels: int = 3
+    spatial_compression: int = 1
+    temporal_compression: int = 1
+    dm_patch: int = 8
+    max_action_width: int = 64
+    n_action_domains: int = 32
+    max_actions: int = 32
+    time_base_tps: float = 6.0
+    action_domains: tuple[str, ...] = DEFAULT_DOMAINS
+    flow: FlowConfig = field(default_factory=FlowConfig)
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ValueError(f"Cosmos3Config {self.name!r}: {msg}")
+
+        need(self.dim % self.n_heads == 0, f"dim {self.dim} must be divisible by n_heads {self.n_heads}")
+        need(self.head_dim % 2 == 0, f"head_dim {self.head_dim} must be even for RoPE")
+        need(sum(self.sections) == self.head_dim // 2,
+             f"rope_sections {self.sections} must sum to head_dim // 2 = {self.head_dim // 2}")
+        need(self.image_size % (self.vit_patch * self.vit_merge) == 0,
+             f"image_size {self.image_size} must be a multiple of vit_patch * vit_merge")
+        latent = self.image_size // self.spatial_compression
+        need(self.image_size % self.spatial_compression == 0 and latent % self.dm_patch == 0,
+             f"image_size / spatial_compression = {latent} must be a multiple of dm_patch {self.dm_patch}")
+        need(self.video_encoder != "patchify" or (self.spatial_compression, self.temporal_compression) == (1, 1),
+             "the raw 'patchify' encoder has no compression (spatial and temporal 1)")
+        need(self.n_action_domains >= 1 and self.max_action_width >= 1, "action domains and width must be >= 1")
+        need(len(self.action_domains) <= self.n_action_domains,
+             f"{len(self.action_domains)} action_domains exceed n_action_domains {self.n_action_domains}")
+        need(len(set(self.action_domains)) == len(self.action_domains), "action_domains has duplicates")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def sections(self) -> tuple[int, int, int]:
+        if self.rope_sections:
+            return tuple(self.rope_sections)  # type: ignore[return-value]
+        half = self.head_dim // 2
+        hw = half // 4
+        return (half - 2 * hw, hw, hw)
+
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // self.spatial_compression
+
+    @property
+    def tokens_per_latent_frame(self) -> int:
+        return (self.latent_size // self.dm_patch) ** 2
+
+    @property
+    def vit_tokens_per_image(self) -> int:
+        return (self.image_size // (self.vit_patch * self.vit_merge)) ** 2
+
+    def replace(self, **changes: Any) -> "Cosmos3Config":
+        if "flow" in changes and isinstance(changes["flow"], dict):
+            changes["flow"] = dataclasses.replace(self.flow, **changes["flow"])
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Cosmos3Config":
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Cosmos3Config: unknown field(s) {unknown}")
+        flow = FlowConfig(**d.pop("flow", {}))
+        for key in ("rope_sections", "action_domains"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(flow=flow, **d)
+
+
+PRESETS: dict[str, Cosmos3Config] = {
+    # Unit tests: < 2M parameters, 32 px frames, raw patches.
+    "tiny": Cosmos3Config(name="tiny", dim=64, n_layers=2, n_heads=4, image_size=32, vit_patch=8,
+                          dm_patch=8, max_text_len=48, max_actions=32),
+    # CPU demo: ~25M parameters, 64 px frames, the compact conv autoencoder (8x spatial).
+    "small": Cosmos3Config(name="small", dim=320, n_layers=8, n_heads=5, ffn_mult=2.5,
+                           image_size=64, vit_patch=8, video_encoder="conv_ae",
+                           latent_channels=8, spatial_compression=8, temporal_compression=4,
+                           dm_patch=2, max_text_len=64, max_actions=32),
+    # Jetson Orin / RTX class: ~250M parameters, 128 px frames.
+    "compact": Cosmos3Config(name="compact", dim=768, n_layers=14, n_heads=12, ffn_mult=2.75,
+                             image_size=128, vit_patch=16, video_encoder="conv_ae",
+                             latent_channels=16, spatial_compression=16, temporal_compression=4,
+                             dm_patch=2, max_text_len=96, max_actions=64),
+}
+
+
+def preset(name: str, **overrides: Any) -> Cosmos3Config:
+    """A preset by name, with field overrides (``flow`` may be a dict of flow overrides)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; available: {sorted(PRESETS)}")
+    return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]

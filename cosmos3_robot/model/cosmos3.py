@@ -1,0 +1,526 @@
+"""The Cosmos3 world-action model: embeddings, layouts, flow-matching loss and generation.
+
+One set of weights serves every mode (:mod:`cosmos3_robot.model.modes`); a mode only
+decides which DM streams are present and which of them are noisy. Sequence per sample::
+
+    AR:  [BOS text... PAD..] [ViT image tokens] [EOS] [BOG]      (Reasoner, causal)
+    DM:  [clean conditioning streams] [noisy target streams]       (Generator, flow)
+
+Positions follow :mod:`cosmos3_robot.model.rope`; DM time starts after the AR prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cosmos3_robot.model import rope
+from cosmos3_robot.model.config import Cosmos3Config
+from cosmos3_robot.model.flow import integrate, interpolate, sample_time
+from cosmos3_robot.model.modes import Mode, Stream, get_mode
+from cosmos3_robot.model.mot import MoTCore, PrefixCache, RMSNorm
+from cosmos3_robot.model.tokenizers import (
+    ActionProjections,
+    ByteTokenizer,
+    TimestepEmbedding,
+    ViTPatchEmbed,
+    patchify,
+    unpatchify,
+)
+from cosmos3_robot.model.vae import ConvVideoAE, RawPatchify, VideoEncoder, check_frames
+
+
+@dataclass
+class WorldBatch:
+    """Inputs for any mode; a stream the mode does not use may be ``None``.
+
+    Attributes:
+        text: one instruction per sample.
+        embodiment: one embodiment name per sample (selects the action projection domain).
+        video: ``(B, F, 3, H, W)`` float in [-1, 1]: ``n_context_frames`` context frames, then
+            future frames. Both counts must fit the temporal compression
+            (context ``1 + k * tc``, future ``k * tc``).
+        n_context_frames: how many of ``video``'s frames are context.
+        actions: ``(B, T, D)`` normalised pseudo-actions, or ``(B, T, W)`` already padded
+            with ``action_mask``.
+        action_mask: ``(B, W)`` bool valid action dimensions (padded batches).
+        fps: video frame rate in Hz, scalar or ``(B,)``.
+        control_hz: action rate in Hz, scalar or ``(B,)``.
+        ar_images: ``(B, N, 3, H, W)`` images for the ViT (Reasoner), optional.
+    """
+
+    text: Sequence[str]
+    embodiment: Sequence[str] | None = None
+    video: torch.Tensor | None = None
+    n_context_frames: int = 1
+    actions: torch.Tensor | None = None
+    action_mask: torch.Tensor | None = None
+    fps: float | torch.Tensor = 15.0
+    control_hz: float | torch.Tensor = 15.0
+    ar_images: torch.Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.text)
+
+
+@dataclass
+class _Layout:
+    """The assembled DM sequence of one batch."""
+
+    tokens: torch.Tensor  # (B, L, dim) embedded inputs (noisy streams hold x_t)
+    pos: torch.Tensor  # (B, L, 3)
+    noisy: torch.Tensor  # (B, L) bool
+    time: torch.Tensor  # (B, L) flow time per token (1 = clean)
+    spans: dict[str, slice] = field(default_factory=dict)
+
+
+def _per_sample(x: float | torch.Tensor, B: int, name: str) -> torch.Tensor:
+    t = torch.as_tensor(x, dtype=torch.float64).flatten()
+    if t.numel() == 1:
+        t = t.expand(B)
+    if t.numel() != B:
+        raise ValueError(f"{name}: expected a scalar or ({B},) values, got {tuple(t.shape)}")
+    if not bool((t > 0).all()):
+        raise ValueError(f"{name}: rates must be > 0 Hz, got {t.tolist()}")
+    return t
+
+
+class Cosmos3(nn.Module):
+    def __init__(self, config: Cosmos3Config, video_encoder: VideoEncoder | None = None):
+        super().__init__()
+        c = self.config = config
+        self.tokenizer = ByteTokenizer(c.max_text_len)
+        self.text_embed = nn.Embedding(ByteTokenizer.vocab_size, c.dim)
+        self.vit = ViTPatchEmbed(c.dim, c.vit_patch, c.vit_merge)
+        self.special = nn.Parameter(torch.randn(2, c.dim) * 0.02)  # EOS, BOG
+        self.ar_norm = RMSNorm(c.dim)
+
+        if video_encoder is None:
+            if c.video_encoder == "patchify":
+                video_encoder = RawPatchify()
+            elif c.video_encoder == "conv_ae":
+                video_encoder = ConvVideoAE(c.latent_channels, c.spatial_compression, c.temporal_compression)
+            else:
+                raise ValueError("video_encoder 'external': pass the ExternalVAE instance to Cosmos3(...)")
+        enc = video_encoder
+        if (enc.latent_channels, enc.spatial_compression, enc.temporal_compression) != (
+                c.latent_channels, c.spatial_compression, c.temporal_compression):
+            raise ValueError("video encoder's latent shape does not match the config's "
+                             "(latent_channels, spatial_compression, temporal_compression)")
+        self.video_encoder = video_encoder
+        patch_dim = c.latent_channels * c.dm_patch ** 2
+        self.video_in = nn.Linear(patch_dim, c.dim)
+        self.video_out = nn.Linear(c.dim, patch_dim)
+        nn.init.zeros_(self.video_out.weight)
+        nn.init.zeros_(self.video_out.bias)
+        self.actions = ActionProjections(c.n_action_domains, c.max_action_width, c.dim)
+        self.modality = nn.Parameter(torch.randn(2, c.dim) * 0.02)  # video, action
+        self.time_embed = TimestepEmbedding(c.dim)
+        self.dm_final_norm = RMSNorm(c.dim, affine=False)
+        self.dm_final_ada = nn.Linear(c.dim, 2 * c.dim)
+        nn.init.zeros_(self.dm_final_ada.weight)
+        nn.init.zeros_(self.dm_final_ada.bias)
+
+        self.core = MoTCore(c.dim, c.n_layers, c.n_heads, int(c.dim * c.ffn_mult), c.block_causal)
+        self.rope = rope.MRoPE(c.head_dim, c.sections, c.rope_theta)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.weight.abs().sum() > 0:
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None and m.bias.abs().sum() == 0:
+                nn.init.zeros_(m.bias)
+
+    # ---- bookkeeping -------------------------------------------------------------------
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    @property
+    def device(self) -> torch.device:
+        return self.special.device
+
+    def domain_ids(self, names: Sequence[str] | None, B: int) -> torch.Tensor:
+        if names is None:
+            raise ValueError("embodiment: one name per sample is required for modes with actions")
+        if len(names) != B:
+            raise ValueError(f"embodiment: expected {B} names, got {len(names)}")
+        ids = []
+        for n in names:
+            if n not in self.config.action_domains:
+                raise ValueError(f"embodiment {n!r} has no action domain in this model; "
+                                 f"known: {list(self.config.action_domains)}")
+            ids.append(self.config.action_domains.index(n))
+        return torch.tensor(ids, device=self.device)
+
+    # ---- AR prefix ---------------------------------------------------------------------
+    def encode_prefix(self, text: Sequence[str], ar_images: torch.Tensor | None = None,
+                      ) -> tuple[torch.Tensor, PrefixCache, torch.Tensor]:
+        """Run the Reasoner once: returns AR hidden states, the K/V prefix cache and the
+        text tokens. DM time positions start at the prefix length."""
+        tokens, valid = self.tokenizer.encode(text)
+        tokens, valid = tokens.to(self.device), valid.to(self.device)
+        B = tokens.shape[0]
+        parts = [self.text_embed(tokens)]
+        valids = [valid]
+        if ar_images is not None:
+            self._check_images(ar_images, "ar_images", B)
+            img = self.vit(ar_images.to(self.device, self.special.dtype))
+            parts.append(img)
+            valids.append(torch.ones(img.shape[:2], dtype=torch.bool, device=self.device))
+        parts.append(self.special[None].expand(B, 2, -1))
+        valids.append(torch.ones(B, 2, dtype=torch.bool, device=self.device))
+        x, valid = torch.cat(parts, 1), torch.cat(valids, 1)
+        pos = rope.text_positions(x.shape[1]).to(self.device)[None].expand(B, -1, -1)
+        cos, sin = self.rope.cos_sin(pos, x.dtype)
+        h, cache = self.core.forward_ar(x, cos, sin, valid)
+        return self.ar_norm(h), cache, tokens
+
+    def text_logits(self, ar_hidden: torch.Tensor) -> torch.Tensor:
+        """LM head (tied to the text embedding) over the AR text positions."""
+        return ar_hidden[:, : self.config.max_text_len] @ self.text_embed.weight.T
+
+    # ---- input checks ------------------------------------------------------------------
+    def _check_images(self, x: torch.Tensor, name: str, B: int) -> None:
+        s = self.config.image_size
+        if x.dim() != 5 or x.shape[0] != B or x.shape[2] != 3 or tuple(x.shape[3:]) != (s, s):
+            raise ValueError(f"{name}: expected shape ({B}, N, 3, {s}, {s}) float in [-1, 1], got {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name}: non-finite pixel values")
+
+    def _padded_actions(self, batch: WorldBatch, B: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a = batch.actions
+        W = self.config.max_action_width
+        if a is None:
+            raise ValueError("actions: this mode needs actions (B, T, D)")
+        if a.dim() != 3 or a.shape[0] != B:
+            raise ValueError(f"actions: expected shape ({B}, T, D), got {tuple(a.shape)}")
+        if a.shape[1] > self.config.max_actions:
+            raise ValueError(f"actions: chunk of {a.shape[1]} steps exceeds max_actions {self.config.max_actions}")
+        if not bool(torch.isfinite(a).all()):
+            raise ValueError("actions: non-finite values")
+        a = a.to(self.device, self.special.dtype)
+        if batch.action_mask is not None:
+            mask = batch.action_mask.to(self.device, torch.bool)
+            if a.shape[2] != W or tuple(mask.shape) != (B, W):
+                raise ValueError(f"actions with action_mask: expected ({B}, T, {W}) and mask ({B}, {W})")
+            return a * mask[:, None], mask
+        D = a.shape[2]
+        if D > W:
+            raise ValueError(f"actions: width {D} exceeds the padded maximum {W}")
+        mask = torch.zeros(B, W, dtype=torch.bool, device=self.device)
+        mask[:, :D] = True
+        return F.pad(a, (0, W - D)), mask
+
+    def _split_video(self, batch: WorldBatch, B: int) -> tuple[torch.Tensor, int]:
+        """Latents of the whole clip ``(B, F', C, h, w)`` and the number of context latents."""
+        v = batch.video
+        if v is None:
+            raise ValueError("video: this mode needs video (B, F, 3, H, W)")
+        self._check_images(v, "video", B)
+        tc = self.config.temporal_compression
+        n_ctx = batch.n_context_frames
+        if n_ctx == 0:  # the whole clip is one (future) stream
+            check_frames(v.shape[1], tc, "video")
+        else:
+            check_frames(n_ctx, tc, "video context")
+        n_future = v.shape[1] - n_ctx
+        if n_ctx and (n_future < 0 or n_future % tc != 0):
+            raise ValueError(f"video: {n_future} future frames do not fit the temporal compression {tc}; "
+                             f"expected a multiple of {tc}")
+        lat = self.video_encoder.encode(v.to(self.device, self.special.dtype))
+        n_ctx_lat = 0 if n_ctx == 0 else 1 + (n_ctx - 1) // tc
+        return lat, n_ctx_lat
+
+    # ---- layout ------------------------------------------------------------------------
+    def _layout(self, mode: Mode, B: int, t0: float, fps: torch.Tensor, hz: torch.Tensor,
+                video_tokens: dict[str, torch.Tensor], n_ctx_lat: int, actions: torch.Tensor | None,
+                domain: torch.Tensor | None, times: dict[str, torch.Tensor]) -> _Layout:
+        """Embed streams in the mode's order. ``video_tokens``/``actions`` hold the inputs as
+        the network sees them (x_t for noisy streams); ``times`` the per-sample flow times."""
+        c = self.config
+        g = c.latent_size // c.dm_patch
+        parts, pos, noisy, time, spans = [], [], [], [], {}
+        start = 0
+        for stream, is_noisy in mode.streams:
+            if stream == "actions":
+                assert actions is not None and domain is not None
+                emb = self.actions.embed(actions, domain) + self.modality[1]
+                p = torch.stack([rope.action_positions(actions.shape[1], float(hz[b]), t0 + self._t_now(n_ctx_lat, float(fps[b])))
+                                 for b in range(B)])
+            else:
+                tok = video_tokens[stream]
+                emb = self.video_in(tok) + self.modality[0]
+                n_frames = tok.shape[1] // c.tokens_per_latent_frame
+                first = 0 if stream == "video_context" else n_ctx_lat
+                p = torch.stack([rope.video_positions(n_frames, g, g, float(fps[b]), c.temporal_compression, t0, first)
+                                 for b in range(B)])
+            L = emb.shape[1]
+            parts.append(emb)
+            pos.append(p.to(self.device))
+            noisy.append(torch.full((B, L), is_noisy, dtype=torch.bool, device=self.device))
+            t = times[stream][:, None].expand(B, L) if is_noisy else torch.ones(B, L, device=self.device)
+            time.append(t.to(self.device))
+            spans[stream] = slice(start, start + L)
+            start += L
+        return _Layout(torch.cat(parts, 1), torch.cat(pos, 1), torch.cat(noisy, 1), torch.cat(time, 1), spans)
+
+    def _t_now(self, n_ctx_lat: int, fps: float) -> float:
+        """Position offset of the current (last context) frame."""
+        if n_ctx_lat == 0:
+            return 0.0
+        c = self.config
+        return (n_ctx_lat - 1) * rope.temporal_step(fps / c.temporal_compression, c.time_base_tps)
+
+    def _run_dm(self, lay: _Layout, prefix: PrefixCache, select: slice | None = None,
+                ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        sl = select or slice(None)
+        tokens, pos, noisy, time = lay.tokens[:, sl], lay.pos[:, sl], lay.noisy[:, sl], lay.time[:, sl]
+        temb = self.time_embed(time)
+        cos, sin = self.rope.cos_sin(pos, tokens.dtype)
+        valid = torch.ones(noisy.shape, dtype=torch.bool, device=self.device)
+        h, k, v = self.core.forward_dm(tokens, temb, cos, sin, prefix, valid, noisy)
+        shift, scale = self.dm_final_ada(temb).chunk(2, -1)
+        return self.dm_final_norm(h) * (1 + scale) + shift, k, v
+
+    def _heads(self, h: torch.Tensor, lay: _Layout, offset: int, domain: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        out = {}
+        for stream, sl in lay.spans.items():
+            part = h[:, sl.start - offset: sl.stop - offset]
+            out[stream] = self.actions.project(part, domain) if stream == "actions" else self.video_out(part)
+        return out
+
+    # ---- training ----------------------------------------------------------------------
+    def loss(self, mode: str | Mode, batch: WorldBatch, generator: torch.Generator | None = None,
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Flow-matching loss on exactly the mode's noisy streams (+ optional text CE).
+
+        Video and actions get independent noise levels per sample. Returns the weighted
+        total and its parts (floats, for logging).
+        """
+        mode = get_mode(mode)
+        fc = self.config.flow
+        B = batch.batch_size
+        text = list(batch.text)
+        if self.training and fc.text_dropout > 0:
+            drop = torch.rand(B, generator=generator) < fc.text_dropout
+            text = ["" if d else t for t, d in zip(text, drop.tolist())]
+        ar_h, prefix, tokens = self.encode_prefix(text, batch.ar_images)
+        parts: dict[str, torch.Tensor] = {}
+        if mode.text_loss or fc.text_loss_weight > 0:
+            logits = self.text_logits(ar_h)[:, :-1]
+            target = tokens[:, 1:].masked_fill(tokens[:, 1:] == ByteTokenizer.PAD, -100)
+            parts["text"] = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+        if mode.streams:
+            fps = _per_sample(batch.fps, B, "fps")
+            hz = _per_sample(batch.control_hz, B, "control_hz")
+            clean, noise, inputs, domain, mask, n_ctx_lat = self._clean_streams(mode, batch, B, generator)
+            times = {s: sample_time((B,), fc, generator).to(self.device) for s in mode.noisy}
+            for s in mode.noisy:
+                inputs[s] = interpolate(clean[s], noise[s], times[s])
+            t0 = float(prefix.valid.shape[1])
+            lay = self._layout(mode, B, t0, fps, hz, {k: v for k, v in inputs.items() if k != "actions"},
+                               n_ctx_lat, inputs.get("actions"), domain, times)
+            h, _, _ = self._run_dm(lay, prefix)
+            pred = self._heads(h, lay, 0, domain)
+            for s in mode.noisy:
+                err = (pred[s] - (clean[s] - noise[s])) ** 2
+                if s == "actions":
+                    m = mask[:, None, :].expand_as(err)
+                    parts["actions"] = err[m].mean()
+                else:
+                    parts[s] = err.mean()
+        weights = {"text": fc.text_loss_weight if not mode.text_loss else max(fc.text_loss_weight, 1.0),
+                   "actions": fc.action_loss_weight,
+                   "video_future": fc.video_loss_weight, "video_context": fc.video_loss_weight}
+        if not parts:
+            raise ValueError(f"mode {mode.name!r} has nothing to learn from")
+        total = sum(weights[k] * v for k, v in parts.items())
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def _clean_streams(self, mode: Mode, batch: WorldBatch, B: int, generator: torch.Generator | None):
+        """Clean targets (tokens / padded actions), noise of the same shapes, and inputs."""
+        clean: dict[str, torch.Tensor] = {}
+        domain = mask = None
+        n_ctx_lat = 0
+        if mode.has("video_context") or mode.has("video_future"):
+            if not mode.has("video_context"):
+                batch = WorldBatch(**{**batch.__dict__, "n_context_frames": 0})
+            lat, n_ctx_lat = self._split_video(batch, B)
+            tokens = patchify(lat, self.config.dm_patch)
+            n = n_ctx_lat * self.config.tokens_per_latent_frame
+            if mode.has("video_context"):
+                clean["video_context"] = tokens[:, :n]
+            if mode.has("video_future"):
+                if tokens.shape[1] == n:
+                    raise ValueError("video: this mode generates future frames; give some after the context")
+                clean["video_future"] = tokens[:, n:]
+        if mode.has("actions"):
+            clean["actions"], mask = self._padded_actions(batch, B)
+            domain = self.domain_ids(batch.embodiment, B)
+        noise = {k: torch.randn(v.shape, generator=generator).to(v) for k, v in clean.items()}
+        if "actions" in noise:
+            noise["actions"] = noise["actions"] * mask[:, None]
+        return clean, noise, dict(clean), domain, mask, n_ctx_lat
+
+    # ---- generation --------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, mode: str | Mode, batch: WorldBatch, *, steps: int = 4,
+                 sampler: Literal["euler", "heun"] = "euler", guidance: float = 1.0,
+                 shift: float | None = None, seed: int = 0, n_actions: int | None = None,
+                 action_dim: int | None = None, n_future_frames: int | None = None,
+                 ) -> dict[str, torch.Tensor]:
+        """Sample the mode's noisy streams given its clean ones.
+
+        The AR prefix is computed once (twice with guidance: with and without text); with
+        ``block_causal`` the clean DM tokens are also run once and cached, and each step runs
+        only the noisy tokens. Returns ``actions`` ``(B, T, D)`` (D from ``action_dim``, the
+        given actions or mask) and/or ``video`` ``(B, F_future, 3, H, W)`` in pixels.
+        Deterministic for a given ``seed``.
+        """
+        mode = get_mode(mode)
+        if not mode.noisy:
+            raise ValueError(f"mode {mode.name!r} generates no DM stream; use encode_prefix/text_logits")
+        c = self.config
+        B = batch.batch_size
+        gen = torch.Generator().manual_seed(seed)
+        fps = _per_sample(batch.fps, B, "fps")
+        hz = _per_sample(batch.control_hz, B, "control_hz")
+        shift = c.flow.shift if shift is None else shift
+
+        # Clean streams and the shapes of the noisy ones.
+        clean: dict[str, torch.Tensor] = {}
+        shapes: dict[str, tuple[int, ...]] = {}
+        domain = mask = None
+        n_ctx_lat = 0
+        if mode.has("video_context") or mode.has("video_future"):
+            if mode.has("video_context"):
+                lat, n_ctx_lat = self._split_video(batch, B)
+                tokens = patchify(lat, c.dm_patch)
+                n = n_ctx_lat * c.tokens_per_latent_frame
+                clean["video_context"] = tokens[:, :n]
+                if "video_future" in mode.clean:
+                    clean["video_future"] = tokens[:, n:]
+                    if tokens.shape[1] == n:
+                        raise ValueError("video: this mode needs future frames after the context")
+            if "video_future" in mode.noisy:
+                tc = c.temporal_compression
+                if n_future_frames is None or n_future_frames < 1:
+                    raise ValueError("n_future_frames: how many frames to generate is required")
+                if n_ctx_lat:  # frames after the context: groups of tc
+                    if n_future_frames % tc:
+                        raise ValueError(f"n_future_frames: {n_future_frames} is not a multiple of {tc}")
+                    n_lat = n_future_frames // tc
+                else:  # text-to-video: a whole clip of 1 + k * tc frames
+                    n_lat = check_frames(n_future_frames, tc, "n_future_frames")
+                shapes["video_future"] = (B, n_lat * c.tokens_per_latent_frame, c.latent_channels * c.dm_patch ** 2)
+        if mode.has("actions"):
+            domain = self.domain_ids(batch.embodiment, B)
+            if "actions" in mode.clean or batch.actions is not None:
+                a, mask = self._padded_actions(batch, B)
+                if "actions" in mode.clean:
+                    clean["actions"] = a
+                n_actions = n_actions or a.shape[1]
+            else:
+                if action_dim is None and batch.action_mask is None:
+                    raise ValueError("action_dim: needed to generate actions without given actions or mask")
+                mask = torch.zeros(B, c.max_action_width, dtype=torch.bool, device=self.device)
+                if batch.action_mask is not None:
+                    mask = batch.action_mask.to(self.device, torch.bool)
+                else:
+                    if action_dim > c.max_action_width:
+                        raise ValueError(f"action_dim {action_dim} exceeds the padded maximum {c.max_action_width}")
+                    mask[:, :action_dim] = True
+            if "actions" in mode.noisy:
+                if not n_actions or not 1 <= n_actions <= c.max_actions:
+                    raise ValueError(f"n_actions: expected 1..{c.max_actions}, got {n_actions}")
+                shapes["actions"] = (B, n_actions, c.max_action_width)
+
+        text = list(batch.text)
+        use_cfg = guidance != 1.0
+        if use_cfg:
+            text = text + [""] * B
+        _, prefix, _ = self.encode_prefix(text, None if batch.ar_images is None else
+                                          (torch.cat([batch.ar_images] * 2) if use_cfg else batch.ar_images))
+        nb = 2 if use_cfg else 1
+
+        def rep(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else torch.cat([x] * nb)
+
+        clean_r = {k: rep(v) for k, v in clean.items()}
+        dom_r, fps_r, hz_r = rep(domain), torch.cat([fps] * nb), torch.cat([hz] * nb)
+        mask_r = rep(mask)
+        t0 = float(prefix.valid.shape[1])
+        noise = {k: torch.randn(s, generator=gen).to(self.device, self.special.dtype) for k, s in shapes.items()}
+        if "actions" in noise:
+            noise["actions"] = noise["actions"] * mask[:, None]
+        names = list(mode.noisy)
+        # The sampler integrates one flat state per sample: streams flattened and concatenated.
+        sizes = [noise[k][0].numel() for k in names]
+
+        def split(x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {k: part.reshape(noise[k].shape) for k, part in zip(names, torch.split(x, sizes, dim=1))}
+
+        def layout(x_noisy: dict[str, torch.Tensor], t: torch.Tensor) -> _Layout:
+            inputs = {**clean_r, **{k: rep(v) for k, v in x_noisy.items()}}
+            times = {k: t.expand(B * nb).to(self.device) for k in names}
+            return self._layout(mode, B * nb, t0, fps_r, hz_r,
+                                {k: v for k, v in inputs.items() if k != "actions"}, n_ctx_lat,
+                                inputs.get("actions"), dom_r, times)
+
+        # Block-causal: clean DM tokens see no noisy key, so run them once and cache their K/V.
+        noisy_start = None
+        dm_prefix = prefix
+        if c.block_causal and mode.clean:
+            probe = layout({k: noise[k] for k in names}, torch.zeros(()))
+            noisy_start = min(probe.spans[k].start for k in names)
+            _, ck, cv = self._run_dm(probe, prefix, slice(0, noisy_start))
+            dm_prefix = prefix.extend(ck, cv, torch.ones(B * nb, noisy_start, dtype=torch.bool, device=self.device))
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            lay = layout(split(x), t)
+            if noisy_start is not None:
+                h, _, _ = self._run_dm(lay, dm_prefix, slice(noisy_start, None))
+                pred = self._heads(h, lay, noisy_start, dom_r)
+            else:
+                h, _, _ = self._run_dm(lay, prefix)
+                pred = self._heads(h, lay, 0, dom_r)
+            v = {k: pred[k] for k in names}
+            if "actions" in v:
+                v["actions"] = v["actions"] * mask_r[:, None]
+            if use_cfg:
+                v = {k: val[B:] + guidance * (val[:B] - val[B:]) for k, val in v.items()}
+            return torch.cat([v[k].flatten(1) for k in names], 1)
+
+        x0 = torch.cat([noise[k].flatten(1) for k in names], 1)
+        x1 = split(integrate(velocity, x0, steps, shift, sampler))
+        out: dict[str, torch.Tensor] = {}
+        if "actions" in x1:
+            D = int(mask[0].sum()) if bool((mask == mask[0]).all()) else c.max_action_width
+            out["actions"] = x1["actions"][..., :D] if D < c.max_action_width else x1["actions"]
+            out["action_mask"] = mask
+        if "video_future" in x1:
+            out["video"] = self.decode_video(x1["video_future"], clean.get("video_context"))
+        return out
+
+    def decode_video(self, future_tokens: torch.Tensor, context_tokens: torch.Tensor | None) -> torch.Tensor:
+        """Future latent tokens -> future frames in pixels ``(B, F, 3, H, W)`` (decoded with the
+        context latents in front, as causal video decoders expect, then sliced)."""
+        c = self.config
+        g = c.latent_size
+        tokens = future_tokens if context_tokens is None else torch.cat([context_tokens, future_tokens], 1)
+        n_lat = tokens.shape[1] // c.tokens_per_latent_frame
+        lat = unpatchify(tokens, n_lat, c.latent_channels, g, g, c.dm_patch)
+        video = self.video_encoder.decode(lat)
+        if context_tokens is None:
+            return video
+        n_ctx_lat = context_tokens.shape[1] // c.tokens_per_latent_frame
+        n_ctx_raw = 1 + (n_ctx_lat - 1) * c.temporal_compression
+        return video[:, n_ctx_raw:]

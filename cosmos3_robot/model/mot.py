@@ -1,0 +1,148 @@
+"""The Mixture-of-Transformers core: every layer has a Reasoner and a Generator parameter set.
+
+    AR tokens  ──Reasoner(norm, QKV, O, FFN)──┐ causal over AR keys only
+                                               │ K_AR, V_AR
+    DM tokens  ──Generator(adaLN(t), QKV, O, FFN)── bidirectional over [K_AR; K_DM]
+
+``forward_ar`` runs the Reasoner tower alone and returns the per-layer AR keys/values
+(the prefix cache); ``forward_dm`` runs the Generator tower against a prefix cache. A full
+forward is the two in sequence, so the AR outputs are independent of the DM tokens by
+construction, and the prefix is computed once per request at inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cosmos3_robot.model.attention import ar_mask, attend, dm_mask
+from cosmos3_robot.model.rope import apply_rope
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6, affine: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps).to(x.dtype)
+        return y * self.weight if self.weight is not None else y
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.gate_up = nn.Linear(dim, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g, u = self.gate_up(x).chunk(2, -1)
+        return self.down(F.silu(g) * u)
+
+
+class TowerBlock(nn.Module):
+    """One tower's parameters in one layer: norms, Q/K/V/O (with QK-norm) and the FFN.
+
+    The Generator's norms are affine-free: its scale/shift come from the timestep (adaLN).
+    """
+
+    def __init__(self, dim: int, n_heads: int, ffn_hidden: int, adaln: bool):
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, dim // n_heads
+        self.norm1 = RMSNorm(dim, affine=not adaln)
+        self.norm2 = RMSNorm(dim, affine=not adaln)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_norm = RMSNorm(self.head_dim)
+        self.k_norm = RMSNorm(self.head_dim)
+        self.o = nn.Linear(dim, dim, bias=False)
+        self.ffn = SwiGLU(dim, ffn_hidden)
+        self.ada = nn.Linear(dim, 6 * dim) if adaln else None
+        if self.ada is not None:  # adaLN-Zero: each block starts as the identity
+            nn.init.zeros_(self.ada.weight)
+            nn.init.zeros_(self.ada.bias)
+
+    def qkv_heads(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        B, L, _ = h.shape
+        q, k, v = self.qkv(h).view(B, L, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = self.q_norm(q), self.k_norm(k)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def merge(self, out: torch.Tensor) -> torch.Tensor:
+        B, H, L, D = out.shape
+        return self.o(out.transpose(1, 2).reshape(B, L, H * D))
+
+
+@dataclass
+class PrefixCache:
+    """Per-layer keys/values ``(B, H, Lp, D)`` that DM tokens attend to, and their validity."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    valid: torch.Tensor  # (B, Lp) bool
+
+    def extend(self, keys: list[torch.Tensor], values: list[torch.Tensor], valid: torch.Tensor) -> "PrefixCache":
+        return PrefixCache([torch.cat([a, b], 2) for a, b in zip(self.keys, keys)],
+                           [torch.cat([a, b], 2) for a, b in zip(self.values, values)],
+                           torch.cat([self.valid, valid], 1))
+
+    def repeat(self, n: int) -> "PrefixCache":
+        """The same cache for ``n`` copies of the batch (batch-major)."""
+        return PrefixCache([k.repeat(n, 1, 1, 1) for k in self.keys], [v.repeat(n, 1, 1, 1) for v in self.values],
+                           self.valid.repeat(n, 1))
+
+
+class MoTLayer(nn.Module):
+    def __init__(self, dim: int, n_heads: int, ffn_hidden: int):
+        super().__init__()
+        self.reasoner = TowerBlock(dim, n_heads, ffn_hidden, adaln=False)
+        self.generator = TowerBlock(dim, n_heads, ffn_hidden, adaln=True)
+
+    def forward_ar(self, x, cos, sin, mask):
+        r = self.reasoner
+        q, k, v = r.qkv_heads(r.norm1(x), cos, sin)
+        x = x + r.merge(attend(q, k, v, mask))
+        x = x + r.ffn(r.norm2(x))
+        return x, k, v
+
+    def forward_dm(self, x, temb, cos, sin, prefix_k, prefix_v, mask):
+        g = self.generator
+        shift1, scale1, gate1, shift2, scale2, gate2 = g.ada(temb).chunk(6, -1)
+        q, k, v = g.qkv_heads(g.norm1(x) * (1 + scale1) + shift1, cos, sin)
+        out = attend(q, torch.cat([prefix_k, k], 2), torch.cat([prefix_v, v], 2), mask)
+        x = x + gate1 * g.merge(out)
+        x = x + gate2 * g.ffn(g.norm2(x) * (1 + scale2) + shift2)
+        return x, k, v
+
+
+class MoTCore(nn.Module):
+    """The stack of layers; embeddings, heads and modes live in :mod:`cosmos3_robot.model.cosmos3`."""
+
+    def __init__(self, dim: int, n_layers: int, n_heads: int, ffn_hidden: int, block_causal: bool):
+        super().__init__()
+        self.layers = nn.ModuleList([MoTLayer(dim, n_heads, ffn_hidden) for _ in range(n_layers)])
+        self.block_causal = block_causal
+
+    def forward_ar(self, x, cos, sin, valid) -> tuple[torch.Tensor, PrefixCache]:
+        """AR tokens ``(B, La, dim)`` -> outputs and the prefix cache. Sees no DM tensor."""
+        mask = ar_mask(valid)
+        keys, values = [], []
+        for layer in self.layers:
+            x, k, v = layer.forward_ar(x, cos, sin, mask)
+            keys.append(k)
+            values.append(v)
+        return x, PrefixCache(keys, values, valid)
+
+    def forward_dm(self, x, temb, cos, sin, prefix: PrefixCache, valid, noisy,
+                   ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """DM tokens ``(B, Ld, dim)`` against ``prefix`` -> outputs and their per-layer K/V."""
+        mask = dm_mask(prefix.valid, valid, noisy, self.block_causal)
+        keys, values = [], []
+        for layer, pk, pv in zip(self.layers, prefix.keys, prefix.values):
+            x, k, v = layer.forward_dm(x, temb, cos, sin, pk, pv, mask)
+            keys.append(k)
+            values.append(v)
+        return x, keys, values
