@@ -177,7 +177,7 @@ class Cosmos3Config:
 PRESETS: dict[str, Cosmos3Config] = {
     # Unit tests: < 2M parameters, 32 px frames, raw patches.
     "tiny": Cosmos3Config(name="tiny", dim=64, n_layers=2, n_heads=4, image_size=32, vit_patch=8,
-                          dm_patch=8, max_text_len=48, max_actions=32),
+                          dm_patch=4, max_text_len=48, max_actions=32),
     # CPU demo: ~25M parameters, 64 px frames, the compact conv autoencoder (8x spatial).
     "small": Cosmos3Config(name="small", dim=320, n_layers=8, n_heads=5, ffn_mult=2.5,
                            image_size=64, vit_patch=8, video_encoder="conv_ae",

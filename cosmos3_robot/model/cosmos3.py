@@ -376,14 +376,15 @@ class Cosmos3(nn.Module):
                  sampler: Literal["euler", "heun"] = "euler", guidance: float = 1.0,
                  shift: float | None = None, seed: int = 0, n_actions: int | None = None,
                  action_dim: int | None = None, n_future_frames: int | None = None,
-                 ) -> dict[str, torch.Tensor]:
+                 cache_clean: bool = True) -> dict[str, torch.Tensor]:
         """Sample the mode's noisy streams given its clean ones.
 
         The AR prefix is computed once (twice with guidance: with and without text); with
         ``block_causal`` the clean DM tokens are also run once and cached, and each step runs
         only the noisy tokens. Returns ``actions`` ``(B, T, D)`` (D from ``action_dim``, the
         given actions or mask) and/or ``video`` ``(B, F_future, 3, H, W)`` in pixels.
-        Deterministic for a given ``seed``.
+        Deterministic for a given ``seed``. ``cache_clean=False`` recomputes the clean DM
+        tokens at every step even when block-causal (the reference path for tests).
         """
         mode = get_mode(mode)
         if not mode.noisy:
@@ -478,7 +479,7 @@ class Cosmos3(nn.Module):
         # Block-causal: clean DM tokens see no noisy key, so run them once and cache their K/V.
         noisy_start = None
         dm_prefix = prefix
-        if c.block_causal and mode.clean:
+        if c.block_causal and mode.clean and cache_clean:
             probe = layout({k: noise[k] for k in names}, torch.zeros(()))
             noisy_start = min(probe.spans[k].start for k in names)
             _, ck, cv = self._run_dm(probe, prefix, slice(0, noisy_start))

@@ -1,0 +1,385 @@
+"""The compact MoT: attention wall, block-causal caching, mRoPE timing, layouts, learning,
+sampling, checkpoints and bad input. CPU, tiny preset."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cosmos3_robot.model import MODES, Cosmos3, Mode, WorldBatch, load_model, preset, save_model
+from cosmos3_robot.model import rope
+from cosmos3_robot.model.flow import integrate, sample_time, shift_time
+from cosmos3_robot.model.vae import ConvVideoAE, ExternalVAE
+
+
+def make_model(wake: bool = False, **overrides) -> Cosmos3:
+    """A tiny model; ``wake`` perturbs every weight so the zero-initialised (adaLN-Zero)
+    generator blocks and heads are not the identity / zero."""
+    torch.manual_seed(0)
+    m = Cosmos3(preset("tiny", **overrides))
+    if wake:
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(torch.randn_like(p) * 0.02)
+    return m
+
+
+def random_batch(B=2, frames=3, n_actions=8, D=19, seed=0, embodiment="single_arm") -> WorldBatch:
+    g = torch.Generator().manual_seed(seed)
+    return WorldBatch(
+        text=[f"task {i}" for i in range(B)], embodiment=[embodiment] * B,
+        video=torch.rand(B, frames, 3, 32, 32, generator=g) * 2 - 1, n_context_frames=1,
+        actions=torch.randn(B, n_actions, D, generator=g), fps=15.0, control_hz=15.0,
+    )
+
+
+def square_clips(B: int, frames: int = 3, size: int = 32, side: int = 10):
+    """A coloured square moving with a per-sample velocity; actions are a fixed linear map
+    of that velocity, so FD (video + actions -> future) and ID (video -> actions) are learnable."""
+    g = torch.Generator().manual_seed(1)
+    p0 = torch.tensor([[4.0, 4.0], [16.0, 6.0], [6.0, 16.0], [14.0, 14.0]])[:B]
+    vel = torch.tensor([[4.0, 2.0], [-3.0, 4.0], [5.0, -2.0], [-4.0, -4.0]])[:B]
+    video = -torch.ones(B, frames, 3, size, size)
+    colour = torch.tensor([1.0, 0.2, -0.5])[:, None, None]
+    for b in range(B):
+        for i in range(frames):
+            x, y = (p0[b] + i * vel[b]).round().long().tolist()
+            video[b, i, :, y:y + side, x:x + side] = colour
+    W = torch.randn(2, 10, generator=g) * 0.3
+    actions = (vel @ W)[:, None, :].expand(B, 8, 10).contiguous()
+    return video, actions
+
+
+# ---- the attention rule -------------------------------------------------------------------
+def test_ar_outputs_do_not_depend_on_dm_tokens():
+    m = make_model(wake=True)
+    core, c = m.core, m.config
+    B, La, Ld = 2, 10, 12
+    ar = torch.randn(B, La, c.dim, requires_grad=True)
+    dm = torch.randn(B, Ld, c.dim, requires_grad=True)
+    temb = torch.randn(B, Ld, c.dim)
+    pos_a, pos_d = torch.rand(B, La, 3) * 10, torch.rand(B, Ld, 3) * 10
+    ca, sa = m.rope.cos_sin(pos_a, ar.dtype)
+    cd, sd = m.rope.cos_sin(pos_d, dm.dtype)
+    valid_a = torch.ones(B, La, dtype=torch.bool)
+    noisy = torch.zeros(B, Ld, dtype=torch.bool)
+    noisy[:, 6:] = True
+    ar_h, cache = core.forward_ar(ar, ca, sa, valid_a)
+    dm_h, _, _ = core.forward_dm(dm, temb, cd, sd, cache, torch.ones(B, Ld, dtype=torch.bool), noisy)
+    # No gradient path from any DM token into the AR outputs ...
+    assert torch.autograd.grad(ar_h.sum(), dm, allow_unused=True)[0] is None
+    # ... while DM outputs do read the AR keys/values (shared attention).
+    assert torch.autograd.grad(dm_h.sum(), ar, retain_graph=True)[0].abs().sum() > 0
+    # And through the public path: the prefix is the same whatever video/actions follow.
+    b1, b2 = random_batch(seed=0), random_batch(seed=1)
+    h1, c1, _ = m.encode_prefix(b1.text)
+    h2, c2, _ = m.encode_prefix(b2.text)
+    assert torch.equal(h1, h2) and all(torch.equal(a, b) for a, b in zip(c1.keys, c2.keys))
+
+
+@pytest.mark.parametrize("block_causal", [True, False])
+def test_block_causal_clean_tokens_ignore_noisy_targets(block_causal):
+    m = make_model(wake=True, block_causal=block_causal)
+    c = m.config
+    B, La, Ld, n_clean = 2, 6, 10, 4
+    _, cache = m.core.forward_ar(torch.randn(B, La, c.dim), *m.rope.cos_sin(torch.rand(B, La, 3), torch.float32),
+                                 torch.ones(B, La, dtype=torch.bool))
+    # Perturb and permute the noisy targets only.
+    dm = torch.randn(B, Ld, c.dim)
+    dm2 = dm.clone()
+    dm2[:, n_clean:] = torch.randn(B, Ld - n_clean, c.dim)[:, torch.randperm(Ld - n_clean)]
+    temb = torch.randn(B, Ld, c.dim)
+    pos = torch.rand(B, Ld, 3) * 5
+    noisy = torch.arange(Ld)[None].expand(B, Ld) >= n_clean
+    valid = torch.ones(B, Ld, dtype=torch.bool)
+    cs = m.rope.cos_sin(pos, torch.float32)
+    h1, _, _ = m.core.forward_dm(dm, temb, *cs, cache, valid, noisy)
+    h2, _, _ = m.core.forward_dm(dm2, temb, *cs, cache, valid, noisy)
+    same = torch.allclose(h1[:, :n_clean], h2[:, :n_clean], atol=1e-6)
+    assert same == block_causal
+
+
+def test_block_causal_cached_generation_equals_recomputation():
+    m = make_model(wake=True, block_causal=True)
+    m.eval()
+    b = random_batch()
+    for mode in ("policy", "inverse_dynamics", "forward_dynamics"):
+        kw = dict(steps=3, n_future_frames=2, n_actions=8, seed=3)
+        fast = m.generate(mode, b, **kw)
+        slow = m.generate(mode, b, cache_clean=False, **kw)
+        for k in fast:
+            assert torch.allclose(fast[k].float(), slow[k].float(), atol=1e-5), (mode, k)
+
+
+# ---- FPS-modulated mRoPE --------------------------------------------------------------------
+def test_same_physical_time_same_temporal_position():
+    # Raw frames (no temporal compression): the frame one second in, at 16, 24 and 30 fps.
+    for fps in (16, 24, 30):
+        pos = rope.video_positions(fps + 1, 1, 1, fps, 1)
+        assert pos[fps, 0].item() == pytest.approx(6.0)
+    # After 4x temporal compression: two seconds in, at 16 and 24 fps (latent frames 8 and 12).
+    for fps, j in ((16, 8), (24, 12)):
+        pos = rope.video_positions(j + 1, 1, 1, fps, 4)
+        assert pos[j, 0].item() == pytest.approx(12.0)
+    # 24 fps after 4x compression is TPS 6: one position unit per latent frame (the base).
+    assert rope.temporal_step(24 / 4) == pytest.approx(1.0)
+    # Audio at 25 tokens/s lines up: token 25 is one second.
+    assert rope.audio_positions(26)[25, 0].item() == pytest.approx(6.0)
+    assert rope.AUDIO_TPS == 25
+
+
+def test_action_step_zero_aligns_with_video_frame_one():
+    for hz in (10.0, 15.0, 20.0):
+        video = rope.video_positions(3, 2, 2, hz, 1, t0=7.0)
+        acts = rope.action_positions(2, hz, t_now=7.0)
+        assert acts[0, 0].item() == pytest.approx(video[4, 0].item())  # frame 1 = tokens 4..7
+        assert acts[1, 0].item() == pytest.approx(video[8, 0].item())
+    # Text uses the same index on all three axes; video carries its grid on h and w.
+    t = rope.text_positions(5)
+    assert torch.equal(t[:, 0], t[:, 1]) and torch.equal(t[:, 1], t[:, 2])
+    v = rope.video_positions(1, 2, 3, 15, 1)
+    assert v[:, 1].tolist() == [0, 0, 0, 1, 1, 1] and v[:, 2].tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_rope_relative_property():
+    """Rotary attention scores depend only on position differences, also fractional ones."""
+    r = rope.MRoPE(16, (4, 2, 2))
+    q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+
+    def score(pq, pk):
+        cq, sq = r.cos_sin(torch.tensor([[pq]]), torch.float64)
+        ck, sk = r.cos_sin(torch.tensor([[pk]]), torch.float64)
+        return (rope.apply_rope(q.double(), cq, sq) * rope.apply_rope(k.double(), ck, sk)).sum()
+
+    a = score([1.5, 2.0, 3.0], [0.25, 1.0, 1.0])
+    b = score([11.5, 7.0, 5.0], [10.25, 6.0, 3.0])
+    assert torch.allclose(a, b, atol=1e-10)
+
+
+# ---- layouts and losses ---------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(MODES))
+def test_layout_clean_before_noisy_and_loss_covers_exactly_noisy(name):
+    m = make_model()
+    mode = MODES[name]
+    b = random_batch()
+    if not mode.has("video_context"):
+        b.n_context_frames = 0
+    _, parts = m.loss(mode, b)
+    expected = set(mode.noisy) | ({"text"} if mode.text_loss else set())
+    assert set(parts) == expected
+    if mode.streams:
+        # Assemble the layout the loss uses and check the ordering rule on the tokens.
+        B = b.batch_size
+        clean, noise, inputs, domain, mask, n_ctx = m._clean_streams(mode, b, B, None)
+        times = {s: torch.full((B,), 0.5) for s in mode.noisy}
+        lay = m._layout(mode, B, 50.0, torch.full((B,), 15.0), torch.full((B,), 15.0),
+                        {k: v for k, v in inputs.items() if k != "actions"}, n_ctx, inputs.get("actions"), domain, times)
+        flags = lay.noisy[0].tolist()
+        first_noisy = flags.index(True)
+        assert all(flags[first_noisy:]) and not any(flags[:first_noisy])
+        assert torch.all(lay.time[:, :first_noisy] == 1.0) and torch.all(lay.time[:, first_noisy:] == 0.5)
+
+
+def test_mode_rules():
+    with pytest.raises(ValueError, match="clean stream 'actions' after a noisy one"):
+        Mode("bad", (("video_future", True), ("actions", False)))
+    with pytest.raises(ValueError, match="unknown stream"):
+        Mode("bad", (("audio", True),))  # type: ignore[arg-type]
+
+
+# ---- learning and sampling ------------------------------------------------------------------
+def _overfit(mode: str, steps: int, lr: float = 5e-3):
+    torch.manual_seed(0)
+    m = Cosmos3(preset("tiny", flow={"text_dropout": 0.0}))
+    video, actions = square_clips(4)
+    b = WorldBatch(text=["a", "b", "c", "d"], embodiment=["single_arm_10d"] * 4, video=video,
+                   n_context_frames=1, actions=actions)
+    opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    g = torch.Generator().manual_seed(0)
+    hist = []
+    for _ in range(steps):
+        loss, _ = m.loss(mode, b, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        hist.append(float(loss.detach()))
+    m.eval()
+    return m, b, video, actions, sum(hist[:10]) / 10, sum(hist[-20:]) / 20
+
+
+@pytest.mark.slow
+def test_overfit_inverse_dynamics_recovers_actions():
+    m, b, _, actions, first, last = _overfit("inverse_dynamics", 400)
+    assert last < first / 10, (first, last)
+    out = m.generate("inverse_dynamics", b, steps=10, n_actions=8)
+    err = float(((out["actions"] - actions) ** 2).mean())
+    assert err < 0.05 * float(actions.var()), err
+
+
+@pytest.mark.slow
+def test_overfit_forward_dynamics_predicts_future_frames():
+    m, b, video, _, first, last = _overfit("forward_dynamics", 600)
+    assert last < first / 10, (first, last)
+    pred = m.generate("forward_dynamics", b, steps=10, n_future_frames=2)["video"]
+    err = float(((pred - video[:, 1:]) ** 2).mean())
+    copy_last = float(((video[:, :1] - video[:, 1:]) ** 2).mean())
+    assert err < copy_last / 2, (err, copy_last)
+
+
+@pytest.mark.slow
+def test_overfit_policy_co_generates_video_and_actions():
+    m, b, video, actions, first, last = _overfit("policy", 600)
+    assert last < first / 10, (first, last)
+    out = m.generate("policy", b, steps=10, n_future_frames=2, n_actions=8, action_dim=10)
+    assert float(((out["actions"] - actions) ** 2).mean()) < 0.1 * float(actions.var())
+
+
+def test_generation_is_deterministic_under_a_seed_and_guidance_mixes():
+    m = make_model(wake=True)
+    b = random_batch()
+    kw = dict(steps=4, n_actions=8, action_dim=19)
+    a = m.generate("policy_actions", b, seed=7, **kw)["actions"]
+    assert torch.equal(a, m.generate("policy_actions", b, seed=7, **kw)["actions"])
+    assert not torch.allclose(a, m.generate("policy_actions", b, seed=8, **kw)["actions"])
+    # guidance 0 keeps only the unconditional (empty-text) velocity
+    uncond = m.generate("policy_actions", WorldBatch(**{**b.__dict__, "text": ["", ""]}), seed=7, **kw)["actions"]
+    assert torch.allclose(m.generate("policy_actions", b, seed=7, guidance=0.0, **kw)["actions"], uncond, atol=1e-5)
+    heun = m.generate("policy_actions", b, seed=7, sampler="heun", **kw)["actions"]
+    assert heun.shape == a.shape and torch.isfinite(heun).all()
+
+
+def test_samplers_on_a_known_ode():
+    # dx/dt = -x * cos(t) has x(1) = x0 * exp(-sin(1)); Heun is second order, Euler first.
+    x0 = torch.ones(1, 1, dtype=torch.float64)
+
+    def v(x, t):
+        return -x * torch.cos(t.double())
+
+    exact = math.exp(-math.sin(1.0))
+    e4 = abs(float(integrate(v, x0, 4, method="euler")) - exact)
+    e8 = abs(float(integrate(v, x0, 8, method="euler")) - exact)
+    h4 = abs(float(integrate(v, x0, 4, method="heun")) - exact)
+    assert e8 < e4 * 0.6 and h4 < e4 / 3
+    with pytest.raises(ValueError, match="sampling steps"):
+        integrate(v, x0, 0)
+
+
+def test_timestep_sampling_and_shift():
+    from cosmos3_robot.model.config import FlowConfig
+
+    g = torch.Generator().manual_seed(0)
+    for kind in ("logit_normal", "uniform", "beta"):
+        t = sample_time((20000,), FlowConfig(timestep_sampling=kind), g)
+        assert 0 < float(t.min()) and float(t.max()) < 1
+    beta = sample_time((200000,), FlowConfig(timestep_sampling="beta"), g)
+    # GR00T: noise level (0.999 - Beta(1.5, 1)) / 0.999, mean (0.999 - 0.6) / 0.999
+    assert float(1 - beta.mean()) == pytest.approx((0.999 - 0.6) / 0.999, abs=0.01)
+    t = torch.linspace(0, 1, 11)
+    assert torch.equal(shift_time(t, 1.0), t)
+    shifted = shift_time(t, 5.0)
+    assert torch.all(shifted <= t + 1e-7) and shifted[0] == 0 and shifted[-1] == 1
+
+
+# ---- encoders -------------------------------------------------------------------------------
+def test_conv_autoencoder_shapes_and_frame_rule():
+    torch.manual_seed(0)
+    ae = ConvVideoAE(latent_channels=4, spatial_compression=4, temporal_compression=4, width=16)
+    video, _ = square_clips(2, frames=9, side=8)
+    z = ae.encode(video)
+    assert z.shape == (2, 3, 4, 8, 8)
+    assert ae.decode(z).shape == video.shape
+    with pytest.raises(ValueError, match=r"8 frames do not fit the temporal compression 4; expected 1 \+ k \* 4"):
+        ae.encode(video[:, :8])
+    opt = torch.optim.Adam(ae.parameters(), lr=3e-3)
+    first = float(ae.reconstruction_loss(video))
+    for _ in range(100):
+        loss = ae.reconstruction_loss(video)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < first / 2
+
+
+def test_model_with_conv_ae_and_external_vae_adapter():
+    cfg = preset("tiny", video_encoder="conv_ae", latent_channels=4, spatial_compression=4,
+                 temporal_compression=4, dm_patch=2)
+    m = Cosmos3(cfg)
+    b = random_batch(frames=9)
+    b.n_context_frames = 5
+    _, parts = m.loss("policy", b)
+    assert set(parts) == {"video_future", "actions"}
+    out = m.generate("forward_dynamics", b, steps=2, n_future_frames=4)
+    assert out["video"].shape == (2, 4, 3, 32, 32)
+    with pytest.raises(ValueError, match="video context: 2 frames do not fit the temporal compression 4"):
+        m.loss("policy", WorldBatch(**{**b.__dict__, "n_context_frames": 2}))
+
+    class DiffusersStyleVAE(torch.nn.Module):
+        """The interface of a diffusers video VAE: (B, C, F, H, W), .latent_dist / .sample."""
+
+        def __init__(self, ae):
+            super().__init__()
+            self.ae = ae
+
+        def encode(self, x):
+            z = self.ae.encode(x.transpose(1, 2)).transpose(1, 2)
+            return type("Out", (), {"latent_dist": type("Dist", (), {"mean": z})()})()
+
+        def decode(self, z):
+            return type("Out", (), {"sample": self.ae.decode(z.transpose(1, 2)).transpose(1, 2)})()
+
+    ext = ExternalVAE(DiffusersStyleVAE(m.video_encoder), 4, 4, 4, scaling_factor=0.5, shift_factor=0.1)
+    m_ext = Cosmos3(cfg.replace(video_encoder="external"), video_encoder=ext)
+    z = ext.encode(b.video)
+    assert torch.allclose(z, (m.video_encoder.encode(b.video) - 0.1) * 0.5, atol=1e-6)
+    assert not any(p.requires_grad for p in ext.parameters())
+    assert set(m_ext.loss("policy", b)[1]) == {"video_future", "actions"}
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+def test_save_load_round_trip_and_config_mismatch(tmp_path):
+    m = make_model(wake=True)
+    path = save_model(m, tmp_path / "model.safetensors")
+    m2 = load_model(path)
+    b = random_batch()
+    kw = dict(steps=2, n_actions=8, action_dim=19, seed=1)
+    assert torch.equal(m.generate("policy_actions", b, **kw)["actions"], m2.generate("policy_actions", b, **kw)["actions"])
+    with pytest.raises(ValueError, match=r"does not match the requested one:\n  dim: checkpoint 64 vs requested 96"):
+        load_model(path, preset("tiny", dim=96))
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception):
+        load_model(tmp_path / "junk.safetensors")
+
+
+# ---- bad input --------------------------------------------------------------------------------
+def test_bad_inputs_have_clear_errors():
+    m = make_model()
+    b = random_batch()
+    with pytest.raises(ValueError, match=r"embodiment 'spot_arm' has no action domain in this model; known: \["):
+        m.loss("policy", WorldBatch(**{**b.__dict__, "embodiment": ["spot_arm"] * 2}))
+    with pytest.raises(ValueError, match="actions: width 70 exceeds the padded maximum 64"):
+        m.loss("policy", WorldBatch(**{**b.__dict__, "actions": torch.zeros(2, 8, 70)}))
+    with pytest.raises(ValueError, match=r"text\[1\]: 101 tokens .* exceed the text context of 48"):
+        m.loss("policy", WorldBatch(**{**b.__dict__, "text": ["ok", "x" * 100]}))
+    with pytest.raises(ValueError, match=r"video: expected shape \(2, N, 3, 32, 32\)"):
+        m.loss("policy", WorldBatch(**{**b.__dict__, "video": torch.zeros(2, 3, 3, 64, 64)}))
+    with pytest.raises(ValueError, match="actions: non-finite"):
+        m.loss("policy", WorldBatch(**{**b.__dict__, "actions": torch.full((2, 8, 19), float("nan"))}))
+    with pytest.raises(ValueError, match="exceeds max_actions 32"):
+        m.loss("policy", WorldBatch(**{**b.__dict__, "actions": torch.zeros(2, 40, 19)}))
+    with pytest.raises(ValueError, match="unknown mode 'dream'"):
+        m.loss("dream", b)
+    with pytest.raises(ValueError, match="fps: rates must be > 0"):
+        m.loss("policy", WorldBatch(**{**b.__dict__, "fps": 0.0}))
+    with pytest.raises(ValueError, match="unknown model preset"):
+        preset("huge")
+
+
+def test_presets_sizes():
+    sizes = {name: Cosmos3(preset(name)).num_parameters() for name in ("tiny", "small")}
+    assert sizes["tiny"] < 2e6
+    assert 10e6 <= sizes["small"] <= 30e6
