@@ -51,6 +51,33 @@ def _cmd_embodiments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cosmos3_robot.model import PRESETS, Cosmos3
+
+    names = [args.name] if args.name else list(PRESETS)
+    table = Table(title="Model presets")
+    for col in ("preset", "parameters", "dim", "layers", "heads", "image", "video encoder", "DM tokens/frame"):
+        table.add_column(col, justify="right")
+    for n in names:
+        if n not in PRESETS:
+            print(f"error: unknown model preset {n!r}; available: {sorted(PRESETS)}", file=sys.stderr)
+            return 2
+        c = PRESETS[n]
+        params = Cosmos3(c).num_parameters()
+        table.add_row(n, f"{params / 1e6:.2f}M", str(c.dim), str(c.n_layers), str(c.n_heads),
+                      f"{c.image_size}px", f"{c.video_encoder} (s{c.spatial_compression}, t{c.temporal_compression})",
+                      str(c.tokens_per_latent_frame))
+    Console().print(table)
+    return 0
+
+
+def _models_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="one preset (default: all)")
+
+
 Subcommand = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
@@ -62,6 +89,7 @@ def _embodiments_args(p: argparse.ArgumentParser) -> None:
 SUBCOMMANDS: list[Subcommand] = [
     ("embodiments", "list registered embodiments, or show one's pseudo-action layout",
      _embodiments_args, _cmd_embodiments),
+    ("models", "list model presets with their parameter counts", _models_args, _cmd_models),
 ]
 
 

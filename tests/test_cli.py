@@ -30,3 +30,10 @@ def test_embodiments_json(capsys):
 def test_unknown_embodiment_exits_2(capsys):
     assert main(["embodiments", "nope"]) == 2
     assert "unknown embodiment 'nope'" in capsys.readouterr().err
+
+
+def test_models_prints_parameter_counts(capsys):
+    assert main(["models", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny" in out and "0.5" in out  # ~0.57M parameters
+    assert main(["models", "huge"]) == 2

@@ -296,7 +296,7 @@ def test_conv_autoencoder_shapes_and_frame_rule():
     with pytest.raises(ValueError, match=r"8 frames do not fit the temporal compression 4; expected 1 \+ k \* 4"):
         ae.encode(video[:, :8])
     opt = torch.optim.Adam(ae.parameters(), lr=3e-3)
-    first = float(ae.reconstruction_loss(video))
+    first = float(ae.reconstruction_loss(video).detach())
     for _ in range(100):
         loss = ae.reconstruction_loss(video)
         opt.zero_grad()
@@ -383,3 +383,27 @@ def test_presets_sizes():
     sizes = {name: Cosmos3(preset(name)).num_parameters() for name in ("tiny", "small")}
     assert sizes["tiny"] < 2e6
     assert 10e6 <= sizes["small"] <= 30e6
+
+
+# ---- precision / devices -------------------------------------------------------------------
+def test_bf16_autocast_on_cpu():
+    """The bf16 path (as used on CUDA) runs: losses finite, generation finite."""
+    m = make_model(wake=True)
+    b = random_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = m.loss("policy", b)
+        out = m.generate("policy", b, steps=2, n_future_frames=2, n_actions=8)
+    assert torch.isfinite(loss) and all(torch.isfinite(v.float()).all() for v in out.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
+def test_cuda_bf16_matches_cpu_float32():
+    m = make_model(wake=True)
+    b = random_batch()
+    kw = dict(steps=4, n_actions=8, action_dim=19, seed=0)
+    ref = m.generate("policy_actions", b, **kw)["actions"]
+    m_gpu = m.to("cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = m_gpu.generate("policy_actions", b, **kw)["actions"].float().cpu()
+    assert (out - ref).abs().max() < 0.1

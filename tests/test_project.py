@@ -41,3 +41,11 @@ def test_readme_python_example_runs():
     assert ns["actions"].shape == (T - 1, 10)
     assert ns["robot"]["cartesian_position"].shape == (17, 6)
     np.testing.assert_allclose(ns["robot"]["cartesian_position"][:, :3], cart[:17, :3], atol=1e-9)
+
+
+def test_readme_model_example_runs():
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(import torch\nfrom cosmos3_robot.model import.*?)```", readme, re.S).group(1)
+    ns: dict = {}
+    exec(compile(code, "README.md", "exec"), ns)
+    assert ns["chunk"].shape == (1, 16, 19)
