@@ -363,7 +363,7 @@ def test_bad_inputs_have_clear_errors():
         m.loss("policy", WorldBatch(**{**b.__dict__, "embodiment": ["spot_arm"] * 2}))
     with pytest.raises(ValueError, match="actions: width 70 exceeds the padded maximum 64"):
         m.loss("policy", WorldBatch(**{**b.__dict__, "actions": torch.zeros(2, 8, 70)}))
-    with pytest.raises(ValueError, match=r"text\[1\]: 101 tokens .* exceed the text context of 48"):
+    with pytest.raises(ValueError, match=r"text\[1\]: 102 tokens \(BOS \+ 100 UTF-8 bytes \+ EOS\) exceed the text context of 48"):
         m.loss("policy", WorldBatch(**{**b.__dict__, "text": ["ok", "x" * 100]}))
     with pytest.raises(ValueError, match=r"video: expected shape \(2, N, 3, 32, 32\)"):
         m.loss("policy", WorldBatch(**{**b.__dict__, "video": torch.zeros(2, 3, 3, 64, 64)}))
@@ -407,3 +407,20 @@ def test_cuda_bf16_matches_cpu_float32():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = m_gpu.generate("policy_actions", b, **kw)["actions"].float().cpu()
     assert (out - ref).abs().max() < 0.1
+
+
+def test_vlm_mode_learns_and_generates_text():
+    """The Reasoner alone: next-byte cross-entropy on the text, then greedy continuation."""
+    torch.manual_seed(0)
+    m = Cosmos3(preset("tiny", flow={"text_dropout": 0.0}))
+    b = WorldBatch(text=["pick red", "push blue"])
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    first = float(m.loss("vlm", b)[0])
+    for _ in range(150):
+        loss, _ = m.loss("vlm", b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < first / 10
+    m.eval()
+    assert m.generate("vlm", WorldBatch(text=["pick", "push"]))["text"] == [" red", " blue"]

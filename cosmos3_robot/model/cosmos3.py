@@ -162,10 +162,10 @@ class Cosmos3(nn.Module):
 
     # ---- AR prefix ---------------------------------------------------------------------
     def encode_prefix(self, text: Sequence[str], ar_images: torch.Tensor | None = None,
-                      ) -> tuple[torch.Tensor, PrefixCache, torch.Tensor]:
+                      add_eos: bool = True) -> tuple[torch.Tensor, PrefixCache, torch.Tensor]:
         """Run the Reasoner once: returns AR hidden states, the K/V prefix cache and the
         text tokens. DM time positions start at the prefix length."""
-        tokens, valid = self.tokenizer.encode(text)
+        tokens, valid = self.tokenizer.encode(text, add_eos=add_eos)
         tokens, valid = tokens.to(self.device), valid.to(self.device)
         B = tokens.shape[0]
         parts = [self.text_embed(tokens)]
@@ -388,7 +388,9 @@ class Cosmos3(nn.Module):
         """
         mode = get_mode(mode)
         if not mode.noisy:
-            raise ValueError(f"mode {mode.name!r} generates no DM stream; use encode_prefix/text_logits")
+            if mode.text_loss:
+                return {"text": self.generate_text(batch.text, batch.ar_images)}  # type: ignore[dict-item]
+            raise ValueError(f"mode {mode.name!r} generates nothing")
         c = self.config
         B = batch.batch_size
         gen = torch.Generator().manual_seed(seed)
@@ -510,6 +512,33 @@ class Cosmos3(nn.Module):
         if "video_future" in x1:
             out["video"] = self.decode_video(x1["video_future"], clean.get("video_context"))
         return out
+
+    @torch.no_grad()
+    def generate_text(self, prompts: Sequence[str], ar_images: torch.Tensor | None = None,
+                      max_new_tokens: int = 32) -> list[str]:
+        """Greedy continuation of each prompt by the Reasoner (the VLM mode), byte by byte,
+        until EOS/PAD, a non-byte token or the text context is full. Returns the new text."""
+        texts = list(prompts)
+        new = [b"" for _ in texts]
+        done = [False] * len(texts)
+        for _ in range(max_new_tokens):
+            room = [len(t.encode("utf-8")) + len(n) + 3 <= self.config.max_text_len for t, n in zip(texts, new)]
+            active = [not d and r for d, r in zip(done, room)]
+            if not any(active):
+                break
+            full = [t + n.decode("utf-8", errors="ignore") for t, n in zip(texts, new)]
+            hidden, _, tokens = self.encode_prefix(full, ar_images, add_eos=False)
+            last = (tokens != ByteTokenizer.PAD).sum(1) - 1  # last valid text position
+            logits = self.text_logits(hidden)[torch.arange(len(texts)), last]
+            nxt = logits.argmax(-1).tolist()
+            for i, tok in enumerate(nxt):
+                if not active[i]:
+                    continue
+                if tok >= 256:
+                    done[i] = True
+                else:
+                    new[i] += bytes([tok])
+        return [n.decode("utf-8", errors="replace") for n in new]
 
     def decode_video(self, future_tokens: torch.Tensor, context_tokens: torch.Tensor | None) -> torch.Tensor:
         """Future latent tokens -> future frames in pixels ``(B, F, 3, H, W)`` (decoded with the

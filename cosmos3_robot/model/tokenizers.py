@@ -19,18 +19,22 @@ class ByteTokenizer:
     def __init__(self, max_len: int):
         self.max_len = max_len
 
-    def encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[str]`` -> ``tokens (B, max_len)`` long and ``valid (B, max_len)`` bool (BOS first)."""
+    def encode(self, texts: Sequence[str], add_eos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[str]`` -> ``tokens (B, max_len)`` long and ``valid (B, max_len)`` bool.
+
+        Each text is ``BOS, bytes..., EOS`` (without EOS for a prompt to be continued).
+        """
         if isinstance(texts, str):
             raise ValueError("text: expected a list of strings (one per sample), got a single str")
         tokens = torch.full((len(texts), self.max_len), self.PAD, dtype=torch.long)
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise ValueError(f"text[{i}]: expected str, got {type(t).__name__}")
-            ids = [self.BOS] + list(t.encode("utf-8"))
+            ids = [self.BOS] + list(t.encode("utf-8")) + ([self.EOS] if add_eos else [])
             if len(ids) > self.max_len:
                 raise ValueError(
-                    f"text[{i}]: {len(ids)} tokens (BOS + {len(ids) - 1} UTF-8 bytes) exceed the "
+                    f"text[{i}]: {len(ids)} tokens (BOS + {len(t.encode('utf-8'))} UTF-8 bytes"
+                    f"{' + EOS' if add_eos else ''}) exceed the "
                     f"text context of {self.max_len}; shorten it or raise max_text_len"
                 )
             tokens[i, : len(ids)] = torch.tensor(ids)
