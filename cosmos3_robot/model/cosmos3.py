@@ -345,23 +345,32 @@ class Cosmos3(nn.Module):
         total = sum(weights[k] * v for k, v in parts.items())
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
+    def _video_streams(self, mode: Mode, batch: WorldBatch, B: int, need_future: bool,
+                       ) -> tuple[dict[str, torch.Tensor], int]:
+        """Latent tokens of the clip split into ``video_context`` (if the mode has it) and
+        ``video_future`` (if ``need_future``), and the number of context latent frames."""
+        if not mode.has("video_context"):
+            batch = WorldBatch(**{**batch.__dict__, "n_context_frames": 0})
+        lat, n_ctx_lat = self._split_video(batch, B)
+        tokens = patchify(lat, self.config.dm_patch)
+        n = n_ctx_lat * self.config.tokens_per_latent_frame
+        out = {}
+        if mode.has("video_context"):
+            out["video_context"] = tokens[:, :n]
+        if need_future:
+            if tokens.shape[1] == n:
+                raise ValueError("video: this mode needs future frames after the context")
+            out["video_future"] = tokens[:, n:]
+        return out, n_ctx_lat
+
     def _clean_streams(self, mode: Mode, batch: WorldBatch, B: int, generator: torch.Generator | None):
         """Clean targets (tokens / padded actions), noise of the same shapes, and inputs."""
         clean: dict[str, torch.Tensor] = {}
         domain = mask = None
         n_ctx_lat = 0
         if mode.has("video_context") or mode.has("video_future"):
-            if not mode.has("video_context"):
-                batch = WorldBatch(**{**batch.__dict__, "n_context_frames": 0})
-            lat, n_ctx_lat = self._split_video(batch, B)
-            tokens = patchify(lat, self.config.dm_patch)
-            n = n_ctx_lat * self.config.tokens_per_latent_frame
-            if mode.has("video_context"):
-                clean["video_context"] = tokens[:, :n]
-            if mode.has("video_future"):
-                if tokens.shape[1] == n:
-                    raise ValueError("video: this mode generates future frames; give some after the context")
-                clean["video_future"] = tokens[:, n:]
+            video, n_ctx_lat = self._video_streams(mode, batch, B, mode.has("video_future"))
+            clean.update(video)
         if mode.has("actions"):
             clean["actions"], mask = self._padded_actions(batch, B)
             domain = self.domain_ids(batch.embodiment, B)
@@ -405,14 +414,8 @@ class Cosmos3(nn.Module):
         n_ctx_lat = 0
         if mode.has("video_context") or mode.has("video_future"):
             if mode.has("video_context"):
-                lat, n_ctx_lat = self._split_video(batch, B)
-                tokens = patchify(lat, c.dm_patch)
-                n = n_ctx_lat * c.tokens_per_latent_frame
-                clean["video_context"] = tokens[:, :n]
-                if "video_future" in mode.clean:
-                    clean["video_future"] = tokens[:, n:]
-                    if tokens.shape[1] == n:
-                        raise ValueError("video: this mode needs future frames after the context")
+                video, n_ctx_lat = self._video_streams(mode, batch, B, "video_future" in mode.clean)
+                clean.update(video)
             if "video_future" in mode.noisy:
                 tc = c.temporal_compression
                 if n_future_frames is None or n_future_frames < 1:
