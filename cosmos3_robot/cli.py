@@ -78,6 +78,26 @@ def _models_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", help="one preset (default: all)")
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from cosmos3_robot.train.recipe import run
+
+    out = args.out or f"runs/{__import__('pathlib').Path(args.recipe).stem}"
+    try:
+        run(args.recipe, out, overrides=args.set, resume=args.resume)
+    except ValueError as exc:  # bad recipe or bad data: a clear message, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", required=True, help="YAML recipe (see recipes/)")
+    p.add_argument("--out", help="run folder (default runs/<recipe name>)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a recipe field, e.g. --set train.steps=100 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+
+
 Subcommand = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
@@ -90,6 +110,7 @@ SUBCOMMANDS: list[Subcommand] = [
     ("embodiments", "list registered embodiments, or show one's pseudo-action layout",
      _embodiments_args, _cmd_embodiments),
     ("models", "list model presets with their parameter counts", _models_args, _cmd_models),
+    ("train", "train from a recipe (one process, or many under torchrun)", _train_args, _cmd_train),
 ]
 
 

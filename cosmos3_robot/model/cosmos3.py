@@ -298,6 +298,11 @@ class Cosmos3(nn.Module):
         return out
 
     # ---- training ----------------------------------------------------------------------
+    def forward(self, mode: str | Mode, batch: WorldBatch, generator: torch.Generator | None = None,
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Same as :meth:`loss`; ``forward`` is what DDP/FSDP wrappers call."""
+        return self.loss(mode, batch, generator)
+
     def loss(self, mode: str | Mode, batch: WorldBatch, generator: torch.Generator | None = None,
              ) -> tuple[torch.Tensor, dict[str, float]]:
         """Flow-matching loss on exactly the mode's noisy streams (+ optional text CE).

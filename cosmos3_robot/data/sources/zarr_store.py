@@ -1,0 +1,79 @@
+"""Zarr replay buffers (Diffusion Policy / UMI layout) via zarr v3.
+
+Layout: ``data/<key>`` arrays concatenated over all episodes along axis 0, and
+``meta/episode_ends`` ``(E,)`` exclusive end indices. Keys are configured, not guessed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from cosmos3_robot.data.episode import DataError, Episode
+
+
+@dataclass(frozen=True)
+class ZarrLayout:
+    """Attributes:
+        cameras: camera name -> ``data/<key>`` of ``(N, H, W, 3)`` uint8 images.
+        state / commands: raw key -> ``data/<key>``.
+        timestamps: ``data/<key>`` holding per-step seconds, or ``None`` to use ``fps``.
+        fps: rate in Hz when there are no timestamps.
+        text: instruction for every episode (replay buffers carry none).
+    """
+
+    cameras: dict[str, str] = field(default_factory=dict)
+    state: dict[str, str] = field(default_factory=dict)
+    commands: dict[str, str] = field(default_factory=dict)
+    timestamps: str | None = None
+    fps: float = 10.0
+    text: str = ""
+
+
+def read_zarr(path: str | os.PathLike[str], layout: ZarrLayout) -> Iterator[Episode]:
+    """Yield one validated :class:`Episode` per replay-buffer episode."""
+    import zarr
+
+    path = Path(path)
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable zarr group ({exc})") from None
+    for grp in ("data", "meta"):
+        if grp not in root:
+            raise DataError(f"{path}: missing group {grp!r} (expected data/<key> and meta/episode_ends)")
+    if "episode_ends" not in root["meta"]:
+        raise DataError(f"{path}: missing meta/episode_ends")
+    ends = np.asarray(root["meta"]["episode_ends"][:], dtype=np.int64)
+    if ends.ndim != 1 or (np.diff(ends) <= 0).any() or (ends.size and ends[0] <= 0):
+        raise DataError(f"{path}: meta/episode_ends must be strictly increasing positive ends, got {ends[:8]}...")
+    data = root["data"]
+
+    def column(key: str, what: str) -> np.ndarray:
+        if key not in data:
+            raise DataError(f"{path}: {what}: missing data/{key}; present: {sorted(data.keys())}")
+        arr = data[key]
+        if arr.shape[0] < ends[-1]:
+            raise DataError(f"{path}: data/{key} has {arr.shape[0]} rows but episodes end at {ends[-1]}")
+        return arr
+
+    cams = {c: column(k, f"frames[{c!r}]") for c, k in layout.cameras.items()}
+    state = {s: column(k, f"state[{s!r}]") for s, k in layout.state.items()}
+    cmds = {s: column(k, f"commands[{s!r}]") for s, k in layout.commands.items()}
+    stamps = column(layout.timestamps, "timestamps") if layout.timestamps else None
+    start = 0
+    for e, end in enumerate(ends.tolist()):
+        sl = slice(start, end)
+        ts = np.asarray(stamps[sl], dtype=np.float64) if stamps is not None else np.arange(end - start) / layout.fps
+        yield Episode(
+            f"{path.name}:episode_{e}", ts,
+            {c: np.asarray(a[sl]) for c, a in cams.items()},
+            {k: np.asarray(a[sl], dtype=np.float64) for k, a in state.items()},
+            {k: np.asarray(a[sl], dtype=np.float64) for k, a in cmds.items()},
+            layout.text,
+        ).validate()
+        start = end

@@ -1,0 +1,174 @@
+"""Cutting episodes into training samples through an embodiment codec.
+
+A sample at "now" index ``t`` (on the resampled grid) holds:
+
+- ``n_context`` frames ``t - n_context + 1 .. t`` and ``n_future`` frames ``t+1 .. t+n_future``;
+- the action chunk: ``chunk`` pseudo-actions for the transitions ``t -> t+1 -> ...``, so action
+  step 0 sits between frame ``t`` (the current one) and frame ``t + 1`` (the reference's
+  timing rule), encoded from the raw state/commands of steps ``t .. t + chunk``;
+- the instruction, the frame rate, the control rate and the embodiment name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from cosmos3_robot import embodiments
+from cosmos3_robot.data.episode import DataError, Episode, resample_indices
+from cosmos3_robot.model.cosmos3 import WorldBatch
+from cosmos3_robot.normalize import QuantileNormalizer
+from cosmos3_robot.padding import MAX_ACTION_WIDTH, stack_padded
+from cosmos3_robot.transforms import Transform, apply
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """How samples are cut.
+
+    Attributes:
+        embodiment: registered embodiment name (its adapters read the episode's raw keys).
+        camera: which camera's frames become the video.
+        fps: sampling rate in Hz for frames and control steps (episodes are resampled by
+            timestamps); ``None`` keeps each episode's own rate.
+        n_context: context frames (``1 + k * temporal_compression``).
+        n_future: future frames (a multiple of the temporal compression; 0 for none).
+        chunk: actions per sample.
+        image_size: frames are resized to ``image_size`` square (area interpolation).
+        stride: steps between consecutive window starts.
+    """
+
+    embodiment: str
+    camera: str
+    fps: float | None = None
+    n_context: int = 1
+    n_future: int = 0
+    chunk: int = 16
+    image_size: int = 64
+    stride: int = 1
+
+    def __post_init__(self) -> None:
+        if self.n_context < 1 or self.n_future < 0 or self.chunk < 1 or self.stride < 1:
+            raise ValueError(f"WindowSpec: n_context >= 1, n_future >= 0, chunk >= 1, stride >= 1; got {self}")
+
+
+def _frames_to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
+    """``(F, H, W, 3)`` uint8 -> ``(F, 3, size, size)`` float32 in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] >= size else "bilinear")
+    return x
+
+
+class WindowDataset(Dataset):
+    """All windows of a list of episodes for one :class:`WindowSpec`.
+
+    ``normalizer`` maps pseudo-actions to the model's range; compute it with
+    :meth:`action_statistics` on the training data, store it with the run. ``transforms``
+    run on each window's raw state/commands before the embodiment's own adapters (e.g. a
+    dataset's position + rotation-vector columns -> the ``ee`` pose).
+    """
+
+    def __init__(self, episodes: Sequence[Episode], spec: WindowSpec,
+                 normalizer: QuantileNormalizer | None = None, transforms: Sequence[Transform] = ()):
+        self.spec = spec
+        self.transforms = tuple(transforms)  # source-specific raw-key steps before the embodiment's
+        self.embodiment = embodiments.get(spec.embodiment)
+        self.normalizer = normalizer
+        self.episodes: list[Episode] = []
+        self.fps: list[float] = []
+        self.index: list[tuple[int, int]] = []
+        horizon = max(spec.chunk, spec.n_future)
+        for ep in episodes:
+            ep.validate()
+            if spec.camera not in ep.frames:
+                raise DataError(f"{ep.name}: frames: no camera {spec.camera!r}; cameras: {sorted(ep.frames)}")
+            if spec.fps is not None:
+                ep = ep.select(resample_indices(ep.timestamps, spec.fps, ep.name))
+                fps = spec.fps
+            else:
+                fps = float(1.0 / np.median(np.diff(ep.timestamps)))
+            e = len(self.episodes)
+            self.episodes.append(ep)
+            self.fps.append(fps)
+            for t in range(spec.n_context - 1, len(ep) - horizon, spec.stride):
+                self.index.append((e, t))
+        if not self.index:
+            raise DataError(f"no window fits: episodes need at least {spec.n_context + horizon} steps "
+                            f"(n_context {spec.n_context} + max(chunk, n_future) {horizon}) at the sample rate")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def raw_actions(self, i: int) -> np.ndarray:
+        """Pseudo-actions ``(chunk, D)`` of window ``i``, before normalisation."""
+        e, t = self.index[i]
+        ep = self.episodes[e]
+        c = self.spec.chunk
+        raw: dict[str, Any] = {k: v[t: t + c + 1] for k, v in ep.state.items()}
+        raw.update({k: v[t: t + c] for k, v in ep.commands.items()})
+        try:
+            return np.asarray(self.embodiment.encode_raw(apply(self.transforms, raw)), dtype=np.float64)
+        except ValueError as exc:
+            raise DataError(f"{ep.name} (steps {t}..{t + c}): {exc}") from None
+
+    def action_statistics(self, max_windows: int = 4096, seed: int = 0) -> QuantileNormalizer:
+        """Quantile statistics over (a seeded subsample of) all windows."""
+        rng = np.random.default_rng(seed)
+        n = len(self)
+        pick = rng.choice(n, size=min(n, max_windows), replace=False)
+        acts = np.concatenate([self.raw_actions(int(i)) for i in pick], 0)
+        return self.embodiment.normalizer(acts)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        e, t = self.index[i]
+        ep, s = self.episodes[e], self.spec
+        frames = ep.frames[s.camera][t - s.n_context + 1: t + s.n_future + 1]
+        actions = self.raw_actions(i)
+        if self.normalizer is not None:
+            actions = self.normalizer.normalize(actions)
+        return {
+            "video": _frames_to_tensor(frames, s.image_size),
+            "n_context_frames": s.n_context,
+            "actions": torch.as_tensor(actions, dtype=torch.float32),
+            "text": ep.text,
+            "fps": self.fps[e],
+            "control_hz": self.fps[e],
+            "embodiment": s.embodiment,
+        }
+
+
+def collate(samples: Sequence[dict[str, Any]]) -> WorldBatch:
+    """Samples (possibly of different embodiments) -> one :class:`WorldBatch`.
+
+    Actions are zero-padded to the shared width with a per-sample mask.
+    """
+    n_ctx = {s["n_context_frames"] for s in samples}
+    if len(n_ctx) != 1:
+        raise ValueError(f"collate: samples disagree on n_context_frames {sorted(n_ctx)}")
+    actions, mask = stack_padded([s["actions"] for s in samples], MAX_ACTION_WIDTH)
+    return WorldBatch(
+        text=[s["text"] for s in samples],
+        embodiment=[s["embodiment"] for s in samples],
+        video=torch.stack([s["video"] for s in samples]),
+        n_context_frames=n_ctx.pop(),
+        actions=actions,
+        action_mask=mask,
+        fps=torch.tensor([s["fps"] for s in samples]),
+        control_hz=torch.tensor([s["control_hz"] for s in samples]),
+    )
+
+
+def mixture_weights(datasets: Sequence[Dataset], weights: Sequence[float]) -> torch.Tensor:
+    """Per-sample weights for a ``ConcatDataset`` so dataset ``d`` is drawn with probability
+    ``weights[d] / sum(weights)`` whatever its size."""
+    if len(datasets) != len(weights) or any(w < 0 or not math.isfinite(w) for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"mixture weights: expected {len(datasets)} non-negative weights, got {list(weights)}")
+    parts = [torch.full((len(d),), w / len(d), dtype=torch.float64) for d, w in zip(datasets, weights)]
+    return torch.cat(parts)

@@ -1,0 +1,159 @@
+"""Recipes: YAML files that say what to train on, with which model and schedule.
+
+A recipe has four sections (see ``recipes/`` for complete, commented examples)::
+
+    model:   {preset: small, overrides: {block_causal: true}}
+    window:  {embodiment: libero, camera: agentview, fps: 20, n_context: 1, n_future: 4,
+              chunk: 16, image_size: 64}
+    data:    - {format: hdf5, path: data/libero_10/*.hdf5, layout: libero, weight: 1.0,
+                transforms: [{PoseFromPosRotation: {pos: p, rot: r, out: ee, rotation: axis_angle}}]}
+    train:   {steps: 2000, batch_size: 16, lr: 3e-4, modes: {policy: 0.5, ...}}
+
+``--set section.key=value`` overrides any field (values parsed as YAML). A data entry may
+carry its own ``window`` mapping, merged over the recipe's, e.g. for another embodiment.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+from torch.utils.data import ConcatDataset
+
+from cosmos3_robot.data.episode import DataError, Episode
+from cosmos3_robot.data.windows import WindowDataset, WindowSpec, mixture_weights
+from cosmos3_robot.model import Cosmos3, preset
+from cosmos3_robot.normalize import QuantileNormalizer
+from cosmos3_robot.train.trainer import Trainer, train_config_from
+
+SECTIONS = ("model", "window", "data", "train")
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        recipe = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"recipe {path}: cannot be read ({exc})") from None
+    unknown = sorted(set(recipe) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"recipe {path}: unknown section(s) {unknown}; sections: {list(SECTIONS)}")
+    for ov in overrides:
+        if "=" not in ov or "." not in ov.split("=", 1)[0]:
+            raise ValueError(f"--set {ov!r}: expected section.key=value")
+        key, value = ov.split("=", 1)
+        node = recipe
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    recipe["_path"] = str(path)
+    return recipe
+
+
+def read_source(entry: dict[str, Any], base: Path) -> list[Episode]:
+    """Episodes of one ``data`` entry (paths relative to the recipe's folder may be globs)."""
+    fmt = entry.get("format")
+    pattern = str(base / entry["path"]) if not Path(entry["path"]).is_absolute() else entry["path"]
+    paths = sorted(glob.glob(pattern)) or [pattern]
+    episodes: list[Episode] = []
+    for p in paths:
+        if fmt == "hdf5":
+            from cosmos3_robot.data.sources.hdf5 import LAYOUTS, HDF5Layout, read_hdf5
+
+            layout = entry.get("layout", "libero")
+            lay = LAYOUTS[layout] if isinstance(layout, str) else HDF5Layout(**layout)
+            episodes += list(read_hdf5(p, lay, text=entry.get("text")))
+        elif fmt == "zarr":
+            from cosmos3_robot.data.sources.zarr_store import ZarrLayout, read_zarr
+
+            episodes += list(read_zarr(p, ZarrLayout(**entry.get("layout", {}))))
+        else:
+            raise ValueError(f"data entry {entry}: format must be one of hdf5, zarr; got {fmt!r}")
+    if not episodes:
+        raise DataError(f"data entry {entry}: no episodes found")
+    return episodes
+
+
+def parse_transforms(items: list[dict[str, Any]] | None) -> list:
+    """``[{ClassName: {field: value}}]`` -> transform objects from :mod:`cosmos3_robot.transforms`."""
+    from cosmos3_robot import transforms as T
+
+    out = []
+    for item in items or []:
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ValueError(f"transforms: expected one {{ClassName: {{...}}}} mapping per item, got {item!r}")
+        (name, kwargs), = item.items()
+        cls = getattr(T, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, T.Transform)):
+            raise ValueError(f"transforms: unknown transform {name!r}")
+        kwargs = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+                  for k, v in (kwargs or {}).items()}
+        out.append(cls(**kwargs))
+    return out
+
+
+def build_datasets(recipe: dict[str, Any], stats_dir: Path | None = None,
+                   ) -> tuple[list[WindowDataset], list[float]]:
+    """One :class:`WindowDataset` per data entry, normalisers loaded from ``stats_dir`` when
+    present there (a resumed run) or computed and saved to it."""
+    base = Path(recipe["_path"]).parent
+    datasets, weights = [], []
+    for i, entry in enumerate(recipe.get("data") or []):
+        spec = WindowSpec(**{**recipe.get("window", {}), **entry.get("window", {})})
+        ds = WindowDataset(read_source(entry, base), spec, transforms=parse_transforms(entry.get("transforms")))
+        stats_file = stats_dir / f"stats_{i}_{spec.embodiment}.json" if stats_dir else None
+        if stats_file is not None and stats_file.exists():
+            ds.normalizer = QuantileNormalizer.load(stats_file, names=ds.embodiment.dim_names())
+        else:
+            ds.normalizer = ds.action_statistics()
+            if stats_file is not None:
+                stats_file.parent.mkdir(parents=True, exist_ok=True)
+                ds.normalizer.save(stats_file)
+        datasets.append(ds)
+        weights.append(float(entry.get("weight", 1.0)))
+    if not datasets:
+        raise ValueError(f"recipe {recipe['_path']}: the data section lists no source")
+    return datasets, weights
+
+
+def build_model(recipe: dict[str, Any]) -> Cosmos3:
+    m = recipe.get("model", {})
+    cfg = preset(m.get("preset", "tiny"), **(m.get("overrides") or {}))
+    torch.manual_seed(int(recipe.get("train", {}).get("seed", 0)))
+    return Cosmos3(cfg)
+
+
+def run(recipe_path: str | Path, out: str | Path, overrides: Sequence[str] = (), resume: bool = False,
+        quiet: bool = False) -> list[dict[str, Any]]:
+    """Train from a recipe into ``out``; returns the logged metrics."""
+    recipe = load_recipe(recipe_path, overrides)
+    out = Path(out)
+    datasets, weights = build_datasets(recipe, out)
+    cfg = train_config_from(recipe.get("train"))
+    model = build_model(recipe)
+    for ds in datasets:
+        model.domain_ids([ds.spec.embodiment], 1)  # fail early on an embodiment without a domain
+    concat = ConcatDataset(datasets)
+    trainer = Trainer(model, concat, cfg, out, sample_weights=mixture_weights(datasets, weights),
+                      run_info={"recipe": {k: v for k, v in copy.deepcopy(recipe).items() if k != "_path"},
+                                "windows": [asdict(d.spec) for d in datasets]},
+                      resume=resume, quiet=quiet)
+    if trainer.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.json").write_text(json.dumps({k: v for k, v in recipe.items()}, indent=1, default=str))
+        if not quiet:
+            n = sum(len(d) for d in datasets)
+            print(f"[train] {model.config.name}: {model.num_parameters() / 1e6:.2f}M parameters; "
+                  f"{n} windows from {sum(len(d.episodes) for d in datasets)} episodes; "
+                  f"{trainer.world} process(es) on {trainer.device}")
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()

@@ -1,0 +1,293 @@
+"""One trainer for every recipe: a laptop CPU, one GPU, or many through ``torchrun``.
+
+- Objectives: each optimizer step draws a mode (``policy``, ``forward_dynamics``,
+  ``inverse_dynamics``, ...) from ``TrainConfig.modes`` with a generator seeded by the step,
+  so every rank trains the same mode at the same step.
+- Optimisation: AdamW with parameter groups (no decay on norms, biases and embeddings; the
+  action projections at ``action_lr_mult`` times the base rate), linear warm-up then cosine
+  decay, gradient clipping, gradient accumulation, EMA, bf16 autocast on CUDA, optional
+  ``torch.compile``.
+- Distributed: under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DDP (NCCL on
+  GPUs, gloo on CPUs); each rank reads its own seeded index stream, so ranks see different
+  data and all-reduced gradients keep their weights identical.
+- State: checkpoints every ``ckpt_every`` steps (see :mod:`cosmos3_robot.train.state`);
+  ``resume=True`` continues from the latest one, data position and RNG included, so the
+  loss curve continues as if never stopped.
+- Logging: ``metrics.jsonl`` (loss per mode, lr, samples/s) and a console line every
+  ``log_every`` steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset
+
+from cosmos3_robot.data.windows import collate
+from cosmos3_robot.model.cosmos3 import Cosmos3
+from cosmos3_robot.model.modes import get_mode
+from cosmos3_robot.train.state import latest_checkpoint, load_optimizer_tensors, save_checkpoint
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Attributes:
+        steps: optimizer steps. batch_size: samples per rank per micro-batch.
+        grad_accum: micro-batches per optimizer step.
+        lr: base learning rate; action_lr_mult: multiplier for the action projections.
+        weight_decay: AdamW decay (matrices only). warmup: linear warm-up steps.
+        min_lr_ratio: final cosine learning rate as a fraction of ``lr``.
+        grad_clip: max global gradient norm (0 disables).
+        ema: EMA decay per step (0 disables).
+        amp: bf16 autocast on CUDA (no effect on CPU). compile: ``torch.compile`` the model.
+        modes: mode name -> sampling weight.
+        log_every / ckpt_every: in optimizer steps. keep: checkpoints kept.
+        seed: base seed of data order, noise and modes. num_workers: DataLoader-free here:
+            samples are read in the main process (windows are cheap; video decoding is not
+            done at train time).
+    """
+
+    steps: int = 1000
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 3e-4
+    action_lr_mult: float = 5.0
+    weight_decay: float = 0.05
+    warmup: int = 100
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    amp: bool = True
+    compile: bool = False
+    modes: dict[str, float] = field(default_factory=lambda: {
+        "policy": 0.5, "forward_dynamics": 0.25, "inverse_dynamics": 0.25})
+    log_every: int = 10
+    ckpt_every: int = 200
+    keep: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in self.modes:
+            get_mode(name)
+        if not self.modes or any(w < 0 for w in self.modes.values()) or sum(self.modes.values()) <= 0:
+            raise ValueError(f"train.modes: expected positive weights, got {self.modes}")
+        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("train: steps, batch_size and grad_accum must be >= 1")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning-rate multiplier: linear warm-up to 1, then cosine to ``min_lr_ratio``."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(model: Cosmos3, cfg: TrainConfig) -> list[dict[str, Any]]:
+    action, decay, no_decay = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("actions."):
+            action.append(p)
+        elif p.dim() < 2 or "embed" in name or name in ("special", "modality"):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [
+        {"params": decay, "weight_decay": cfg.weight_decay, "lr_mult": 1.0, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0, "name": "no_decay"},
+        {"params": action, "weight_decay": 0.0, "lr_mult": cfg.action_lr_mult, "name": "action_proj"},
+    ]
+
+
+def _mix(*xs: int) -> int:
+    """A fixed, platform-independent seed from integers (unlike ``hash`` of other types)."""
+    h = 0
+    for x in xs:
+        h = (h * 1_000_003 + int(x) + 0x9E37) % (1 << 62)
+    return h
+
+
+class IndexStream:
+    """An endless, seeded stream of dataset indices for one rank, addressable by position.
+
+    Position ``p`` lies in block ``p // 1024``, drawn with a generator seeded by
+    ``(seed, rank, block)``: resuming at a position reproduces the same indices without
+    replaying the run, and different ranks draw different data.
+    """
+
+    BLOCK = 1024
+
+    def __init__(self, weights: torch.Tensor, seed: int, rank: int):
+        self.weights, self.seed, self.rank = weights.double(), seed, rank
+        self._block: tuple[int, torch.Tensor] | None = None
+
+    def at(self, position: int) -> int:
+        b, off = divmod(position, self.BLOCK)
+        if self._block is None or self._block[0] != b:
+            g = torch.Generator().manual_seed(_mix(self.seed, self.rank, b))
+            self._block = (b, torch.multinomial(self.weights, self.BLOCK, replacement=True, generator=g))
+        return int(self._block[1][off])
+
+
+class Trainer:
+    def __init__(self, model: Cosmos3, dataset: Dataset, cfg: TrainConfig, run_dir: str | os.PathLike[str],
+                 sample_weights: torch.Tensor | None = None, run_info: dict[str, Any] | None = None,
+                 resume: bool = False, device: str | torch.device | None = None, quiet: bool = False):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if device is None:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.dataset = dataset
+        weights = sample_weights if sample_weights is not None else torch.ones(len(dataset))  # type: ignore[arg-type]
+        self.stream = IndexStream(weights, cfg.seed, self.rank)
+        self.opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(0.9, 0.95))
+        self.ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema > 0 else None
+        self.step = 0
+        self.position = 0
+        self.quiet = quiet or self.rank != 0
+        self.run_info = run_info or {}
+        if resume:
+            self._resume()
+        self.net: torch.nn.Module = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # Modes leave some heads unused (e.g. no video head in inverse dynamics).
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
+                                                                 find_unused_parameters=True)
+        if cfg.compile:
+            self.net = torch.compile(self.net)  # type: ignore[assignment]
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def _resume(self) -> None:
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            if not self.quiet:
+                print(f"[train] no checkpoint in {self.run_dir}; starting fresh")
+            return
+        from safetensors.torch import load_file
+
+        self.model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(self.device)))
+        if self.ema is not None and (ckpt / "ema.safetensors").exists():
+            self.ema.load_state_dict(load_file(str(ckpt / "ema.safetensors"), device=str(self.device)))
+        load_optimizer_tensors(self.opt, ckpt / "optimizer.safetensors")
+        state = json.loads((ckpt / "trainer.json").read_text())
+        self.step, self.position = int(state["step"]), int(state["position"])
+        if not self.quiet:
+            print(f"[train] resumed from {ckpt} at step {self.step}")
+
+    def _batch(self):
+        idx = [self.stream.at(self.position + i) for i in range(self.cfg.batch_size)]
+        self.position += self.cfg.batch_size
+        return collate([self.dataset[i] for i in idx])
+
+    def _mode(self) -> str:
+        names = list(self.cfg.modes)
+        w = torch.tensor([self.cfg.modes[n] for n in names], dtype=torch.float64)
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
+        return names[int(torch.multinomial(w, 1, generator=g))]
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if not self.quiet:
+            parts = " ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith("loss"))
+            print(f"[train] step {record['step']:>6}/{self.cfg.steps} {parts} lr={record['lr']:.2e} "
+                  f"{record['samples_per_s']:.1f} samples/s", flush=True)
+
+    def fit(self) -> list[dict[str, Any]]:
+        cfg = self.cfg
+        self.model.train()
+        history: list[dict[str, Any]] = []
+        window: list[tuple[str, float, dict[str, float]]] = []
+        t_last, n_last = time.perf_counter(), 0
+        use_amp = cfg.amp and self.device.type == "cuda"
+        while self.step < cfg.steps:
+            mode = self._mode()
+            scale = lr_at(self.step, cfg)
+            for g in self.opt.param_groups:
+                g["lr"] = cfg.lr * scale * g["lr_mult"]
+            noise = torch.Generator().manual_seed(_mix(cfg.seed, self.rank, self.step) ^ 0x5EED)
+            total = 0.0
+            parts_acc: dict[str, float] = {}
+            for _ in range(cfg.grad_accum):
+                batch = self._batch()
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss, parts = self.net(mode, batch, noise)
+                (loss / cfg.grad_accum).backward()
+                total += float(loss.detach()) / cfg.grad_accum
+                for k, v in parts.items():
+                    parts_acc[k] = parts_acc.get(k, 0.0) + v / cfg.grad_accum
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                with torch.no_grad():
+                    for pe, p in zip(self.ema.parameters(), self.model.parameters()):
+                        pe.lerp_(p.detach(), 1 - cfg.ema)
+            self.step += 1
+            window.append((mode, total, parts_acc))
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                now = time.perf_counter()
+                samples = (self.step - n_last) * cfg.batch_size * cfg.grad_accum * self.world
+                rec: dict[str, Any] = {"step": self.step, "lr": cfg.lr * scale,
+                                       "loss": sum(w[1] for w in window) / len(window),
+                                       "samples_per_s": samples / max(now - t_last, 1e-9)}
+                for m in {w[0] for w in window}:
+                    rec[f"loss/{m}"] = sum(w[1] for w in window if w[0] == m) / sum(1 for w in window if w[0] == m)
+                history.append(rec)
+                self._log(rec)
+                window, t_last, n_last = [], now, self.step
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                self.save()
+        return history
+
+    def save(self) -> Path | None:
+        if not self.is_main:
+            if dist.is_initialized():
+                dist.barrier()
+            return None
+        state = {"position": self.position, "world_size": self.world, "train": asdict(self.cfg), **self.run_info}
+        path = save_checkpoint(self.run_dir, self.step, self.model, self.ema, self.opt, state, keep=self.cfg.keep)
+        if dist.is_initialized():
+            dist.barrier()
+        return path
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train_config_from(d: dict[str, Any] | None) -> TrainConfig:
+    d = dict(d or {})
+    known = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"train: unknown field(s) {unknown}; known: {sorted(known)}")
+    return TrainConfig(**d)
+
+
+__all__: Sequence[str] = ["TrainConfig", "Trainer", "lr_at", "param_groups", "train_config_from"]

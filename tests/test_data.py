@@ -1,0 +1,125 @@
+"""Data sources, windowing, resampling and bad-data errors, on files written with the real libraries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from data_fixtures import INSTRUCTION, write_libero_hdf5, write_umi_zarr
+
+from cosmos3_robot.data import DataError, Episode, WindowDataset, WindowSpec, collate, resample_indices
+from cosmos3_robot.data.sources.hdf5 import LIBERO, read_hdf5
+from cosmos3_robot.data.sources.zarr_store import ZarrLayout, read_zarr
+from cosmos3_robot.transforms import PoseFromPosRotation, Squeeze
+
+UMI = ZarrLayout(cameras={"cam0": "camera0_rgb"},
+                 state={"pos": "robot0_eef_pos", "rotvec": "robot0_eef_rot_axis_angle",
+                        "gripper": "robot0_gripper_width"},
+                 fps=10.0, text="fold the cloth")
+UMI_TRANSFORMS = (PoseFromPosRotation("pos", "rotvec", "ee", rotation="axis_angle"), Squeeze("gripper"))
+
+
+def test_libero_hdf5_reads_episodes_upright_with_instruction(tmp_path):
+    path = write_libero_hdf5(tmp_path / "KITCHEN_SCENE1_put_the_red_bowl_on_the_plate_demo.hdf5")
+    eps = list(read_hdf5(path, LIBERO))
+    assert [e.name.split(":")[1] for e in eps] == ["demo_0", "demo_1"]
+    ep = eps[0]
+    assert ep.text == INSTRUCTION and len(ep) == 40
+    assert ep.frames["agentview"].shape == (40, 32, 32, 3)
+    import h5py
+
+    with h5py.File(path) as f:
+        stored = f["data/demo_0/obs/agentview_rgb"][()]
+    np.testing.assert_array_equal(ep.frames["agentview"], stored[:, ::-1, ::-1])  # rotated 180 degrees
+    np.testing.assert_allclose(np.diff(ep.timestamps), 1 / 20)
+
+
+def test_libero_windows_follow_the_timing_rule(tmp_path):
+    eps = list(read_hdf5(write_libero_hdf5(tmp_path / "a.hdf5"), LIBERO))
+    spec = WindowSpec(embodiment="libero", camera="agentview", fps=20, n_context=1, n_future=2, chunk=8, image_size=32)
+    ds = WindowDataset(eps, spec)
+    assert len(ds) == 2 * (40 - 8)
+    s = ds[5]  # episode 0, now = step 5
+    assert s["video"].shape == (3, 3, 32, 32) and s["video"].min() >= -1 and s["video"].max() <= 1
+    # action step 0 is the command taken at frame 5, moving to frame 6
+    np.testing.assert_allclose(s["actions"].numpy(), eps[0].commands["actions"][5:13], atol=1e-6)
+    expected = torch.from_numpy(eps[0].frames["agentview"][5:8].astype(np.float32)).permute(0, 3, 1, 2) / 127.5 - 1
+    assert torch.allclose(s["video"], expected)
+    ds.normalizer = ds.action_statistics()
+    b = collate([ds[i] for i in range(4)])
+    assert b.actions.shape == (4, 8, 64) and b.action_mask.sum(1).tolist() == [7] * 4
+    assert b.text == [INSTRUCTION] * 4 and b.embodiment == ["libero"] * 4
+
+
+def test_zarr_replay_buffer_with_source_transforms(tmp_path):
+    eps = list(read_zarr(write_umi_zarr(tmp_path / "umi.zarr"), UMI))
+    assert len(eps) == 2 and len(eps[1]) == 30 and eps[0].text == "fold the cloth"
+    spec = WindowSpec(embodiment="single_arm_10d", camera="cam0", n_context=1, n_future=0, chunk=8, image_size=32)
+    ds = WindowDataset(eps, spec, transforms=UMI_TRANSFORMS)
+    a = ds.raw_actions(0)
+    assert a.shape == (8, 10)
+    # the 10D pose block is the relative motion between consecutive end-effector poses
+    from scipy.spatial.transform import Rotation
+
+    R0 = Rotation.from_rotvec(eps[0].state["rotvec"][0])
+    rel_t = R0.inv().apply(eps[0].state["pos"][1] - eps[0].state["pos"][0])
+    np.testing.assert_allclose(a[0, :3], rel_t, atol=1e-9)
+    np.testing.assert_allclose(a[:, 9], eps[0].state["gripper"][1:9, 0])
+
+
+def test_resampling_goes_by_timestamps():
+    ts = np.arange(0, 2.0, 1 / 30)  # 30 Hz for 2 s
+    idx = resample_indices(ts, 15)
+    np.testing.assert_array_equal(idx, np.arange(0, 60, 2))
+    jitter = ts + np.random.default_rng(0).uniform(-0.004, 0.004, ts.size)
+    np.testing.assert_array_equal(resample_indices(jitter, 15), idx)
+    with pytest.raises(DataError, match=r"no frame within half a step of t=0\.867 s"):
+        resample_indices(np.r_[ts[:25], ts[35:]], 15, "ep7")
+
+
+def test_bad_data_names_episode_and_field(tmp_path):
+    T = 10
+    good = dict(name="demo.hdf5:demo_3", timestamps=np.arange(T) / 10.0,
+                frames={"cam": np.zeros((T, 8, 8, 3), np.uint8)}, state={"q": np.zeros((T, 2))})
+    Episode(**good).validate()
+    with pytest.raises(DataError, match=r"demo_3: timestamps: not strictly increasing at index 5"):
+        Episode(**{**good, "timestamps": np.r_[np.arange(5), np.arange(5)] / 10.0}).validate()
+    bad_q = np.zeros((T, 2))
+    bad_q[4, 1] = np.nan
+    with pytest.raises(DataError, match=r"demo_3: state\['q'\]: non-finite value at row 4"):
+        Episode(**{**good, "state": {"q": bad_q}}).validate()
+    with pytest.raises(DataError, match=r"demo_3: state\['q'\]: expected 10 rows to match 10 frames, got shape \(9, 2\)"):
+        Episode(**{**good, "state": {"q": np.zeros((9, 2))}}).validate()
+    with pytest.raises(DataError, match=r"frames\['cam'\]: expected uint8 pixels"):
+        Episode(**{**good, "frames": {"cam": np.zeros((T, 8, 8, 3), np.float32)}}).validate()
+    # missing dataset inside an HDF5 demo
+    import h5py
+
+    path = write_libero_hdf5(tmp_path / "broken.hdf5", n_demos=1)
+    with h5py.File(path, "a") as f:
+        del f["data/demo_0/obs/ee_pos"]
+    with pytest.raises(DataError, match=r"broken.hdf5:demo_0: state\['ee_pos'\]: missing dataset 'obs/ee_pos'"):
+        list(read_hdf5(path, LIBERO))
+    (tmp_path / "junk.hdf5").write_bytes(b"nope")
+    with pytest.raises(DataError, match="not a readable HDF5 file"):
+        list(read_hdf5(tmp_path / "junk.hdf5"))
+    # a gripper command out of range inside a window names the episode and the steps
+    path = write_libero_hdf5(tmp_path / "range.hdf5", n_demos=1)
+    with h5py.File(path, "a") as f:
+        a = f["data/demo_0/actions"][()]
+        a[12, 6] = 3.0
+        f["data/demo_0/actions"][...] = a
+    ds = WindowDataset(list(read_hdf5(path, LIBERO)), WindowSpec("libero", "agentview", chunk=8, image_size=32))
+    with pytest.raises(DataError, match=r"range.hdf5:demo_0 \(steps 10\.\.18\): block 'gripper'.*outside the range \[-1, 1\]"):
+        ds.raw_actions(10)
+    with pytest.raises(DataError, match=r"no camera 'top'"):
+        WindowDataset(list(read_hdf5(path, LIBERO)),
+                      WindowSpec("libero", "top", chunk=8, image_size=32))
+
+
+def test_zarr_layout_errors(tmp_path):
+    path = write_umi_zarr(tmp_path / "u.zarr")
+    with pytest.raises(DataError, match=r"frames\['cam0'\]: missing data/rgb"):
+        list(read_zarr(path, ZarrLayout(cameras={"cam0": "rgb"})))
+    with pytest.raises(DataError, match="not a readable zarr group|missing group"):
+        list(read_zarr(tmp_path / "nothing.zarr", UMI))

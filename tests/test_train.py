@@ -1,0 +1,163 @@
+"""Training from recipes: each format, DDP with two CPU processes, kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from data_fixtures import write_libero_hdf5, write_umi_zarr
+from safetensors.torch import load_file
+
+from cosmos3_robot.cli import main as cli_main
+from cosmos3_robot.model import load_model
+from cosmos3_robot.train import TrainConfig, lr_at
+from cosmos3_robot.train.recipe import run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def libero_recipe(tmp: Path, **train) -> Path:
+    write_libero_hdf5(tmp / "libero_demo.hdf5", n_demos=2, T=30)
+    recipe = {
+        "model": {"preset": "tiny"},
+        "window": {"embodiment": "libero", "camera": "agentview", "fps": 20, "n_context": 1,
+                   "n_future": 2, "chunk": 8, "image_size": 32},
+        "data": [{"format": "hdf5", "path": "libero_demo.hdf5", "layout": "libero"}],
+        "train": {"steps": 4, "batch_size": 2, "lr": 1e-3, "warmup": 1, "log_every": 1, "ckpt_every": 2,
+                  "ema": 0.9, **train},
+    }
+    path = tmp / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_from_libero_hdf5_writes_checkpoints_stats_and_metrics(tmp_path):
+    out = tmp_path / "run"
+    hist = run(libero_recipe(tmp_path), out, quiet=True)
+    assert [h["step"] for h in hist] == [1, 2, 3, 4]
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in hist)
+    assert {k for h in hist for k in h if k.startswith("loss/")} <= {"loss/policy", "loss/forward_dynamics", "loss/inverse_dynamics"}
+    ckpt = out / "checkpoints" / (out / "checkpoints" / "latest").read_text()
+    assert ckpt.name == "step_0000004"
+    m = load_model(ckpt / "model.safetensors")
+    assert m.config.name == "tiny"
+    assert set(load_file(str(ckpt / "ema.safetensors"))) == set(m.state_dict())
+    stats = json.loads((out / "stats_0_libero.json").read_text())
+    assert stats["type"] == "quantile" and len(stats["q01"]) == 7
+    assert json.loads((ckpt / "trainer.json").read_text())["position"] == 8
+
+
+def test_train_from_zarr_with_transforms_and_mixture(tmp_path):
+    write_umi_zarr(tmp_path / "umi.zarr")
+    write_libero_hdf5(tmp_path / "lib.hdf5", n_demos=1, T=30)
+    recipe = {
+        "model": {"preset": "tiny"},
+        "window": {"camera": "cam0", "n_context": 1, "n_future": 0, "chunk": 8, "image_size": 32},
+        "data": [
+            {"format": "zarr", "path": "umi.zarr", "weight": 3.0, "window": {"embodiment": "single_arm_10d"},
+             "layout": {"cameras": {"cam0": "camera0_rgb"}, "fps": 10, "text": "fold",
+                        "state": {"pos": "robot0_eef_pos", "rot": "robot0_eef_rot_axis_angle",
+                                  "gripper": "robot0_gripper_width"}},
+             "transforms": [{"PoseFromPosRotation": {"pos": "pos", "rot": "rot", "out": "ee", "rotation": "axis_angle"}},
+                            {"Squeeze": {"key": "gripper"}}]},
+            {"format": "hdf5", "path": "lib.hdf5", "weight": 1.0, "layout": "libero",
+             "window": {"embodiment": "libero", "camera": "agentview", "fps": 20}},
+        ],
+        "train": {"steps": 3, "batch_size": 4, "log_every": 1, "ckpt_every": 10,
+                  "modes": {"policy_actions": 1.0}, "ema": 0.0},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    hist = run(tmp_path / "r.yaml", tmp_path / "run", quiet=True)
+    assert len(hist) == 3 and all(h["loss/policy_actions"] > 0 for h in hist)
+
+
+def test_recipe_errors_are_clear(tmp_path, capsys):
+    path = libero_recipe(tmp_path)
+    assert cli_main(["train", "--recipe", str(path), "--out", str(tmp_path / "r"), "--set", "train.stepz=3"]) == 2
+    assert "unknown field(s) ['stepz']" in capsys.readouterr().err
+    assert cli_main(["train", "--recipe", str(path), "--out", str(tmp_path / "r"),
+                     "--set", "window.embodiment=nope"]) == 2
+    assert "unknown embodiment 'nope'" in capsys.readouterr().err
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = TrainConfig(steps=100, warmup=10, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0) and lr_at(100, cfg) == pytest.approx(0.1)
+    assert lr_at(55, cfg) == pytest.approx(0.55)
+
+
+def _train_cmd(recipe: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "cosmos3_robot", "train", "--recipe", str(recipe), "--out", str(out), *extra]
+
+
+@pytest.mark.slow
+def test_kill_and_resume_continues_the_loss_curve(tmp_path):
+    recipe = libero_recipe(tmp_path, steps=8, ckpt_every=4, log_every=1)
+    # Reference: one uninterrupted run.
+    subprocess.run(_train_cmd(recipe, tmp_path / "ref"), check=True, timeout=600, capture_output=True)
+    ref = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "ref")}
+    # Interrupted: kill the process once the step-4 checkpoint exists, then resume.
+    out = tmp_path / "cut"
+    proc = subprocess.Popen(_train_cmd(recipe, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "latest").exists():
+        assert proc.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoints" / "latest").read_text() == "step_0000004"
+    subprocess.run(_train_cmd(recipe, out, "--resume"), check=True, timeout=600, capture_output=True)
+    cut = {r["step"]: r["loss"] for r in read_metrics(out)}
+    for step in range(5, 9):
+        assert cut[step] == pytest.approx(ref[step], rel=1e-4, abs=1e-6), step
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_see_different_data_and_end_identical(tmp_path):
+    recipe = libero_recipe(tmp_path, steps=3, ckpt_every=3, ema=0.0)
+    out = tmp_path / "ddp"
+    probe = tmp_path / "probe.py"
+    code = f'''
+import os, json, torch
+from cosmos3_robot.train import trainer as T
+seen = []
+orig_batch = T.Trainer._batch
+def spy(self):
+    b = orig_batch(self)
+    seen.append(round(float(b.actions.abs().sum()), 6))
+    return b
+T.Trainer._batch = spy
+orig_close = T.Trainer.close
+weights = {{}}
+def close(self):
+    weights["sum"] = [float(p.detach().double().sum()) for p in self.model.parameters()]
+    orig_close(self)
+T.Trainer.close = close
+from cosmos3_robot.train.recipe import run
+run({str(recipe)!r}, {str(out)!r}, quiet=True)
+rank = os.environ["RANK"]
+open({str(tmp_path)!r} + f"/rank{{rank}}.json", "w").write(json.dumps({{"seen": seen, "weights": weights["sum"]}}))
+'''
+    probe.write_text(code)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(probe)], capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0 = json.loads((tmp_path / "rank0.json").read_text())
+    r1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert r0["seen"] != r1["seen"], "both ranks read the same batches"
+    assert r0["weights"] == pytest.approx(r1["weights"], rel=1e-6, abs=1e-7)
+    assert (out / "checkpoints" / "latest").read_text() == "step_0000003"
