@@ -98,6 +98,61 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    import json as _json
+    from pathlib import Path
+
+    import yaml
+
+    from cosmos3_robot.data.convert import to_lerobot
+    from cosmos3_robot.data.episode import DataError
+
+    def layout_dict() -> dict:
+        if args.layout is None:
+            return {}
+        p = Path(args.layout)
+        return yaml.safe_load(p.read_text()) if p.exists() else _json.loads(args.layout)
+
+    def episodes():
+        for path in args.input:
+            if args.format == "hdf5":
+                from cosmos3_robot.data.sources.hdf5 import LAYOUTS, HDF5Layout, read_hdf5
+
+                lay = LAYOUTS[args.layout] if args.layout in LAYOUTS else HDF5Layout(**layout_dict()) \
+                    if args.layout else LAYOUTS["libero"]
+                yield from read_hdf5(path, lay, text=args.text)
+            elif args.format == "zarr":
+                from cosmos3_robot.data.sources.zarr_store import ZarrLayout, read_zarr
+
+                yield from read_zarr(path, ZarrLayout(**layout_dict()))
+            else:
+                from cosmos3_robot.data.sources.rosbag import RosbagLayout, read_rosbag
+
+                yield from read_rosbag(path, RosbagLayout(**layout_dict()))
+
+    try:
+        root = to_lerobot(episodes(), args.out, args.repo_id, args.fps, use_videos=not args.images,
+                          robot_type=args.robot_type)
+    except (DataError, ValueError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote LeRobot dataset {args.repo_id} at {root}")
+    return 0
+
+
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=["hdf5", "zarr", "rosbag"], required=True, help="input format")
+    p.add_argument("--input", nargs="+", required=True, help="input file(s) / folder(s)")
+    p.add_argument("--layout", help="hdf5: 'libero' or 'robomimic', or a YAML/JSON layout (file or inline) "
+                                    "with cameras/state/commands mappings")
+    p.add_argument("--out", required=True, help="LeRobot dataset root to create")
+    p.add_argument("--repo-id", default="local/converted", help="dataset name (owner/name)")
+    p.add_argument("--fps", type=int, required=True, help="frame rate of the written dataset")
+    p.add_argument("--text", help="instruction for every episode (overrides the file's)")
+    p.add_argument("--images", action="store_true", help="store frames as images instead of video")
+    p.add_argument("--robot-type", help="robot_type recorded in the dataset metadata")
+
+
 Subcommand = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
@@ -111,6 +166,7 @@ SUBCOMMANDS: list[Subcommand] = [
      _embodiments_args, _cmd_embodiments),
     ("models", "list model presets with their parameter counts", _models_args, _cmd_models),
     ("train", "train from a recipe (one process, or many under torchrun)", _train_args, _cmd_train),
+    ("convert", "convert HDF5 / zarr / rosbag2 recordings to a LeRobot dataset", _convert_args, _cmd_convert),
 ]
 
 

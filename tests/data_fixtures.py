@@ -68,3 +68,85 @@ def write_umi_zarr(path: Path, n_episodes: int = 2, T: int = 30, size: int = 32,
     meta = root.create_group("meta")
     meta.create_array("episode_ends", data=np.cumsum([T] * n_episodes).astype(np.int64))
     return path
+
+
+def write_lerobot_dataset(root: Path, n_episodes: int = 2, T: int = 24, size: int = 32, fps: int = 10,
+                          use_videos: bool = True, seed: int = 0) -> Path:
+    """A LeRobot v3.0 dataset made with LeRobot's own writer (create/add_frame/save_episode/finalize)."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    rng = np.random.default_rng(seed)
+    features = {
+        "observation.images.front": {"dtype": "video" if use_videos else "image", "shape": (size, size, 3),
+                                     "names": ["height", "width", "channels"]},
+        "observation.state": {"dtype": "float32", "shape": (8,), "names": None},
+        "action": {"dtype": "float32", "shape": (7,), "names": None},
+    }
+    ds = LeRobotDataset.create("local/cosmos3_test", fps=fps, features=features, root=root,
+                               use_videos=use_videos, robot_type="libero_panda")
+    for e in range(n_episodes):
+        frames = _moving_square(T, size, rng)
+        for t in range(T):
+            ds.add_frame({
+                "observation.images.front": frames[t],
+                "observation.state": rng.normal(size=8).astype(np.float32),
+                "action": np.r_[rng.uniform(-1, 1, 6), 1.0 if t % 2 else -1.0].astype(np.float32),
+                "task": f"{INSTRUCTION} {e}",
+            })
+        ds.save_episode()
+    ds.finalize()
+    return root
+
+
+def write_rosbag(path: Path, seconds: float = 3.0, size: int = 32, mcap: bool = False, seed: int = 0,
+                 drop_images: tuple[float, float] | None = None) -> Path:
+    """A rosbag2 (sqlite3 or MCAP) with a 30 Hz camera, 100 Hz joint states and 50 Hz poses,
+    written with rosbags and ROS 2 message definitions; header stamps start at t=100 s."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.LATEST)
+    Image = store.types["sensor_msgs/msg/Image"]
+    JointState = store.types["sensor_msgs/msg/JointState"]
+    PoseStamped = store.types["geometry_msgs/msg/PoseStamped"]
+    Header = store.types["std_msgs/msg/Header"]
+    Time = store.types["builtin_interfaces/msg/Time"]
+    Pose = store.types["geometry_msgs/msg/Pose"]
+    Point = store.types["geometry_msgs/msg/Point"]
+    Quaternion = store.types["geometry_msgs/msg/Quaternion"]
+    rng = np.random.default_rng(seed)
+    frames = _moving_square(int(seconds * 30) + 1, size, rng)
+    t0 = 100.0
+
+    def header(t: float) -> object:
+        sec = int(t)
+        return Header(stamp=Time(sec=sec, nanosec=int(round((t - sec) * 1e9))), frame_id="base")
+
+    plugin = StoragePlugin.MCAP if mcap else StoragePlugin.SQLITE3
+    with Writer(path, version=9 if mcap else 8, storage_plugin=plugin) as w:
+        cam = w.add_connection("/camera/image_raw", Image.__msgtype__, typestore=store)
+        js = w.add_connection("/joint_states", JointState.__msgtype__, typestore=store)
+        ps = w.add_connection("/ee_pose", PoseStamped.__msgtype__, typestore=store)
+        msgs = []
+        for i in range(frames.shape[0]):
+            t = t0 + i / 30
+            if drop_images is not None and drop_images[0] < i / 30 < drop_images[1]:
+                continue  # a camera dropout
+            m = Image(header=header(t), height=size, width=size, encoding="rgb8", is_bigendian=0, step=size * 3,
+                      data=frames[i].reshape(-1))
+            msgs.append((t, cam, m, Image.__msgtype__))
+        for i in range(int(seconds * 100) + 1):
+            t = t0 + i / 100
+            m = JointState(header=header(t), name=[f"j{k}" for k in range(8)],
+                           position=np.r_[np.sin(t + np.arange(7)), 0.5 + 0.5 * np.sin(t)],
+                           velocity=np.zeros(0), effort=np.zeros(0))
+            msgs.append((t, js, m, JointState.__msgtype__))
+        for i in range(int(seconds * 50) + 1):
+            t = t0 + i / 50
+            q = Rotation.from_rotvec([0, 0, 0.2 * t]).as_quat()
+            m = PoseStamped(header=header(t), pose=Pose(position=Point(x=0.1 * t, y=0.0, z=0.3),
+                                                        orientation=Quaternion(x=q[0], y=q[1], z=q[2], w=q[3])))
+            msgs.append((t, ps, m, PoseStamped.__msgtype__))
+        for t, conn, m, typ in sorted(msgs, key=lambda x: x[0]):
+            w.write(conn, int(t * 1e9), store.serialize_cdr(m, typ))
+    return path

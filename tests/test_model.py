@@ -312,7 +312,19 @@ def test_model_with_conv_ae_and_external_vae_adapter():
     b = random_batch(frames=9)
     b.n_context_frames = 5
     _, parts = m.loss("policy", b)
-    assert set(parts) == {"video_future", "actions"}
+    assert set(parts) == {"video_future", "actions", "video_recon"}  # the trainable AE learns by reconstruction
+    # Flow gradients do not reach the encoder (it would collapse the latents); only the
+    # reconstruction term trains it.
+    m_flow_only = Cosmos3(cfg.replace(flow={"recon_loss_weight": 0.0}))
+    m_flow_only.loss("forward_dynamics", b)[0].backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in m_flow_only.video_encoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m_flow_only.video_out.parameters())
+    m.loss("forward_dynamics", b)[0].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.video_encoder.parameters())
+    m.eval()
+    _, eval_parts = m.loss("forward_dynamics", b)
+    assert "video_recon" not in eval_parts
+    m.train()
     out = m.generate("forward_dynamics", b, steps=2, n_future_frames=4)
     assert out["video"].shape == (2, 4, 3, 32, 32)
     with pytest.raises(ValueError, match="video context: 2 frames do not fit the temporal compression 4"):

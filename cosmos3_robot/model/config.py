@@ -37,6 +37,8 @@ class FlowConfig:
         video_loss_weight: weight of the video velocity loss.
         text_loss_weight: weight of the optional AR next-token cross-entropy.
         text_dropout: probability of training a sample with empty text (for guidance).
+        recon_loss_weight: weight of the reconstruction loss that trains a trainable video
+            encoder (the conv autoencoder) alongside; the flow itself sees detached latents.
     """
 
     timestep_sampling: Literal["logit_normal", "uniform", "beta"] = "logit_normal"
@@ -47,6 +49,7 @@ class FlowConfig:
     video_loss_weight: float = 1.0
     text_loss_weight: float = 0.0
     text_dropout: float = 0.1
+    recon_loss_weight: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -235,7 +235,13 @@ class Cosmos3(nn.Module):
         if n_ctx and (n_future < 0 or n_future % tc != 0):
             raise ValueError(f"video: {n_future} future frames do not fit the temporal compression {tc}; "
                              f"expected a multiple of {tc}")
-        lat = self.video_encoder.encode(v.to(self.device, self.special.dtype))
+        video = v.to(self.device, self.special.dtype)
+        lat = self.video_encoder.encode(video)
+        if self.training and any(p.requires_grad for p in self.video_encoder.parameters()):
+            # A trainable encoder learns from reconstruction only; the flow sees detached
+            # latents, otherwise it could shrink them to make the flow loss trivial.
+            self._recon = F.mse_loss(self.video_encoder.decode(lat), video)
+            lat = lat.detach()
         n_ctx_lat = 0 if n_ctx == 0 else 1 + (n_ctx - 1) // tc
         return lat, n_ctx_lat
 
@@ -319,6 +325,7 @@ class Cosmos3(nn.Module):
             text = ["" if d else t for t, d in zip(text, drop.tolist())]
         ar_h, prefix, tokens = self.encode_prefix(text, batch.ar_images)
         parts: dict[str, torch.Tensor] = {}
+        self._recon: torch.Tensor | None = None
         if mode.text_loss or fc.text_loss_weight > 0:
             logits = self.text_logits(ar_h)[:, :-1]
             target = tokens[:, 1:].masked_fill(tokens[:, 1:] == ByteTokenizer.PAD, -100)
@@ -342,7 +349,11 @@ class Cosmos3(nn.Module):
                     parts["actions"] = err[m].mean()
                 else:
                     parts[s] = err.mean()
+        if self._recon is not None:
+            parts["video_recon"] = self._recon
+            self._recon = None
         weights = {"text": fc.text_loss_weight if not mode.text_loss else max(fc.text_loss_weight, 1.0),
+                   "video_recon": fc.recon_loss_weight,
                    "actions": fc.action_loss_weight,
                    "video_future": fc.video_loss_weight, "video_context": fc.video_loss_weight}
         if not parts:

@@ -60,7 +60,8 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
 def read_source(entry: dict[str, Any], base: Path) -> list[Episode]:
     """Episodes of one ``data`` entry (paths relative to the recipe's folder may be globs)."""
     fmt = entry.get("format")
-    pattern = str(base / entry["path"]) if not Path(entry["path"]).is_absolute() else entry["path"]
+    path = entry.get("path", entry.get("repo_id", ""))
+    pattern = str(base / path) if not Path(path).is_absolute() else path
     paths = sorted(glob.glob(pattern)) or [pattern]
     episodes: list[Episode] = []
     for p in paths:
@@ -74,8 +75,16 @@ def read_source(entry: dict[str, Any], base: Path) -> list[Episode]:
             from cosmos3_robot.data.sources.zarr_store import ZarrLayout, read_zarr
 
             episodes += list(read_zarr(p, ZarrLayout(**entry.get("layout", {}))))
+        elif fmt == "lerobot":
+            from cosmos3_robot.data.sources.lerobot import LeRobotLayout, read_lerobot
+
+            root = entry.get("root")
+            root = str(base / root) if root and not Path(root).is_absolute() else root
+            episodes += list(read_lerobot(entry["repo_id"], LeRobotLayout(**entry.get("layout", {})), root=root,
+                                          episodes=entry.get("episodes")))
+            break  # a LeRobot entry names one dataset, not files
         else:
-            raise ValueError(f"data entry {entry}: format must be one of hdf5, zarr; got {fmt!r}")
+            raise ValueError(f"data entry {entry}: format must be one of hdf5, zarr, lerobot; got {fmt!r}")
     if not episodes:
         raise DataError(f"data entry {entry}: no episodes found")
     return episodes

@@ -1,0 +1,68 @@
+"""Write episodes from any source as a LeRobot v3.0 dataset with LeRobot's own writer.
+
+Feature naming: camera ``c`` -> ``observation.images.c`` (video, or image with
+``use_videos=False``); state key ``k`` -> ``observation.k``; a single command key ->
+``action`` (several -> ``action.k``). Episodes are resampled to ``fps`` by timestamps; a
+command array with ``T-1`` rows gets its last row repeated for the final frame.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from cosmos3_robot.data.episode import DataError, Episode, resample_indices
+
+
+def _feature_names(ep: Episode) -> dict[str, tuple[str, str]]:
+    """LeRobot feature key -> (kind, our key)."""
+    names = {f"observation.images.{c}": ("frames", c) for c in ep.frames}
+    names.update({f"observation.{k}": ("state", k) for k in ep.state})
+    if len(ep.commands) == 1:
+        names["action"] = ("commands", next(iter(ep.commands)))
+    else:
+        names.update({f"action.{k}": ("commands", k) for k in ep.commands})
+    return names
+
+
+def to_lerobot(episodes: Iterable[Episode], root: str | os.PathLike[str], repo_id: str, fps: int,
+               use_videos: bool = True, robot_type: str | None = None) -> Path:
+    """Write ``episodes`` to a new LeRobot dataset at ``root``; returns ``root``."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    root = Path(root)
+    ds = None
+    names: dict[str, tuple[str, str]] = {}
+    n = 0
+    for ep in episodes:
+        ep = ep.select(resample_indices(ep.timestamps, fps, ep.name))
+        if ds is None:
+            names = _feature_names(ep)
+            features = {}
+            for feat, (kind, key) in names.items():
+                arr = getattr(ep, kind)[key]
+                if kind == "frames":
+                    features[feat] = {"dtype": "video" if use_videos else "image", "shape": tuple(arr.shape[1:]),
+                                      "names": ["height", "width", "channels"]}
+                else:
+                    features[feat] = {"dtype": "float32", "shape": tuple(arr.shape[1:]) or (1,), "names": None}
+            ds = LeRobotDataset.create(repo_id, fps=fps, features=features, root=root, use_videos=use_videos,
+                                       robot_type=robot_type)
+        elif _feature_names(ep) != names:
+            raise DataError(f"{ep.name}: keys differ from the first episode's ({sorted(names)})")
+        for t in range(len(ep)):
+            frame = {}
+            for feat, (kind, key) in names.items():
+                v = getattr(ep, kind)[key][t]
+                frame[feat] = v if kind == "frames" else np.asarray(v, np.float32).reshape(ds.features[feat]["shape"])
+            frame["task"] = ep.text or "unspecified"
+            ds.add_frame(frame)
+        ds.save_episode()
+        n += 1
+    if ds is None:
+        raise DataError("convert: no episodes to write")
+    ds.finalize()
+    return root

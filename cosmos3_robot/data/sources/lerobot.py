@@ -1,0 +1,94 @@
+"""LeRobot datasets (format v3.0) through lerobot's own ``LeRobotDataset``.
+
+A local ``root`` is read offline; a hub ``repo_id`` alone works for users with a network
+(LeRobot downloads it). Each LeRobot episode becomes an :class:`Episode`: its numeric
+columns (``observation.state``, ``action``, ...) become state/commands under the names
+given in :class:`LeRobotLayout`, its cameras become uint8 frames decoded by LeRobot's video
+decoder, its task string the instruction, and ``timestamp`` the timestamps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from cosmos3_robot.data.episode import DataError, Episode
+
+
+@dataclass(frozen=True)
+class LeRobotLayout:
+    """Attributes:
+        cameras: our camera name -> LeRobot feature key (``observation.images.front``).
+        state: raw key -> LeRobot feature key of per-frame state.
+        commands: raw key -> LeRobot feature key of per-frame commands (``action``).
+        video_backend: LeRobot's decoder (``None``: its default, torchcodec, which needs
+            the system FFmpeg; ``"pyav"`` needs nothing more).
+    """
+
+    cameras: dict[str, str] = field(default_factory=dict)
+    state: dict[str, str] = field(default_factory=dict)
+    commands: dict[str, str] = field(default_factory=lambda: {"action": "action"})
+    video_backend: str | None = None
+
+
+def _to_uint8_hwc(x: torch.Tensor) -> np.ndarray:
+    """LeRobot frames ``(T, C, H, W)`` float in [0, 1] -> ``(T, H, W, C)`` uint8."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def read_lerobot(repo_id: str, layout: LeRobotLayout, root: str | None = None,
+                 episodes: list[int] | None = None) -> Iterator[Episode]:
+    """Yield one validated :class:`Episode` per LeRobot episode."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets.video_utils import decode_video_frames
+
+    try:
+        ds = LeRobotDataset(repo_id, root=root, episodes=episodes, video_backend=layout.video_backend)
+    except Exception as exc:
+        raise DataError(f"lerobot {repo_id} ({root}): cannot be opened ({type(exc).__name__}: {exc})") from None
+    features = ds.meta.features
+    for name, key in {**layout.cameras, **layout.state, **layout.commands}.items():
+        if key not in features:
+            raise DataError(f"lerobot {repo_id}: feature {key!r} (for {name!r}) not in the dataset; "
+                            f"features: {sorted(features)}")
+    ds._ensure_hf_dataset_loaded()
+    hf = ds.hf_dataset
+    ep_col = np.asarray(hf["episode_index"])
+    wanted = episodes if episodes is not None else sorted(set(ep_col.tolist()))
+    numeric = {**layout.state, **layout.commands}
+    for ep_idx in wanted:
+        rows = np.nonzero(ep_col == ep_idx)[0]
+        name = f"lerobot:{repo_id}:episode_{ep_idx}"
+        if rows.size < 2:
+            raise DataError(f"{name}: {rows.size} frames; at least 2 are needed")
+        sub = hf.select(rows.tolist())
+        ts = np.asarray(torch.stack(list(sub["timestamp"])) if isinstance(sub["timestamp"][0], torch.Tensor)
+                        else sub["timestamp"], dtype=np.float64).reshape(-1)
+        arrays = {}
+        for raw, key in numeric.items():
+            col = sub[key]
+            arrays[raw] = np.asarray(torch.stack(list(col)) if isinstance(col[0], torch.Tensor) else col, dtype=np.float64)
+        frames = {}
+        ep_meta = ds.meta.episodes[ep_idx]
+        for cam, key in layout.cameras.items():
+            if key in ds.meta.video_keys:
+                path = ds.root / ds.meta.get_video_file_path(ep_idx, key)
+                start = float(ep_meta[f"videos/{key}/from_timestamp"])
+                try:
+                    vid = decode_video_frames(path, [start + float(t) for t in ts], ds.tolerance_s, layout.video_backend)
+                except Exception as exc:
+                    raise DataError(f"{name}: frames[{cam!r}]: video {path.name} could not be decoded "
+                                    f"({type(exc).__name__}: {exc})") from None
+                frames[cam] = _to_uint8_hwc(vid)
+            else:  # images stored in the parquet files
+                imgs = sub[key]
+                frames[cam] = np.stack([np.asarray(im.convert("RGB")) if hasattr(im, "convert")
+                                        else _to_uint8_hwc(im[None])[0] for im in imgs])
+        task_idx = int(np.asarray(sub["task_index"])[0])
+        text = str(ds.meta.tasks.iloc[task_idx].name)
+        state = {k: arrays[k] for k in layout.state}
+        commands = {k: arrays[k] for k in layout.commands}
+        yield Episode(name, ts, frames, state, commands, text).validate()
