@@ -185,7 +185,7 @@ def test_rosbag2_gaps_and_missing_topics_are_errors(tmp_path):
     from cosmos3_robot.data.sources.rosbag import RosbagLayout, read_rosbag
 
     path = write_rosbag(tmp_path / "bag", drop_images=(1.5, 2.2))
-    with pytest.raises(DataError, match=r"bag:/camera/image_raw: no message within 0\.200 s before t=1\.8"):
+    with pytest.raises(DataError, match=r"bag:/camera/image_raw: no message within 0\.200 s before t=1\.700 s"):
         list(read_rosbag(path, RosbagLayout(**{**ROSBAG, "state": {"joints": "/joint_states"}})))
     with pytest.raises(DataError, match=r"topic\(s\) \['/wrist/image'\] not in the bag"):
         list(read_rosbag(path, RosbagLayout(cameras={"w": "/wrist/image"})))
