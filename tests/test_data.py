@@ -220,3 +220,25 @@ def test_convert_hdf5_and_rosbag_to_lerobot_and_read_back(tmp_path):
     assert ep.state["ee"].shape == (31, 4, 4) and ep.text == "wipe the table"
     assert main(["convert", "--format", "zarr", "--input", str(tmp_path / "none.zarr"), "--layout", "{}",
                  "--out", str(tmp_path / "lr3"), "--fps", "10"]) == 2
+
+
+def test_counted_skip_when_asked(tmp_path):
+    import h5py
+
+    path = write_libero_hdf5(tmp_path / "mixed.hdf5", n_demos=3)
+    with h5py.File(path, "a") as f:
+        del f["data/demo_1/obs/ee_pos"]  # a broken demo
+        a = f["data/demo_2/actions"][()]
+        a[20, 6] = 5.0  # one bad command: windows covering step 20 are rejected by the codec
+        f["data/demo_2/actions"][...] = a
+    with pytest.raises(DataError, match="demo_1"):
+        list(read_hdf5(path, LIBERO))
+    skipped: list[str] = []
+    eps = list(read_hdf5(path, LIBERO, skipped=skipped))
+    assert [e.name.split(":")[1] for e in eps] == ["demo_0", "demo_2"]
+    assert len(skipped) == 1 and "demo_1: state['ee_pos']: missing dataset" in skipped[0]
+    ds = WindowDataset(eps, WindowSpec("libero", "agentview", chunk=8, image_size=32), skip_bad=True)
+    assert len(ds.skipped) == 8 and all("demo_2" in s for s in ds.skipped)  # windows starting at 13..20
+    assert len(ds) == 2 * 32 - 8
+    for i in range(len(ds)):
+        assert torch.isfinite(ds[i]["actions"]).all()

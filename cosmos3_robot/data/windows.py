@@ -76,8 +76,10 @@ class WindowDataset(Dataset):
     """
 
     def __init__(self, episodes: Sequence[Episode], spec: WindowSpec,
-                 normalizer: QuantileNormalizer | None = None, transforms: Sequence[Transform] = ()):
+                 normalizer: QuantileNormalizer | None = None, transforms: Sequence[Transform] = (),
+                 skip_bad: bool = False):
         self.spec = spec
+        self.skipped: list[str] = []  # "episode (steps): reason" for each window dropped by skip_bad
         self.transforms = tuple(transforms)  # source-specific raw-key steps before the embodiment's
         self.embodiment = embodiments.get(spec.embodiment)
         self.normalizer = normalizer
@@ -99,6 +101,15 @@ class WindowDataset(Dataset):
             self.fps.append(fps)
             for t in range(spec.n_context - 1, len(ep) - horizon, spec.stride):
                 self.index.append((e, t))
+        if skip_bad:  # encode every window once; drop (and count) those the codec rejects
+            keep = []
+            for i, et in enumerate(self.index):
+                try:
+                    self.raw_actions(i)
+                    keep.append(et)
+                except DataError as exc:
+                    self.skipped.append(str(exc))
+            self.index = keep
         if not self.index:
             raise DataError(f"no window fits: episodes need at least {spec.n_context + horizon} steps "
                             f"(n_context {spec.n_context} + max(chunk, n_future) {horizon}) at the sample rate")

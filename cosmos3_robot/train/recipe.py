@@ -57,8 +57,11 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
     return recipe
 
 
-def read_source(entry: dict[str, Any], base: Path) -> list[Episode]:
-    """Episodes of one ``data`` entry (paths relative to the recipe's folder may be globs)."""
+def read_source(entry: dict[str, Any], base: Path, skipped: list[str] | None = None) -> list[Episode]:
+    """Episodes of one ``data`` entry (paths relative to the recipe's folder may be globs).
+
+    With a ``skipped`` list (``on_error: skip`` in the recipe) bad episodes are recorded
+    there and left out; otherwise the first one raises :class:`DataError`."""
     fmt = entry.get("format")
     path = entry.get("path", entry.get("repo_id", ""))
     pattern = str(base / path) if not Path(path).is_absolute() else path
@@ -70,18 +73,18 @@ def read_source(entry: dict[str, Any], base: Path) -> list[Episode]:
 
             layout = entry.get("layout", "libero")
             lay = LAYOUTS[layout] if isinstance(layout, str) else HDF5Layout(**layout)
-            episodes += list(read_hdf5(p, lay, text=entry.get("text")))
+            episodes += list(read_hdf5(p, lay, text=entry.get("text"), skipped=skipped))
         elif fmt == "zarr":
             from cosmos3_robot.data.sources.zarr_store import ZarrLayout, read_zarr
 
-            episodes += list(read_zarr(p, ZarrLayout(**entry.get("layout", {}))))
+            episodes += list(read_zarr(p, ZarrLayout(**entry.get("layout", {})), skipped=skipped))
         elif fmt == "lerobot":
             from cosmos3_robot.data.sources.lerobot import LeRobotLayout, read_lerobot
 
             root = entry.get("root")
             root = str(base / root) if root and not Path(root).is_absolute() else root
             episodes += list(read_lerobot(entry["repo_id"], LeRobotLayout(**entry.get("layout", {})), root=root,
-                                          episodes=entry.get("episodes")))
+                                          episodes=entry.get("episodes"), skipped=skipped))
             break  # a LeRobot entry names one dataset, not files
         else:
             raise ValueError(f"data entry {entry}: format must be one of hdf5, zarr, lerobot; got {fmt!r}")
@@ -116,7 +119,16 @@ def build_datasets(recipe: dict[str, Any], stats_dir: Path | None = None,
     datasets, weights = [], []
     for i, entry in enumerate(recipe.get("data") or []):
         spec = WindowSpec(**{**recipe.get("window", {}), **entry.get("window", {})})
-        ds = WindowDataset(read_source(entry, base), spec, transforms=parse_transforms(entry.get("transforms")))
+        on_error = entry.get("on_error", "raise")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"data entry {i}: on_error must be 'raise' or 'skip', got {on_error!r}")
+        skipped: list[str] | None = [] if on_error == "skip" else None
+        ds = WindowDataset(read_source(entry, base, skipped), spec,
+                           transforms=parse_transforms(entry.get("transforms")), skip_bad=on_error == "skip")
+        if skipped is not None:
+            ds.skipped = skipped + ds.skipped
+            if ds.skipped:
+                print(f"[data] entry {i}: skipped {len(ds.skipped)} bad episode(s)/window(s), first: {ds.skipped[0]}")
         stats_file = stats_dir / f"stats_{i}_{spec.embodiment}.json" if stats_dir else None
         if stats_file is not None and stats_file.exists():
             ds.normalizer = QuantileNormalizer.load(stats_file, names=ds.embodiment.dim_names())
@@ -152,7 +164,8 @@ def run(recipe_path: str | Path, out: str | Path, overrides: Sequence[str] = (),
     concat = ConcatDataset(datasets)
     trainer = Trainer(model, concat, cfg, out, sample_weights=mixture_weights(datasets, weights),
                       run_info={"recipe": {k: v for k, v in copy.deepcopy(recipe).items() if k != "_path"},
-                                "windows": [asdict(d.spec) for d in datasets]},
+                                "windows": [asdict(d.spec) for d in datasets],
+                                "skipped": [d.skipped for d in datasets]},
                       resume=resume, quiet=quiet)
     if trainer.is_main:
         out.mkdir(parents=True, exist_ok=True)

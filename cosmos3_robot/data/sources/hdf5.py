@@ -100,8 +100,11 @@ def _decode_jpeg(frames, where: str) -> np.ndarray:
 
 
 def read_hdf5(path: str | os.PathLike[str], layout: HDF5Layout = LIBERO, text: str | None = None,
-              ) -> Iterator[Episode]:
-    """Yield one validated :class:`Episode` per ``data/demo_N`` group, in demo order."""
+              skipped: list[str] | None = None) -> Iterator[Episode]:
+    """Yield one validated :class:`Episode` per ``data/demo_N`` group, in demo order.
+
+    With a ``skipped`` list, a bad demo is recorded there (``"name: reason"``) and skipped
+    instead of raising."""
     import h5py
 
     path = Path(path)
@@ -113,7 +116,7 @@ def read_hdf5(path: str | os.PathLike[str], layout: HDF5Layout = LIBERO, text: s
         if "data" not in f:
             raise DataError(f"{path}: no 'data' group (expected data/demo_N/...)")
         instruction = text if text is not None else _instruction(f, path)
-        for demo in sorted(f["data"].keys(), key=_demo_key):
+        def read_demo(demo: str) -> Episode:
             g = f["data"][demo]
             name = f"{path.name}:{demo}"
 
@@ -133,4 +136,12 @@ def read_hdf5(path: str | os.PathLike[str], layout: HDF5Layout = LIBERO, text: s
             if not lengths:
                 lengths = [a.shape[0] for a in commands.values()]
             T = lengths[0]
-            yield Episode(name, np.arange(T) / layout.fps, frames, state, commands, instruction).validate()
+            return Episode(name, np.arange(T) / layout.fps, frames, state, commands, instruction).validate()
+
+        for demo in sorted(f["data"].keys(), key=_demo_key):
+            try:
+                yield read_demo(demo)
+            except DataError as exc:
+                if skipped is None:
+                    raise
+                skipped.append(str(exc))

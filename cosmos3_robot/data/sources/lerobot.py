@@ -40,8 +40,9 @@ def _to_uint8_hwc(x: torch.Tensor) -> np.ndarray:
 
 
 def read_lerobot(repo_id: str, layout: LeRobotLayout, root: str | None = None,
-                 episodes: list[int] | None = None) -> Iterator[Episode]:
-    """Yield one validated :class:`Episode` per LeRobot episode."""
+                 episodes: list[int] | None = None, skipped: list[str] | None = None) -> Iterator[Episode]:
+    """Yield one validated :class:`Episode` per LeRobot episode (bad ones recorded in
+    ``skipped`` and skipped when a list is given, else raised)."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from lerobot.datasets.video_utils import decode_video_frames
 
@@ -59,7 +60,7 @@ def read_lerobot(repo_id: str, layout: LeRobotLayout, root: str | None = None,
     ep_col = np.asarray(hf["episode_index"])
     wanted = episodes if episodes is not None else sorted(set(ep_col.tolist()))
     numeric = {**layout.state, **layout.commands}
-    for ep_idx in wanted:
+    def read_episode(ep_idx: int) -> Episode:
         rows = np.nonzero(ep_col == ep_idx)[0]
         name = f"lerobot:{repo_id}:episode_{ep_idx}"
         if rows.size < 2:
@@ -91,4 +92,12 @@ def read_lerobot(repo_id: str, layout: LeRobotLayout, root: str | None = None,
         text = str(ds.meta.tasks.iloc[task_idx].name)
         state = {k: arrays[k] for k in layout.state}
         commands = {k: arrays[k] for k in layout.commands}
-        yield Episode(name, ts, frames, state, commands, text).validate()
+        return Episode(name, ts, frames, state, commands, text).validate()
+
+    for ep_idx in wanted:
+        try:
+            yield read_episode(ep_idx)
+        except DataError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))

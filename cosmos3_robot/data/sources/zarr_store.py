@@ -34,8 +34,10 @@ class ZarrLayout:
     text: str = ""
 
 
-def read_zarr(path: str | os.PathLike[str], layout: ZarrLayout) -> Iterator[Episode]:
-    """Yield one validated :class:`Episode` per replay-buffer episode."""
+def read_zarr(path: str | os.PathLike[str], layout: ZarrLayout, skipped: list[str] | None = None,
+              ) -> Iterator[Episode]:
+    """Yield one validated :class:`Episode` per replay-buffer episode (bad ones recorded in
+    ``skipped`` and skipped when a list is given, else raised)."""
     import zarr
 
     path = Path(path)
@@ -69,11 +71,17 @@ def read_zarr(path: str | os.PathLike[str], layout: ZarrLayout) -> Iterator[Epis
     for e, end in enumerate(ends.tolist()):
         sl = slice(start, end)
         ts = np.asarray(stamps[sl], dtype=np.float64) if stamps is not None else np.arange(end - start) / layout.fps
-        yield Episode(
+        ep = Episode(
             f"{path.name}:episode_{e}", ts,
             {c: np.asarray(a[sl]) for c, a in cams.items()},
             {k: np.asarray(a[sl], dtype=np.float64) for k, a in state.items()},
             {k: np.asarray(a[sl], dtype=np.float64) for k, a in cmds.items()},
             layout.text,
-        ).validate()
+        )
         start = end
+        try:
+            yield ep.validate()
+        except DataError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
