@@ -101,6 +101,11 @@ class MoTLayer(nn.Module):
         self.reasoner = TowerBlock(dim, n_heads, ffn_hidden, adaln=False)
         self.generator = TowerBlock(dim, n_heads, ffn_hidden, adaln=True)
 
+    def forward(self, tower: str, *args):
+        """``layer("ar", ...)`` / ``layer("dm", ...)``: going through ``__call__`` lets module
+        hooks (FSDP's parameter gathering, profilers) see each tower pass."""
+        return self.forward_ar(*args) if tower == "ar" else self.forward_dm(*args)
+
     def forward_ar(self, x, cos, sin, mask):
         r = self.reasoner
         q, k, v = r.qkv_heads(r.norm1(x), cos, sin)
@@ -131,7 +136,7 @@ class MoTCore(nn.Module):
         mask = ar_mask(valid)
         keys, values = [], []
         for layer in self.layers:
-            x, k, v = layer.forward_ar(x, cos, sin, mask)
+            x, k, v = layer("ar", x, cos, sin, mask)
             keys.append(k)
             values.append(v)
         return x, PrefixCache(keys, values, valid)
@@ -142,7 +147,7 @@ class MoTCore(nn.Module):
         mask = dm_mask(prefix.valid, valid, noisy, self.block_causal)
         keys, values = [], []
         for layer, pk, pv in zip(self.layers, prefix.keys, prefix.values):
-            x, k, v = layer.forward_dm(x, temb, cos, sin, pk, pv, mask)
+            x, k, v = layer("dm", x, temb, cos, sin, pk, pv, mask)
             keys.append(k)
             values.append(v)
         return x, keys, values
