@@ -23,6 +23,7 @@ import copy
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,9 +52,9 @@ class TrainConfig:
         amp: bf16 autocast on CUDA (no effect on CPU). compile: ``torch.compile`` the model.
         modes: mode name -> sampling weight.
         log_every / ckpt_every: in optimizer steps. keep: checkpoints kept.
-        seed: base seed of data order, noise and modes. num_workers: DataLoader-free here:
-            samples are read in the main process (windows are cheap; video decoding is not
-            done at train time).
+        seed: base seed of data order, noise and modes.
+        wandb_project: also log to Weights & Biases under this project when ``wandb`` is
+            installed (``WANDB_MODE=offline`` keeps it local).
     """
 
     steps: int = 1000
@@ -74,6 +75,7 @@ class TrainConfig:
     ckpt_every: int = 200
     keep: int = 3
     seed: int = 0
+    wandb_project: str | None = None
 
     def __post_init__(self) -> None:
         for name in self.modes:
@@ -206,13 +208,45 @@ class Trainer:
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
         return names[int(torch.multinomial(w, 1, generator=g))]
 
+    def _start_loggers(self) -> None:
+        self._wandb = None
+        self._progress = None
+        if not self.is_main:
+            return
+        if self.cfg.wandb_project:
+            try:
+                import wandb
+            except ImportError:
+                print("[train] wandb_project is set but wandb is not installed; logging to metrics.jsonl only")
+            else:
+                self._wandb = wandb.init(project=self.cfg.wandb_project, dir=str(self.run_dir),
+                                         config={"train": asdict(self.cfg), **self.run_info}, resume="allow")
+        if not self.quiet and sys.stdout.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+            self._task = self._progress.add_task("train", total=self.cfg.steps, completed=self.step, info="")
+            self._progress.start()
+
+    def _stop_loggers(self) -> None:
+        if getattr(self, "_progress", None) is not None:
+            self._progress.stop()
+        if getattr(self, "_wandb", None) is not None:
+            self._wandb.finish()
+
     def _log(self, record: dict[str, Any]) -> None:
         if not self.is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        if not self.quiet:
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+        if self._progress is not None:
+            self._progress.update(self._task, completed=record["step"],
+                                  info=f"loss {record['loss']:.4f}  {record['samples_per_s']:.1f} samples/s")
+        elif not self.quiet:
             parts = " ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith("loss"))
             print(f"[train] step {record['step']:>6}/{self.cfg.steps} {parts} lr={record['lr']:.2e} "
                   f"{record['samples_per_s']:.1f} samples/s", flush=True)
@@ -221,9 +255,18 @@ class Trainer:
         cfg = self.cfg
         self.model.train()
         history: list[dict[str, Any]] = []
-        window: list[tuple[str, float, dict[str, float]]] = []
-        t_last, n_last = time.perf_counter(), 0
         use_amp = cfg.amp and self.device.type == "cuda"
+        self._start_loggers()
+        try:
+            self._loop(history, use_amp)
+        finally:
+            self._stop_loggers()
+        return history
+
+    def _loop(self, history: list[dict[str, Any]], use_amp: bool) -> None:
+        cfg = self.cfg
+        window: list[tuple[str, float, dict[str, float]]] = []
+        t_last, n_last = time.perf_counter(), self.step
         while self.step < cfg.steps:
             mode = self._mode()
             scale = lr_at(self.step, cfg)
@@ -263,7 +306,6 @@ class Trainer:
                 window, t_last, n_last = [], now, self.step
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                 self.save()
-        return history
 
     def save(self) -> Path | None:
         if not self.is_main:
