@@ -363,7 +363,7 @@ def test_save_load_round_trip_and_config_mismatch(tmp_path):
     with pytest.raises(ValueError, match=r"does not match the requested one:\n  dim: checkpoint 64 vs requested 96"):
         load_model(path, preset("tiny", dim=96))
     (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="not a readable safetensors checkpoint"):
         load_model(tmp_path / "junk.safetensors")
 
 

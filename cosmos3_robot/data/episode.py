@@ -7,7 +7,7 @@ Every data source (LeRobot, LIBERO/robomimic HDF5, zarr replay buffers, rosbag2)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -104,3 +104,16 @@ def resample_indices(timestamps: np.ndarray, fps: float, name: str = "episode") 
         raise DataError(f"{name}: timestamps: no frame within half a step of t={grid[g] - ts[0]:.3f} s "
                         f"at {fps:g} fps (a gap in the recording)")
     return idx
+
+
+def guarded(makers: Iterable[Callable[[], Episode]], skipped: list[str] | None) -> Iterator[Episode]:
+    """Build episodes one by one; a :class:`DataError` is raised, or, when ``skipped`` is a
+    list, recorded there (``"name: reason"``) and the episode left out: the counted skip
+    a user asks for with ``on_error: skip``."""
+    for make in makers:
+        try:
+            yield make()
+        except DataError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))

@@ -34,8 +34,11 @@ def save_model(model: Cosmos3, path: str | os.PathLike[str], extra: dict[str, st
 
 
 def read_config(path: str | os.PathLike[str]) -> tuple[Cosmos3Config, dict[str, str]]:
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
     if meta.get("format") != FORMAT or "config" not in meta:
         raise ValueError(f"{path}: not a cosmos3_robot model checkpoint (metadata format {meta.get('format')!r})")
     return Cosmos3Config.from_dict(json.loads(meta["config"])), meta

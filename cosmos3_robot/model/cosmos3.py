@@ -21,7 +21,7 @@ from torch import nn
 from cosmos3_robot.model import rope
 from cosmos3_robot.model.config import Cosmos3Config
 from cosmos3_robot.model.flow import integrate, interpolate, sample_time
-from cosmos3_robot.model.modes import Mode, Stream, get_mode
+from cosmos3_robot.model.modes import Mode, get_mode
 from cosmos3_robot.model.mot import MoTCore, PrefixCache, RMSNorm
 from cosmos3_robot.model.tokenizers import (
     ActionProjections,

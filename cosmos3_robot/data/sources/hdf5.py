@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from cosmos3_robot.data.episode import DataError, Episode
+from cosmos3_robot.data.episode import DataError, Episode, guarded
 
 
 @dataclass(frozen=True)
@@ -138,10 +138,5 @@ def read_hdf5(path: str | os.PathLike[str], layout: HDF5Layout = LIBERO, text: s
             T = lengths[0]
             return Episode(name, np.arange(T) / layout.fps, frames, state, commands, instruction).validate()
 
-        for demo in sorted(f["data"].keys(), key=_demo_key):
-            try:
-                yield read_demo(demo)
-            except DataError as exc:
-                if skipped is None:
-                    raise
-                skipped.append(str(exc))
+        demos = sorted(f["data"].keys(), key=_demo_key)
+        yield from guarded(((lambda d=d: read_demo(d)) for d in demos), skipped)

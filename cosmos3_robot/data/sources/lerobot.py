@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from cosmos3_robot.data.episode import DataError, Episode
+from cosmos3_robot.data.episode import DataError, Episode, guarded
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,4 @@ def read_lerobot(repo_id: str, layout: LeRobotLayout, root: str | None = None,
         commands = {k: arrays[k] for k in layout.commands}
         return Episode(name, ts, frames, state, commands, text).validate()
 
-    for ep_idx in wanted:
-        try:
-            yield read_episode(ep_idx)
-        except DataError as exc:
-            if skipped is None:
-                raise
-            skipped.append(str(exc))
+    yield from guarded(((lambda e=e: read_episode(e)) for e in wanted), skipped)

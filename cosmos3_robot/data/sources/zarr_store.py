@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from cosmos3_robot.data.episode import DataError, Episode
+from cosmos3_robot.data.episode import DataError, Episode, guarded
 
 
 @dataclass(frozen=True)
@@ -67,21 +67,17 @@ def read_zarr(path: str | os.PathLike[str], layout: ZarrLayout, skipped: list[st
     state = {s: column(k, f"state[{s!r}]") for s, k in layout.state.items()}
     cmds = {s: column(k, f"commands[{s!r}]") for s, k in layout.commands.items()}
     stamps = column(layout.timestamps, "timestamps") if layout.timestamps else None
-    start = 0
-    for e, end in enumerate(ends.tolist()):
+    def read_episode(e: int, start: int, end: int) -> Episode:
         sl = slice(start, end)
         ts = np.asarray(stamps[sl], dtype=np.float64) if stamps is not None else np.arange(end - start) / layout.fps
-        ep = Episode(
+        return Episode(
             f"{path.name}:episode_{e}", ts,
             {c: np.asarray(a[sl]) for c, a in cams.items()},
             {k: np.asarray(a[sl], dtype=np.float64) for k, a in state.items()},
             {k: np.asarray(a[sl], dtype=np.float64) for k, a in cmds.items()},
             layout.text,
-        )
-        start = end
-        try:
-            yield ep.validate()
-        except DataError as exc:
-            if skipped is None:
-                raise
-            skipped.append(str(exc))
+        ).validate()
+
+    starts = [0] + ends[:-1].tolist()
+    yield from guarded(((lambda e=e, a=a, b=b: read_episode(e, a, b))
+                        for e, (a, b) in enumerate(zip(starts, ends.tolist()))), skipped)
