@@ -11,13 +11,14 @@ from scipy.spatial.transform import Rotation
 INSTRUCTION = "put the red bowl on the plate"
 
 
-def _moving_square(T: int, size: int, rng: np.random.Generator) -> np.ndarray:
+def _moving_square(T: int, size: int, rng: np.random.Generator, return_velocity: bool = False):
+    """A red square gliding at a constant per-episode velocity (pixels per step)."""
     frames = np.zeros((T, size, size, 3), np.uint8)
-    p, v = rng.uniform(2, size - 10, 2), rng.uniform(-1, 1, 2)
+    p, v = rng.uniform(2, size - 10, 2), rng.uniform(-1, 1, 2) * size / 64
     for t in range(T):
         x, y = np.clip(p + t * v, 0, size - 8).astype(int)
         frames[t, y:y + 8, x:x + 8] = (220, 40, 30)
-    return frames
+    return (frames, v) if return_velocity else frames
 
 
 def write_libero_hdf5(path: Path, n_demos: int = 2, T: int = 40, size: int = 32, seed: int = 0) -> Path:
@@ -30,14 +31,18 @@ def write_libero_hdf5(path: Path, n_demos: int = 2, T: int = 40, size: int = 32,
         data.attrs["problem_info"] = json.dumps({"language_instruction": INSTRUCTION, "problem_name": "test"})
         for d in range(n_demos):
             g = data.create_group(f"demo_{d}")
-            upright = _moving_square(T, size, rng)
+            upright, vel = _moving_square(T, size, rng, return_velocity=True)
             g["obs/agentview_rgb"] = upright[:, ::-1, ::-1]  # LIBERO renders upside down
             g["obs/eye_in_hand_rgb"] = upright[:, ::-1, ::-1]
             g["obs/ee_pos"] = np.cumsum(rng.normal(0, 0.01, (T, 3)), 0)
             g["obs/ee_ori"] = rng.normal(0, 0.1, (T, 3))
             g["obs/gripper_states"] = rng.uniform(0, 0.04, (T, 2))
             g["obs/joint_states"] = rng.normal(0, 0.1, (T, 7))
-            act = np.c_[rng.uniform(-1, 1, (T, 6)), np.where(rng.uniform(size=T) > 0.5, 1.0, -1.0)]
+            # Commands a policy can read off the video: the square's velocity drives x/y, the
+            # gripper closes halfway through; the other axes carry small noise.
+            act = np.c_[np.tile(vel * 64 / size / 1.5, (T, 1)), rng.normal(0, 0.05, (T, 4)),
+                        np.where(np.arange(T) >= T // 2, 1.0, -1.0)]
+            act = np.clip(act, -1, 1)
             g["actions"] = act
             g["states"] = rng.normal(size=(T, 20))
     return path
