@@ -22,10 +22,12 @@ from cosmos3_robot.model.cosmos3 import Cosmos3
 FORMAT = "cosmos3_robot.model/1"
 
 
-def save_model(model: Cosmos3, path: str | os.PathLike[str], extra: dict[str, str] | None = None) -> Path:
+def save_model(model: Cosmos3, path: str | os.PathLike[str], extra: dict[str, str] | None = None,
+               state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``model``'s weights (or a full ``state`` gathered from a sharded copy) with its config."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in (state if state is not None else model.state_dict()).items()}
     meta = {"format": FORMAT, "config": model.config.to_json(), **(extra or {})}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)

@@ -27,45 +27,63 @@ from safetensors.torch import save_file
 from cosmos3_robot.model.checkpoint import save_model
 
 
-def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Flatten ``opt.state_dict()`` into named tensors plus JSON metadata."""
-    sd = opt.state_dict()
+def optimizer_tensors(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Flatten an optimizer state dict (parameter ids, or names under FSDP) into named
+    tensors ``state|<param>|<field>`` plus JSON metadata."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for pid, st in sd["state"].items():
         for k, v in st.items():
             if isinstance(v, torch.Tensor):
-                tensors[f"state.{pid}.{k}"] = v.detach().contiguous().cpu()
+                tensors[f"state|{pid}|{k}"] = v.detach().contiguous().cpu()
             else:
                 scalars.setdefault(str(pid), {})[k] = v
     meta = {"param_groups": json.dumps(sd["param_groups"]), "scalars": json.dumps(scalars)}
     return tensors, meta
 
 
-def load_optimizer_tensors(opt: torch.optim.Optimizer, path: Path) -> None:
+def load_optimizer_tensors(opt: torch.optim.Optimizer, path: Path, fsdp_model: torch.nn.Module | None = None) -> None:
+    """Restore what :func:`optimizer_tensors` wrote; ``fsdp_model`` re-shards a full state
+    dict onto an FSDP model's optimizer."""
+
+    def key(pid: str) -> int | str:
+        return int(pid) if pid.isdigit() else pid
+
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-        state: dict[int, dict[str, Any]] = {}
+        state: dict[int | str, dict[str, Any]] = {}
         for name in f.keys():
-            _, pid, k = name.split(".", 2)
-            state.setdefault(int(pid), {})[k] = f.get_tensor(name)
+            _, pid, k = name.split("|", 2)
+            state.setdefault(key(pid), {})[k] = f.get_tensor(name)
     for pid, sc in json.loads(meta["scalars"]).items():
-        state.setdefault(int(pid), {}).update(sc)
-    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+        state.setdefault(key(pid), {}).update(sc)
+    sd = {"state": state, "param_groups": json.loads(meta["param_groups"])}
+    if fsdp_model is None:
+        opt.load_state_dict(sd)
+    else:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        # strict=False: parameters never used (e.g. the ViT when no AR images) have no state
+        set_optimizer_state_dict(fsdp_model, opt, optim_state_dict=sd,
+                                 options=StateDictOptions(full_state_dict=True, strict=False))
 
 
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, ema: torch.nn.Module | None,
-                    opt: torch.optim.Optimizer, trainer_state: dict[str, Any], keep: int = 3) -> Path:
+                    opt: torch.optim.Optimizer, trainer_state: dict[str, Any], keep: int = 3,
+                    model_state: dict[str, torch.Tensor] | None = None,
+                    opt_state: dict[str, Any] | None = None) -> Path:
+    """Write one checkpoint folder; ``model_state``/``opt_state`` are full state dicts
+    gathered beforehand when the live model is sharded (FSDP)."""
     ckpt_root = run_dir / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step_{step:07d}"
     tmp = ckpt_root / f".tmp_step_{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_model(model, tmp / "model.safetensors", extra={"step": str(step)})
+    save_model(model, tmp / "model.safetensors", extra={"step": str(step)}, state=model_state)
     if ema is not None:
         save_model(ema, tmp / "ema.safetensors", extra={"step": str(step)})
-    tensors, meta = optimizer_tensors(opt)
+    tensors, meta = optimizer_tensors(opt_state if opt_state is not None else opt.state_dict())
     save_file(tensors, str(tmp / "optimizer.safetensors"), metadata=meta)
     (tmp / "trainer.json").write_text(json.dumps({**trainer_state, "step": step}, indent=1))
     shutil.rmtree(final, ignore_errors=True)

@@ -55,6 +55,9 @@ class TrainConfig:
         seed: base seed of data order, noise and modes.
         wandb_project: also log to Weights & Biases under this project when ``wandb`` is
             installed (``WANDB_MODE=offline`` keeps it local).
+        strategy: with several processes, ``"ddp"`` (replicated weights) or ``"fsdp"``
+            (FSDP2: parameters, gradients and optimizer state sharded per MoT layer; for the
+            larger presets). Checkpoints hold full tensors either way.
     """
 
     steps: int = 1000
@@ -76,12 +79,15 @@ class TrainConfig:
     keep: int = 3
     seed: int = 0
     wandb_project: str | None = None
+    strategy: str = "ddp"
 
     def __post_init__(self) -> None:
         for name in self.modes:
             get_mode(name)
         if not self.modes or any(w < 0 for w in self.modes.values()) or sum(self.modes.values()) <= 0:
             raise ValueError(f"train.modes: expected positive weights, got {self.modes}")
+        if self.strategy not in ("ddp", "fsdp"):
+            raise ValueError(f"train.strategy: expected 'ddp' or 'fsdp', got {self.strategy!r}")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("train: steps, batch_size and grad_accum must be >= 1")
 
@@ -159,16 +165,24 @@ class Trainer:
         self.dataset = dataset
         weights = sample_weights if sample_weights is not None else torch.ones(len(dataset))  # type: ignore[arg-type]
         self.stream = IndexStream(weights, cfg.seed, self.rank)
-        self.opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(0.9, 0.95))
         self.ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema > 0 else None
         self.step = 0
         self.position = 0
         self.quiet = quiet or self.rank != 0
         self.run_info = run_info or {}
-        if resume:
-            self._resume()
+        ckpt = self._resume_weights() if resume else None
+        self.fsdp = self.world > 1 and cfg.strategy == "fsdp"
+        if self.fsdp:
+            from torch.distributed.fsdp import fully_shard
+
+            for layer in self.model.core.layers:  # one FSDP unit per MoT layer, plus the rest
+                fully_shard(layer)
+            fully_shard(self.model)
+        self.opt = torch.optim.AdamW(param_groups(self.model, cfg), lr=cfg.lr, betas=(0.9, 0.95))
+        if ckpt is not None:
+            load_optimizer_tensors(self.opt, ckpt / "optimizer.safetensors", self.model if self.fsdp else None)
         self.net: torch.nn.Module = self.model
-        if self.world > 1:
+        if self.world > 1 and not self.fsdp:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # Modes leave some heads unused (e.g. no video head in inverse dynamics).
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
@@ -180,22 +194,27 @@ class Trainer:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def _resume(self) -> None:
+    def _resume_weights(self) -> Path | None:
+        """Load model/EMA weights and the trainer position from the latest checkpoint (before
+        any sharding); the optimizer state is loaded once the optimizer exists."""
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is None:
             if not self.quiet:
                 print(f"[train] no checkpoint in {self.run_dir}; starting fresh")
-            return
+            return None
         from safetensors.torch import load_file
 
         self.model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(self.device)))
         if self.ema is not None and (ckpt / "ema.safetensors").exists():
             self.ema.load_state_dict(load_file(str(ckpt / "ema.safetensors"), device=str(self.device)))
-        load_optimizer_tensors(self.opt, ckpt / "optimizer.safetensors")
         state = json.loads((ckpt / "trainer.json").read_text())
+        if state.get("train", {}).get("strategy", "ddp") != self.cfg.strategy and self.world > 1:
+            raise ValueError(f"{ckpt}: saved with strategy {state['train'].get('strategy')!r}; "
+                             f"resume with the same strategy (got {self.cfg.strategy!r})")
         self.step, self.position = int(state["step"]), int(state["position"])
         if not self.quiet:
             print(f"[train] resumed from {ckpt} at step {self.step}")
+        return ckpt
 
     def _batch(self):
         idx = [self.stream.at(self.position + i) for i in range(self.cfg.batch_size)]
@@ -290,7 +309,8 @@ class Trainer:
             if self.ema is not None:
                 with torch.no_grad():
                     for pe, p in zip(self.ema.parameters(), self.model.parameters()):
-                        pe.lerp_(p.detach(), 1 - cfg.ema)
+                        full = p.full_tensor() if hasattr(p, "full_tensor") else p  # FSDP shards
+                        pe.lerp_(full.detach(), 1 - cfg.ema)
             self.step += 1
             window.append((mode, total, parts_acc))
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
@@ -308,12 +328,24 @@ class Trainer:
                 self.save()
 
     def save(self) -> Path | None:
+        model_state = opt_state = None
+        if self.fsdp:  # gather full state dicts (collective: every rank takes part)
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+                get_optimizer_state_dict,
+            )
+
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            model_state = get_model_state_dict(self.model, options=opts)
+            opt_state = get_optimizer_state_dict(self.model, self.opt, options=opts)
         if not self.is_main:
             if dist.is_initialized():
                 dist.barrier()
             return None
         state = {"position": self.position, "world_size": self.world, "train": asdict(self.cfg), **self.run_info}
-        path = save_checkpoint(self.run_dir, self.step, self.model, self.ema, self.opt, state, keep=self.cfg.keep)
+        path = save_checkpoint(self.run_dir, self.step, self.model, self.ema, self.opt, state, keep=self.cfg.keep,
+                               model_state=model_state, opt_state=opt_state)
         if dist.is_initialized():
             dist.barrier()
         return path
