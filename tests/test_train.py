@@ -180,7 +180,7 @@ def test_shipped_recipes_are_valid(path):
         spec = WindowSpec(**{**r["window"], **entry.get("window", {})})
         embodiments.get(spec.embodiment)
         parse_transforms(entry.get("transforms"))
-        assert entry["format"] in ("hdf5", "zarr", "lerobot")
+        assert entry["format"] in ("hdf5", "zarr", "lerobot", "rosbag")
     header = path.read_text().splitlines()[0]
     assert header.startswith("#"), "recipes start with a header saying what data they expect"
 
@@ -249,3 +249,28 @@ def test_torch_compile_matches_eager(tmp_path):
     eager = run(libero_recipe(tmp_path / "a", steps=3, ema=0.0), tmp_path / "a" / "run", quiet=True)
     compiled = run(libero_recipe(tmp_path / "b", steps=3, ema=0.0, compile=True), tmp_path / "b" / "run", quiet=True)
     assert [h["loss"] for h in compiled] == pytest.approx([h["loss"] for h in eager], rel=2e-2)
+
+
+def test_train_from_lerobot_and_rosbag_sources(tmp_path):
+    from data_fixtures import write_lerobot_dataset, write_rosbag
+
+    write_lerobot_dataset(tmp_path / "lr", n_episodes=2, T=24)
+    write_rosbag(tmp_path / "bag")
+    recipe = {
+        "model": {"preset": "tiny"},
+        "window": {"n_context": 1, "n_future": 2, "chunk": 8, "image_size": 32},
+        "data": [
+            {"format": "lerobot", "repo_id": "local/cosmos3_test", "root": "lr",
+             "window": {"embodiment": "libero", "camera": "front"},
+             "layout": {"cameras": {"front": "observation.images.front"}, "commands": {"actions": "action"}}},
+            {"format": "rosbag", "path": "bag", "window": {"embodiment": "single_arm_10d", "camera": "front", "fps": 10},
+             "layout": {"cameras": {"front": "/camera/image_raw"},
+                        "state": {"joints": "/joint_states", "ee": "/ee_pose"}, "fps": 10, "text": "wipe"},
+             "transforms": [{"Split": {"key": "joints", "parts": [["gripper", 7, 8]]}}, {"Squeeze": {"key": "gripper"}}]},
+        ],
+        "train": {"steps": 2, "batch_size": 4, "log_every": 1, "ckpt_every": 2, "ema": 0.0},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    hist = run(tmp_path / "r.yaml", tmp_path / "run", quiet=True)
+    assert len(hist) == 2 and all(h["loss"] > 0 for h in hist)
+    assert (tmp_path / "run" / "stats_0_libero.json").exists() and (tmp_path / "run" / "stats_1_single_arm_10d.json").exists()

@@ -78,6 +78,12 @@ def read_source(entry: dict[str, Any], base: Path, skipped: list[str] | None = N
             from cosmos3_robot.data.sources.zarr_store import ZarrLayout, read_zarr
 
             episodes += list(read_zarr(p, ZarrLayout(**entry.get("layout", {})), skipped=skipped))
+        elif fmt == "rosbag":
+            from cosmos3_robot.data.episode import guarded
+            from cosmos3_robot.data.sources.rosbag import RosbagLayout, read_rosbag
+
+            layout = RosbagLayout(**entry.get("layout", {}))
+            episodes += list(guarded([lambda p=p: next(iter(read_rosbag(p, layout)))], skipped))
         elif fmt == "lerobot":
             from cosmos3_robot.data.sources.lerobot import LeRobotLayout, read_lerobot
 
@@ -87,7 +93,7 @@ def read_source(entry: dict[str, Any], base: Path, skipped: list[str] | None = N
                                           episodes=entry.get("episodes"), skipped=skipped))
             break  # a LeRobot entry names one dataset, not files
         else:
-            raise ValueError(f"data entry {entry}: format must be one of hdf5, zarr, lerobot; got {fmt!r}")
+            raise ValueError(f"data entry {entry}: format must be one of hdf5, zarr, lerobot, rosbag; got {fmt!r}")
     if not episodes:
         raise DataError(f"data entry {entry}: no episodes found")
     return episodes
