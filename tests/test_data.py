@@ -242,3 +242,16 @@ def test_counted_skip_when_asked(tmp_path):
     assert len(ds) == 2 * 32 - 8
     for i in range(len(ds)):
         assert torch.isfinite(ds[i]["actions"]).all()
+
+
+def test_corrupt_lerobot_video_names_episode_and_camera(tmp_path):
+    from data_fixtures import write_lerobot_dataset
+
+    from cosmos3_robot.data.sources.lerobot import LeRobotLayout, read_lerobot
+
+    root = write_lerobot_dataset(tmp_path / "ds", n_episodes=1)
+    (video,) = list((root / "videos").rglob("*.mp4"))
+    video.write_bytes(video.read_bytes()[: 200])  # truncated file
+    layout = LeRobotLayout(cameras={"front": "observation.images.front"}, commands={"actions": "action"})
+    with pytest.raises(DataError, match=r"episode_0: frames\['front'\]: video .* could not be decoded"):
+        list(read_lerobot("local/cosmos3_test", layout, root=str(root)))

@@ -57,7 +57,9 @@ def test_train_from_libero_hdf5_writes_checkpoints_stats_and_metrics(tmp_path):
     assert set(load_file(str(ckpt / "ema.safetensors"))) == set(m.state_dict())
     stats = json.loads((out / "stats_0_libero.json").read_text())
     assert stats["type"] == "quantile" and len(stats["q01"]) == 7
-    assert json.loads((ckpt / "trainer.json").read_text())["position"] == 8
+    trainer_state = json.loads((ckpt / "trainer.json").read_text())
+    assert trainer_state["position"] == 8
+    assert trainer_state["normalizers"][0] == stats  # the checkpoint carries its statistics
 
 
 def test_train_from_zarr_with_transforms_and_mixture(tmp_path):
@@ -274,3 +276,11 @@ def test_train_from_lerobot_and_rosbag_sources(tmp_path):
     hist = run(tmp_path / "r.yaml", tmp_path / "run", quiet=True)
     assert len(hist) == 2 and all(h["loss"] > 0 for h in hist)
     assert (tmp_path / "run" / "stats_0_libero.json").exists() and (tmp_path / "run" / "stats_1_single_arm_10d.json").exists()
+
+
+def test_gradient_accumulation_consumes_micro_batches(tmp_path):
+    out = tmp_path / "run"
+    hist = run(libero_recipe(tmp_path, steps=2, batch_size=2, grad_accum=3, ckpt_every=2, ema=0.0), out, quiet=True)
+    assert len(hist) == 2
+    ckpt = out / "checkpoints" / "step_0000002"
+    assert json.loads((ckpt / "trainer.json").read_text())["position"] == 2 * 2 * 3

@@ -171,7 +171,8 @@ def run(recipe_path: str | Path, out: str | Path, overrides: Sequence[str] = (),
     trainer = Trainer(model, concat, cfg, out, sample_weights=mixture_weights(datasets, weights),
                       run_info={"recipe": {k: v for k, v in copy.deepcopy(recipe).items() if k != "_path"},
                                 "windows": [asdict(d.spec) for d in datasets],
-                                "skipped": [d.skipped for d in datasets]},
+                                "skipped": [d.skipped for d in datasets],
+                                "normalizers": [d.normalizer.to_dict() for d in datasets]},
                       resume=resume, quiet=quiet)
     if trainer.is_main:
         out.mkdir(parents=True, exist_ok=True)
