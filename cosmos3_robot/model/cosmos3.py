@@ -248,9 +248,12 @@ class Cosmos3(nn.Module):
     # ---- layout ------------------------------------------------------------------------
     def _layout(self, mode: Mode, B: int, t0: float, fps: torch.Tensor, hz: torch.Tensor,
                 video_tokens: dict[str, torch.Tensor], n_ctx_lat: int, actions: torch.Tensor | None,
-                domain: torch.Tensor | None, times: dict[str, torch.Tensor]) -> _Layout:
+                domain: torch.Tensor | None, times: dict[str, torch.Tensor],
+                positions: torch.Tensor | None = None) -> _Layout:
         """Embed streams in the mode's order. ``video_tokens``/``actions`` hold the inputs as
-        the network sees them (x_t for noisy streams); ``times`` the per-sample flow times."""
+        the network sees them (x_t for noisy streams); ``times`` the per-sample flow times.
+        ``positions`` ``(B, L, 3)`` from an earlier layout of the same shapes skips their
+        recomputation (they do not change across denoising steps)."""
         c = self.config
         g = c.latent_size // c.dm_patch
         parts, pos, noisy, time, spans = [], [], [], [], {}
@@ -259,24 +262,28 @@ class Cosmos3(nn.Module):
             if stream == "actions":
                 assert actions is not None and domain is not None
                 emb = self.actions.embed(actions, domain) + self.modality[1]
-                p = torch.stack([rope.action_positions(actions.shape[1], float(hz[b]), t0 + self._t_now(n_ctx_lat, float(fps[b])))
-                                 for b in range(B)])
+                if positions is None:
+                    pos.append(torch.stack([
+                        rope.action_positions(actions.shape[1], float(hz[b]), t0 + self._t_now(n_ctx_lat, float(fps[b])))
+                        for b in range(B)]))
             else:
                 tok = video_tokens[stream]
                 emb = self.video_in(tok) + self.modality[0]
                 n_frames = tok.shape[1] // c.tokens_per_latent_frame
                 first = 0 if stream == "video_context" else n_ctx_lat
-                p = torch.stack([rope.video_positions(n_frames, g, g, float(fps[b]), c.temporal_compression, t0, first)
-                                 for b in range(B)])
+                if positions is None:
+                    pos.append(torch.stack([
+                        rope.video_positions(n_frames, g, g, float(fps[b]), c.temporal_compression, t0, first)
+                        for b in range(B)]))
             L = emb.shape[1]
             parts.append(emb)
-            pos.append(p.to(self.device))
             noisy.append(torch.full((B, L), is_noisy, dtype=torch.bool, device=self.device))
             t = times[stream][:, None].expand(B, L) if is_noisy else torch.ones(B, L, device=self.device)
             time.append(t.to(self.device))
             spans[stream] = slice(start, start + L)
             start += L
-        return _Layout(torch.cat(parts, 1), torch.cat(pos, 1), torch.cat(noisy, 1), torch.cat(time, 1), spans)
+        all_pos = positions if positions is not None else torch.cat(pos, 1).to(self.device)
+        return _Layout(torch.cat(parts, 1), all_pos, torch.cat(noisy, 1), torch.cat(time, 1), spans)
 
     def _t_now(self, n_ctx_lat: int, fps: float) -> float:
         """Position offset of the current (last context) frame."""
@@ -490,12 +497,17 @@ class Cosmos3(nn.Module):
         def split(x: torch.Tensor) -> dict[str, torch.Tensor]:
             return {k: part.reshape(noise[k].shape) for k, part in zip(names, torch.split(x, sizes, dim=1))}
 
+        positions: list[torch.Tensor] = []  # filled by the first layout, reused by every step
+
         def layout(x_noisy: dict[str, torch.Tensor], t: torch.Tensor) -> _Layout:
             inputs = {**clean_r, **{k: rep(v) for k, v in x_noisy.items()}}
             times = {k: t.expand(B * nb).to(self.device) for k in names}
-            return self._layout(mode, B * nb, t0, fps_r, hz_r,
-                                {k: v for k, v in inputs.items() if k != "actions"}, n_ctx_lat,
-                                inputs.get("actions"), dom_r, times)
+            lay = self._layout(mode, B * nb, t0, fps_r, hz_r,
+                               {k: v for k, v in inputs.items() if k != "actions"}, n_ctx_lat,
+                               inputs.get("actions"), dom_r, times, positions[0] if positions else None)
+            if not positions:
+                positions.append(lay.pos)
+            return lay
 
         # Block-causal: clean DM tokens see no noisy key, so run them once and cache their K/V.
         noisy_start = None
