@@ -95,6 +95,13 @@ class Block:
 
     kind: ClassVar[Literal["state", "command"]] = "state"
     """"state": length-T absolute input, decoded from a start state; "command": length T-1."""
+    step_ndim: ClassVar[int] = 0
+    """Dimensions of one step's input after the time axis (a pose is 4 x 4: 2)."""
+
+    @property
+    def time_axis(self) -> int:
+        """Axis of the time steps in this block's input arrays (counted from the end)."""
+        return -(self.step_ndim + 1)
 
     @property
     def width(self) -> int:
@@ -125,8 +132,17 @@ class Block:
         raise NotImplementedError
 
     def check_encoded(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` if a pseudo-action slice ``(..., T-1, width)`` cannot be decoded."""
+        """Raise ``ValueError`` if a pseudo-action slice ``(..., T-1, width)`` cannot be decoded:
+        non-finite values, or a 6D rotation with no rotation (zero or parallel columns)."""
         _check_finite(x, f"{self.label()} pseudo-actions")
+        rot = self.rotation_dims()
+        if rot:
+            deg = geo.rot6d_degeneracy(x[..., rot[0]:rot[0] + 6])
+            if bool((deg < 1e-6).any()):
+                raise ValueError(
+                    f"{self.label()} pseudo-actions: 6D rotation at index {_first_index(deg < 1e-6)} is "
+                    "degenerate (zero or parallel columns); expected two non-parallel 3-vectors"
+                )
 
     def decode(
         self,
@@ -150,6 +166,8 @@ class PoseBlock(Block):
 
     parent: str | None = None
     relative: geo.RelativeMode = "framewise"
+
+    step_ndim: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
         if self.relative not in ("framewise", "anchored"):
@@ -198,16 +216,6 @@ class PoseBlock(Block):
     def encode(self, ep: Mapping[str, torch.Tensor]) -> torch.Tensor:
         local = self._local(ep[self.name], ep)
         return geo.pose_to_9d(geo.relative_poses(local, self.relative))
-
-    def check_encoded(self, x: torch.Tensor) -> None:
-        super().check_encoded(x)
-        deg = geo.rot6d_degeneracy(x[..., 3:9])
-        if bool((deg < 1e-6).any()):
-            idx = _first_index(deg < 1e-6)
-            raise ValueError(
-                f"{self.label()} pseudo-actions: 6D rotation at index {idx} is degenerate "
-                "(zero or parallel columns); expected two non-parallel 3-vectors"
-            )
 
     def decode(self, x, start, decoded):
         start_local = self._local(start[self.name], start)
@@ -287,6 +295,8 @@ class PointsBlock(Block):
     n_points: int = 5
     point_names: tuple[str, ...] = ()
 
+    step_ndim: ClassVar[int] = 2
+
     def __post_init__(self) -> None:
         if not self.frame:
             raise ValueError(f"{self.label()}: 'frame' must name a pose block")
@@ -344,6 +354,7 @@ class DeltaPoseCommandBlock(Block):
     limit: float = math.inf
 
     kind: ClassVar[Literal["state", "command"]] = "command"
+    step_ndim: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         if self.rotation not in ("axis_angle", "rot6d"):
@@ -391,13 +402,6 @@ class DeltaPoseCommandBlock(Block):
             return v
         R = geo.axis_angle_to_matrix(v[..., 3:6] * self.rotation_scale)
         return torch.cat([v[..., :3] * self.translation_scale, geo.matrix_to_rot6d(R)], -1)
-
-    def check_encoded(self, x: torch.Tensor) -> None:
-        super().check_encoded(x)
-        if self.rotation == "rot6d":
-            deg = geo.rot6d_degeneracy(x[..., 3:9])
-            if bool((deg < 1e-6).any()):
-                raise ValueError(f"{self.label()} pseudo-actions: degenerate 6D rotation")
 
     def decode(self, x, start, decoded):
         if self.rotation == "axis_angle":
@@ -514,8 +518,7 @@ class ActionCodec:
         lengths: dict[str, int] = {}
         for b in self.blocks:
             b.check(t[b.name])
-            time_axis = {PoseBlock: -3, PointsBlock: -3, DeltaPoseCommandBlock: -2}.get(type(b), -1)
-            n = t[b.name].shape[time_axis] + (1 if b.kind == "command" else 0)
+            n = t[b.name].shape[b.time_axis] + (1 if b.kind == "command" else 0)
             lengths[b.name] = n
         if len(set(lengths.values())) != 1:
             raise ValueError(
@@ -546,9 +549,8 @@ class ActionCodec:
         out = {}
         for b in self.state_blocks:
             v = ep[b.name]
-            axis = -1 if isinstance(b, GripperBlock) else -3
             idx = [slice(None)] * v.ndim
-            idx[v.ndim + axis] = t
+            idx[v.ndim + b.time_axis] = t
             out[b.name] = v[tuple(idx)]
         return out
 
@@ -558,7 +560,7 @@ class ActionCodec:
             v = s[b.name]
             # Reuse the per-block checks by viewing the single step as a length-1 sequence.
             try:
-                b.check(v.unsqueeze(-1) if isinstance(b, GripperBlock) else v.unsqueeze(-3))
+                b.check(v.unsqueeze(b.time_axis))
             except ValueError as exc:
                 raise ValueError(f"start state: {exc}") from None
         return s

@@ -172,7 +172,7 @@ def test_layout_clean_before_noisy_and_loss_covers_exactly_noisy(name):
     if mode.streams:
         # Assemble the layout the loss uses and check the ordering rule on the tokens.
         B = b.batch_size
-        clean, noise, inputs, domain, mask, n_ctx = m._clean_streams(mode, b, B, None)
+        clean, noise, inputs, domain, mask, n_ctx, _ = m._clean_streams(mode, b, B, None)
         times = {s: torch.full((B,), 0.5) for s in mode.noisy}
         lay = m._layout(mode, B, 50.0, torch.full((B,), 15.0), torch.full((B,), 15.0),
                         {k: v for k, v in inputs.items() if k != "actions"}, n_ctx, inputs.get("actions"), domain, times)

@@ -219,8 +219,9 @@ class Cosmos3(nn.Module):
         mask[:, :D] = True
         return F.pad(a, (0, W - D)), mask
 
-    def _split_video(self, batch: WorldBatch, B: int) -> tuple[torch.Tensor, int]:
-        """Latents of the whole clip ``(B, F', C, h, w)`` and the number of context latents."""
+    def _split_video(self, batch: WorldBatch, B: int) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        """Latents of the whole clip ``(B, F', C, h, w)``, the number of context latents, and
+        (training a trainable encoder) its reconstruction loss."""
         v = batch.video
         if v is None:
             raise ValueError("video: this mode needs video (B, F, 3, H, W)")
@@ -237,13 +238,14 @@ class Cosmos3(nn.Module):
                              f"expected a multiple of {tc}")
         video = v.to(self.device, self.special.dtype)
         lat = self.video_encoder.encode(video)
+        recon = None
         if self.training and any(p.requires_grad for p in self.video_encoder.parameters()):
             # A trainable encoder learns from reconstruction only; the flow sees detached
             # latents, otherwise it could shrink them to make the flow loss trivial.
-            self._recon = F.mse_loss(self.video_encoder.decode(lat), video)
+            recon = F.mse_loss(self.video_encoder.decode(lat), video)
             lat = lat.detach()
         n_ctx_lat = 0 if n_ctx == 0 else 1 + (n_ctx - 1) // tc
-        return lat, n_ctx_lat
+        return lat, n_ctx_lat, recon
 
     # ---- layout ------------------------------------------------------------------------
     def _layout(self, mode: Mode, B: int, t0: float, fps: torch.Tensor, hz: torch.Tensor,
@@ -332,7 +334,6 @@ class Cosmos3(nn.Module):
             text = ["" if d else t for t, d in zip(text, drop.tolist())]
         ar_h, prefix, tokens = self.encode_prefix(text, batch.ar_images)
         parts: dict[str, torch.Tensor] = {}
-        self._recon: torch.Tensor | None = None
         if mode.text_loss or fc.text_loss_weight > 0:
             logits = self.text_logits(ar_h)[:, :-1]
             target = tokens[:, 1:].masked_fill(tokens[:, 1:] == ByteTokenizer.PAD, -100)
@@ -340,7 +341,9 @@ class Cosmos3(nn.Module):
         if mode.streams:
             fps = _per_sample(batch.fps, B, "fps")
             hz = _per_sample(batch.control_hz, B, "control_hz")
-            clean, noise, inputs, domain, mask, n_ctx_lat = self._clean_streams(mode, batch, B, generator)
+            clean, noise, inputs, domain, mask, n_ctx_lat, recon = self._clean_streams(mode, batch, B, generator)
+            if recon is not None:
+                parts["video_recon"] = recon
             times = {s: sample_time((B,), fc, generator).to(self.device) for s in mode.noisy}
             for s in mode.noisy:
                 inputs[s] = interpolate(clean[s], noise[s], times[s])
@@ -356,9 +359,6 @@ class Cosmos3(nn.Module):
                     parts["actions"] = err[m].mean()
                 else:
                     parts[s] = err.mean()
-        if self._recon is not None:
-            parts["video_recon"] = self._recon
-            self._recon = None
         weights = {"text": fc.text_loss_weight if not mode.text_loss else max(fc.text_loss_weight, 1.0),
                    "video_recon": fc.recon_loss_weight,
                    "actions": fc.action_loss_weight,
@@ -369,12 +369,13 @@ class Cosmos3(nn.Module):
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
     def _video_streams(self, mode: Mode, batch: WorldBatch, B: int, need_future: bool,
-                       ) -> tuple[dict[str, torch.Tensor], int]:
+                       ) -> tuple[dict[str, torch.Tensor], int, torch.Tensor | None]:
         """Latent tokens of the clip split into ``video_context`` (if the mode has it) and
-        ``video_future`` (if ``need_future``), and the number of context latent frames."""
+        ``video_future`` (if ``need_future``), the number of context latent frames and the
+        encoder's reconstruction loss (``None`` unless training a trainable encoder)."""
         if not mode.has("video_context"):
             batch = WorldBatch(**{**batch.__dict__, "n_context_frames": 0})
-        lat, n_ctx_lat = self._split_video(batch, B)
+        lat, n_ctx_lat, recon = self._split_video(batch, B)
         tokens = patchify(lat, self.config.dm_patch)
         n = n_ctx_lat * self.config.tokens_per_latent_frame
         out = {}
@@ -384,15 +385,17 @@ class Cosmos3(nn.Module):
             if tokens.shape[1] == n:
                 raise ValueError("video: this mode needs future frames after the context")
             out["video_future"] = tokens[:, n:]
-        return out, n_ctx_lat
+        return out, n_ctx_lat, recon
 
     def _clean_streams(self, mode: Mode, batch: WorldBatch, B: int, generator: torch.Generator | None):
-        """Clean targets (tokens / padded actions), noise of the same shapes, and inputs."""
+        """Clean targets (tokens / padded actions), noise of the same shapes, inputs, action
+        domains and mask, context latent count, and the encoder's reconstruction loss."""
         clean: dict[str, torch.Tensor] = {}
         domain = mask = None
         n_ctx_lat = 0
+        recon = None
         if mode.has("video_context") or mode.has("video_future"):
-            video, n_ctx_lat = self._video_streams(mode, batch, B, mode.has("video_future"))
+            video, n_ctx_lat, recon = self._video_streams(mode, batch, B, mode.has("video_future"))
             clean.update(video)
         if mode.has("actions"):
             clean["actions"], mask = self._padded_actions(batch, B)
@@ -400,7 +403,7 @@ class Cosmos3(nn.Module):
         noise = {k: torch.randn(v.shape, generator=generator).to(v) for k, v in clean.items()}
         if "actions" in noise:
             noise["actions"] = noise["actions"] * mask[:, None]
-        return clean, noise, dict(clean), domain, mask, n_ctx_lat
+        return clean, noise, dict(clean), domain, mask, n_ctx_lat, recon
 
     # ---- generation --------------------------------------------------------------------
     @torch.no_grad()
@@ -437,7 +440,7 @@ class Cosmos3(nn.Module):
         n_ctx_lat = 0
         if mode.has("video_context") or mode.has("video_future"):
             if mode.has("video_context"):
-                video, n_ctx_lat = self._video_streams(mode, batch, B, "video_future" in mode.clean)
+                video, n_ctx_lat, _ = self._video_streams(mode, batch, B, "video_future" in mode.clean)
                 clean.update(video)
             if "video_future" in mode.noisy:
                 tc = c.temporal_compression
