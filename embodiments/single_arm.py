@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from cosmos3_robot.codec import ActionCodec, GripperBlock, PoseBlock
 from cosmos3_robot.embodiment import Embodiment
-from cosmos3_robot.transforms import DefaultIdentityPose
+from cosmos3_robot.transforms import DefaultIdentityPose, PoseFromPosRotation, Split, Squeeze
 
 
 def single_arm() -> Embodiment:
@@ -61,4 +61,28 @@ def dual_arm() -> Embodiment:
         fps=15.0,
         chunk=16,
         description="Dual arm, 20D = 2 x (relative end-effector pose 9 + gripper 1), left then right.",
+    )
+
+
+def sim_arm() -> Embodiment:
+    """The built-in MuJoCo tasks' arm: the 10D layout over the simulator's state vector.
+
+    Raw key ``state`` ``(T, 8)`` = tcp position (3, m), quaternion w x y z (4), gripper
+    (1, 0 open .. 1 closed): the layout of the tasks' observations *and* actions, so
+    ``to_raw`` of a decoded chunk is directly a sequence of env actions.
+    """
+    return Embodiment(
+        name="sim_arm",
+        codec=single_arm_10d().codec,
+        fps=10.0,
+        chunk=16,
+        description=(
+            "Built-in MuJoCo table-top arm (cosmos3_robot.sim): 10D = frame-wise relative tcp "
+            "pose (9) + absolute gripper (1), from the 8D state position + quaternion (wxyz) + gripper."
+        ),
+        adapters=(
+            Split("state", (("ee_pos", 0, 3), ("ee_quat", 3, 7), ("gripper", 7, 8))),
+            PoseFromPosRotation(pos="ee_pos", rot="ee_quat", out="ee", rotation="quat_wxyz"),
+            Squeeze("gripper"),
+        ),
     )

@@ -1,0 +1,163 @@
+"""A trained checkpoint as a policy: observations in, action chunks in robot units out.
+
+:class:`Cosmos3Policy` is what closed-loop evaluation, the websocket server and the ROS 2
+node share. It owns the model, the embodiment, the normaliser and the window settings the
+model was trained with (all read from the run's checkpoint folder), and turns
+
+- context frames ``(n_context, H, W, 3)`` uint8 (any size: resized like the training data),
+- the robot's current raw state (e.g. ``{"state": (8,)}`` for ``sim_arm``),
+- an instruction,
+
+into a chunk of raw robot targets ``{key: (chunk, ...)}``: the model samples normalised
+pseudo-actions, which are un-normalised and integrated from the current state by the
+embodiment codec, then put back into the robot's keys and units by its adapters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from cosmos3_robot import embodiments
+from cosmos3_robot.data.windows import _frames_to_tensor
+from cosmos3_robot.model.checkpoint import load_model
+from cosmos3_robot.model.cosmos3 import Cosmos3, WorldBatch
+from cosmos3_robot.normalize import QuantileNormalizer
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Sampling settings.
+
+    Attributes:
+        steps: denoising steps per chunk.
+        sampler: ``"euler"`` or ``"heun"``.
+        guidance: classifier-free guidance scale on the instruction (1 = off).
+        seed: base seed; call ``infer(..., seed=k)`` for per-request seeds.
+        use_ema: load the EMA weights when the checkpoint has them.
+        device: torch device string.
+    """
+
+    steps: int = 4
+    sampler: str = "euler"
+    guidance: float = 1.0
+    seed: int = 0
+    use_ema: bool = True
+    device: str = "cpu"
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """A run folder (its latest checkpoint) or a checkpoint folder -> the checkpoint folder."""
+    from cosmos3_robot.train.state import latest_checkpoint
+
+    p = Path(path)
+    if (p / "trainer.json").exists():
+        return p
+    latest = latest_checkpoint(p)
+    if latest is None:
+        raise ValueError(f"checkpoint: {p} is neither a checkpoint folder (with trainer.json) nor a run folder "
+                         f"with checkpoints/latest")
+    return latest
+
+
+class Cosmos3Policy:
+    """Model + embodiment + normaliser + window settings, with validated inputs."""
+
+    def __init__(self, model: Cosmos3, embodiment: str, normalizer: QuantileNormalizer, window: Mapping[str, Any],
+                 config: InferenceConfig = InferenceConfig()):
+        self.model = model.eval()
+        self.embodiment = embodiments.get(embodiment)
+        self.normalizer = normalizer
+        self.window = dict(window)
+        self.config = config
+        self.n_context = int(self.window.get("n_context", 1))
+        self.chunk = int(self.window.get("chunk", self.embodiment.chunk))
+        self.image_size = int(self.window.get("image_size", model.config.image_size))
+        self.fps = float(self.window.get("fps") or self.embodiment.fps)
+        self.last_timing: dict[str, float] = {}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike[str], config: InferenceConfig = InferenceConfig(),
+                        source: int = 0) -> "Cosmos3Policy":
+        """Load from a run or checkpoint folder; ``source`` picks the data entry whose
+        embodiment, normaliser and window settings to use."""
+        ckpt = resolve_checkpoint(path)
+        info = json.loads((ckpt / "trainer.json").read_text())
+        windows, norms = info.get("windows") or [], info.get("normalizers") or []
+        if not 0 <= source < len(windows) or len(norms) != len(windows):
+            raise ValueError(f"checkpoint {ckpt}: no data entry {source} with window settings and normaliser "
+                             f"({len(windows)} windows, {len(norms)} normalisers)")
+        weights = ckpt / "ema.safetensors"
+        if not (config.use_ema and weights.exists()):
+            weights = ckpt / "model.safetensors"
+        model = load_model(weights, map_location=config.device)
+        window = windows[source]
+        emb = embodiments.get(window["embodiment"])
+        normalizer = QuantileNormalizer.from_dict(norms[source])
+        if normalizer.dim != emb.width:
+            raise ValueError(f"checkpoint {ckpt}: normaliser has {normalizer.dim} dims, embodiment "
+                             f"{emb.name!r} has {emb.width}")
+        return cls(model, emb.name, normalizer, window, config)
+
+    # ---- input checks ----------------------------------------------------------------
+    def _frames(self, frames: Any) -> torch.Tensor:
+        x = np.asarray(frames)
+        if x.ndim == 3 and self.n_context == 1:
+            x = x[None]
+        if x.ndim != 4 or x.shape[0] != self.n_context or x.shape[-1] != 3:
+            raise ValueError(f"frames: expected ({self.n_context}, H, W, 3) uint8 context frames"
+                             f"{' or (H, W, 3)' if self.n_context == 1 else ''}, got shape {x.shape}")
+        if x.dtype != np.uint8:
+            raise ValueError(f"frames: expected uint8 pixels 0..255, got {x.dtype}")
+        if min(x.shape[1:3]) < 16:
+            raise ValueError(f"frames: images of {x.shape[1]}x{x.shape[2]} px are too small (>= 16 px)")
+        return _frames_to_tensor(x, self.image_size)
+
+    def _start(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        raw = {}
+        for k, v in state.items():
+            a = np.asarray(v, dtype=np.float64)
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"state[{k!r}]: non-finite values {a.tolist()}")
+            raw[k] = a[None]  # one time step
+        try:
+            ep = self.embodiment.from_raw(raw)
+            return self.embodiment.start_state(ep, 0)
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"state: does not fit embodiment {self.embodiment.name!r} ({exc})") from None
+
+    # ---- inference -------------------------------------------------------------------
+    @torch.inference_mode()
+    def infer(self, frames: Any, state: Mapping[str, Any], instruction: str, seed: int | None = None
+              ) -> dict[str, np.ndarray]:
+        """One action chunk: raw robot keys -> ``(chunk, ...)`` targets for the next
+        ``chunk`` control steps (step 0 is the first target after the current state)."""
+        t0 = time.perf_counter()
+        video = self._frames(frames)[None].to(self.model.device)
+        start = self._start(state)
+        batch = WorldBatch(text=[str(instruction)], embodiment=[self.embodiment.name], video=video,
+                           n_context_frames=self.n_context, fps=self.fps, control_hz=self.fps)
+        t1 = time.perf_counter()
+        c = self.config
+        out = self.model.generate("policy_actions", batch, steps=c.steps, sampler=c.sampler, guidance=c.guidance,
+                                  seed=c.seed if seed is None else seed, n_actions=self.chunk,
+                                  action_dim=self.embodiment.width)
+        t2 = time.perf_counter()
+        actions = self.normalizer.unnormalize(out["actions"][0].double().cpu().numpy())
+        decoded = self.embodiment.decode(actions, start)
+        raw = self.embodiment.to_raw(decoded)
+        result = {k: np.asarray(v)[1:] for k, v in raw.items()}  # drop the current state (row 0)
+        t3 = time.perf_counter()
+        self.last_timing = {"prepare_ms": 1e3 * (t1 - t0), "model_ms": 1e3 * (t2 - t1),
+                            "decode_ms": 1e3 * (t3 - t2), "total_ms": 1e3 * (t3 - t0)}
+        for k, v in result.items():
+            if not np.all(np.isfinite(v)):
+                raise FloatingPointError(f"policy output {k!r} is not finite; refusing to return it")
+        return result

@@ -1,0 +1,240 @@
+"""Closed-loop evaluation: episodes in parallel worker processes, outcomes with intervals.
+
+Episode ``i`` of task ``k`` uses env seed ``seed + i`` (default ``seed`` 100000, away from
+the recording seeds 0..), and the policy is reset with the same seed, so a rerun gives the
+same results whatever the worker count. An episode that raises (simulator divergence, a
+policy error, a bad action) is recorded as a failure with its error and the run goes on;
+Ctrl-C stops the workers and the partial results are still reported.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Attributes:
+        tasks: built-in task names (``reach``, ``push``, ``pick_place``, ``stack``).
+        episodes: episodes per task.
+        seed: env seed of episode 0 (episode ``i`` uses ``seed + i``).
+        replan: actions executed from each chunk before the policy is asked again.
+        workers: worker processes (0 or 1: run in this process).
+        image_size: rendered image size (px); use the size the policy was trained on.
+        videos: episodes per task saved as mp4 (the first ones).
+        max_steps: per-episode step limit (default: each task's own).
+        policy_kwargs: passed to :func:`cosmos3_robot.sim.policies.make_policy`.
+    """
+
+    tasks: tuple[str, ...] = ("reach", "push", "pick_place", "stack")
+    episodes: int = 20
+    seed: int = 100_000
+    replan: int = 8
+    workers: int = 2
+    image_size: int = 64
+    videos: int = 2
+    max_steps: int | None = None
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from cosmos3_robot.sim.tasks import TASKS
+
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown or not self.tasks:
+            raise ValueError(f"tasks: unknown {unknown}; available: {sorted(TASKS)}")
+        if self.episodes < 1 or self.replan < 1 or self.workers < 0 or self.videos < 0:
+            raise ValueError(f"EvalConfig: episodes >= 1, replan >= 1, workers >= 0, videos >= 0; got {self}")
+
+
+@dataclass
+class EpisodeResult:
+    task: str
+    index: int
+    seed: int
+    instruction: str = ""
+    success: bool = False
+    steps: int = 0
+    seconds: float = 0.0
+    policy_calls: int = 0
+    policy_ms: float = 0.0  # mean per call
+    error: str | None = None
+    video: str | None = None
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (scipy's ``binomtest``)."""
+    if n == 0:
+        return (0.0, 1.0)
+    from scipy.stats import binomtest
+
+    ci = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def _save_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    up = [np.repeat(np.repeat(f, 2, 0), 2, 1) if f.shape[0] < 128 else f for f in frames]
+    imageio.mimwrite(path, up, fps=fps, macro_block_size=1, quality=8)
+
+
+def run_episode(env, policy, task: str, index: int, seed: int, replan: int,
+                video_path: Path | None = None) -> EpisodeResult:
+    """One closed-loop episode; exceptions become a failed result with the error text."""
+    from cosmos3_robot.sim.scene import CONTROL_HZ
+
+    res = EpisodeResult(task=task, index=index, seed=seed)
+    frames: list[np.ndarray] = []
+    t0 = time.perf_counter()
+    call_s = 0.0
+    try:
+        obs, info = env.reset(seed=seed)
+        res.instruction = info["instruction"]
+        policy.reset(env, seed)
+        queue: list[np.ndarray] = []
+        while True:
+            if video_path is not None:
+                frames.append(np.concatenate([obs[c] for c in env.unwrapped.cameras], 1))
+            if not queue:
+                tc = time.perf_counter()
+                chunk = np.asarray(policy.act(obs, res.instruction))
+                call_s += time.perf_counter() - tc
+                res.policy_calls += 1
+                if chunk.ndim != 2 or len(chunk) == 0:
+                    raise ValueError(f"policy returned an action chunk of shape {chunk.shape}; expected (n, 8)")
+                queue = list(chunk[:replan])
+            obs, _, terminated, truncated, info = env.step(queue.pop(0))
+            res.steps += 1
+            if terminated or truncated:
+                res.success = bool(info["success"])
+                break
+    except Exception as exc:  # noqa: BLE001  (a crashing episode is a recorded failure, not a crashed run)
+        res.success = False
+        res.error = f"{type(exc).__name__}: {exc}"
+        if os.environ.get("COSMOS3_EVAL_TRACEBACK"):
+            res.error += "\n" + traceback.format_exc()
+    res.seconds = time.perf_counter() - t0
+    res.policy_ms = 1e3 * call_s / max(res.policy_calls, 1)
+    if video_path is not None and frames:
+        name = video_path.with_name(f"{video_path.stem}_{'success' if res.success else 'fail'}.mp4")
+        _save_video(name, frames, CONTROL_HZ)
+        res.video = str(name)
+    return res
+
+
+# ---- workers -----------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(policy_spec: str, cfg: EvalConfig, threads: int) -> None:
+    import torch
+
+    from cosmos3_robot.sim.policies import make_policy
+
+    torch.set_num_threads(threads)
+    _WORKER.clear()
+    _WORKER.update(cfg=cfg, env=None, task=None, policy=None, error=None)
+    try:  # an exception here would make the pool respawn workers forever; report it per job instead
+        _WORKER["policy"] = make_policy(policy_spec, **cfg.policy_kwargs)
+    except Exception as exc:  # noqa: BLE001
+        _WORKER["error"] = f"policy {policy_spec!r} could not be built: {type(exc).__name__}: {exc}"
+
+
+def _run_job(job: tuple[str, int, str | None]) -> EpisodeResult:
+    from cosmos3_robot.sim.tasks import TASKS
+
+    task, index, video = job
+    cfg: EvalConfig = _WORKER["cfg"]
+    if _WORKER["error"]:
+        return EpisodeResult(task=task, index=index, seed=cfg.seed + index, error=_WORKER["error"])
+    if _WORKER["task"] != task:  # one env (and one renderer) per worker at a time
+        if _WORKER["env"] is not None:
+            _WORKER["env"].close()
+        _WORKER["env"] = TASKS[task](image_size=cfg.image_size, max_episode_steps=cfg.max_steps)
+        _WORKER["task"] = task
+    return run_episode(_WORKER["env"], _WORKER["policy"], task, index, cfg.seed + index, cfg.replan,
+                       Path(video) if video else None)
+
+
+@dataclass
+class EvalRun:
+    """Results of one evaluation; ``interrupted`` when Ctrl-C cut it short."""
+
+    policy: str
+    config: EvalConfig
+    results: list[EpisodeResult]
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        def stats(rs: list[EpisodeResult]) -> dict[str, Any]:
+            k, n = sum(r.success for r in rs), len(rs)
+            lo, hi = wilson_interval(k, n)
+            calls = [r.policy_ms for r in rs if r.policy_calls]
+            return {"episodes": n, "successes": k, "success_rate": k / n if n else math.nan,
+                    "ci95": [lo, hi], "mean_steps": float(np.mean([r.steps for r in rs])) if rs else math.nan,
+                    "errors": sum(r.error is not None for r in rs),
+                    "policy_ms": float(np.mean(calls)) if calls else math.nan}
+
+        per_task = {t: stats([r for r in self.results if r.task == t]) for t in self.config.tasks}
+        return {"policy": self.policy, "interrupted": self.interrupted, "seconds": self.seconds,
+                "config": asdict(self.config), "tasks": per_task, "overall": stats(self.results),
+                "episodes": [asdict(r) for r in self.results]}
+
+
+def evaluate(policy_spec: str, cfg: EvalConfig, out_dir: str | os.PathLike[str] | None = None,
+             progress: Callable[[EpisodeResult], None] | None = None) -> EvalRun:
+    """Run ``cfg.episodes`` episodes of each task with the policy ``policy_spec``.
+
+    The policy is built once here first, so a bad spec fails at once with its own error."""
+    from cosmos3_robot.sim.policies import make_policy
+
+    make_policy(policy_spec, **cfg.policy_kwargs)
+    out = Path(out_dir) if out_dir is not None else None
+    jobs = []
+    for task in cfg.tasks:
+        for i in range(cfg.episodes):
+            video = str(out / "videos" / f"{task}_{i:03d}") if out is not None and i < cfg.videos else None
+            jobs.append((task, i, video))
+    results: list[EpisodeResult] = []
+    interrupted = False
+    t0 = time.perf_counter()
+    workers = min(cfg.workers, len(jobs))
+    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    try:
+        if workers <= 1:
+            _init_worker(policy_spec, cfg, threads)
+            for job in jobs:
+                results.append(_run_job(job))
+                if progress:
+                    progress(results[-1])
+        else:
+            ctx = mp.get_context("spawn")  # fresh interpreters: no forked GL or torch thread state
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(policy_spec, cfg, threads)) as pool:
+                try:
+                    # tasks kept together, so each worker builds few envs
+                    for r in pool.imap_unordered(_run_job, jobs, chunksize=max(1, cfg.episodes // (2 * workers))):
+                        results.append(r)
+                        if progress:
+                            progress(r)
+                except KeyboardInterrupt:
+                    pool.terminate()
+                    raise
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if _WORKER.get("env") is not None:
+            _WORKER["env"].close()
+            _WORKER["env"] = None
+    results.sort(key=lambda r: (cfg.tasks.index(r.task), r.index))
+    return EvalRun(policy_spec, cfg, results, interrupted, time.perf_counter() - t0)

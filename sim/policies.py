@@ -1,0 +1,96 @@
+"""Policies the closed-loop evaluator can run on the built-in tasks.
+
+Every policy answers ``act(obs, instruction) -> (n, 8)``: a chunk of env actions (see
+:mod:`.tasks` for the layout), of which the evaluator executes up to ``replan`` before
+asking again. ``make_policy`` builds one from a spec string: ``scripted`` (the task's
+expert), ``random`` (uniform targets inside the workspace), or a checkpoint / run folder.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from cosmos3_robot.sim.experts import expert_for
+from cosmos3_robot.sim.tasks import DOWN, WORKSPACE_HIGH, WORKSPACE_LOW, TableTopEnv
+
+
+class SimPolicy(Protocol):
+    def reset(self, env: TableTopEnv, seed: int) -> None: ...
+
+    def act(self, obs: dict[str, np.ndarray], instruction: str) -> np.ndarray: ...
+
+
+class ScriptedPolicy:
+    """The task's scripted expert (privileged state), one action per call."""
+
+    def __init__(self, noise: float = 0.0):
+        self.noise = noise
+        self.expert = None
+
+    def reset(self, env, seed):
+        self.expert = expert_for(env.unwrapped.task, noise=self.noise, seed=seed)
+        self.expert.reset(env)
+
+    def act(self, obs, instruction):
+        return self.expert.act(obs)[None]
+
+
+class RandomPolicy:
+    """Uniform random tcp targets in the workspace and random gripper closure."""
+
+    def __init__(self, chunk: int = 8):
+        self.chunk = chunk
+        self.rng = np.random.default_rng(0)
+
+    def reset(self, env, seed):
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs, instruction):
+        pos = self.rng.uniform(WORKSPACE_LOW, WORKSPACE_HIGH, (self.chunk, 3))
+        grip = self.rng.uniform(0, 1, (self.chunk, 1))
+        return np.concatenate([pos, np.tile(DOWN, (self.chunk, 1)), grip], 1).astype(np.float32)
+
+
+class CheckpointPolicy:
+    """A trained model through :class:`cosmos3_robot.runtime.Cosmos3Policy`.
+
+    The camera is the one the model was trained on (the run's window settings); the
+    request seed is derived from the episode seed and the call index, so a rerun with the
+    same seeds reproduces the same actions.
+    """
+
+    def __init__(self, path: str, steps: int = 4, guidance: float = 1.0, device: str = "cpu"):
+        from cosmos3_robot.runtime import Cosmos3Policy, InferenceConfig
+
+        self.policy = Cosmos3Policy.from_checkpoint(path, InferenceConfig(steps=steps, guidance=guidance,
+                                                                          device=device))
+        if self.policy.embodiment.name != "sim_arm":
+            raise ValueError(f"policy {path}: trained for embodiment {self.policy.embodiment.name!r}; the built-in "
+                             f"tasks need 'sim_arm'")
+        self.camera = self.policy.window.get("camera", "front")
+        self.seed, self.calls = 0, 0
+        self.infer_ms: list[float] = []
+
+    def reset(self, env, seed):
+        if self.camera not in env.unwrapped.cameras:
+            raise ValueError(f"policy camera {self.camera!r} is not rendered by the env ({env.unwrapped.cameras})")
+        self.seed, self.calls = seed, 0
+
+    def act(self, obs, instruction):
+        out = self.policy.infer(obs[self.camera], {"state": obs["state"]}, instruction,
+                                seed=self.seed * 1009 + self.calls)
+        self.calls += 1
+        self.infer_ms.append(self.policy.last_timing["total_ms"])
+        return out["state"].astype(np.float32)
+
+
+def make_policy(spec: str, **kwargs: Any) -> SimPolicy:
+    """``"scripted"``, ``"random"`` or a checkpoint/run folder path."""
+    if spec == "scripted":
+        return ScriptedPolicy(noise=kwargs.get("noise", 0.0))
+    if spec == "random":
+        return RandomPolicy()
+    return CheckpointPolicy(spec, steps=kwargs.get("steps", 4), guidance=kwargs.get("guidance", 1.0),
+                            device=kwargs.get("device", "cpu"))
