@@ -83,7 +83,7 @@ def read_source(entry: dict[str, Any], base: Path, skipped: list[str] | None = N
             from cosmos3_robot.data.sources.rosbag import RosbagLayout, read_rosbag
 
             layout = RosbagLayout(**entry.get("layout", {}))
-            episodes += list(guarded([lambda p=p: next(iter(read_rosbag(p, layout)))], skipped))
+            episodes += list(guarded([lambda p=p, layout=layout: next(iter(read_rosbag(p, layout)))], skipped))
         elif fmt == "lerobot":
             from cosmos3_robot.data.sources.lerobot import LeRobotLayout, read_lerobot
 
