@@ -153,6 +153,128 @@ def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--robot-type", help="robot_type recorded in the dataset metadata")
 
 
+def _tasks_from(names: Sequence[str]) -> tuple[str, ...]:
+    from cosmos3_robot.sim.envs import expand
+
+    return expand(names)
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    if args.sim_command == "record":
+        from cosmos3_robot.sim.record import record
+
+        try:
+            stats = record(_tasks_from(args.tasks), args.episodes, args.out, repo_id=args.repo_id, seed=args.seed,
+                           use_videos=not args.images, image_size=args.image_size, noise=args.noise,
+                           hold_steps=args.hold_steps)
+        except (ValueError, FileExistsError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for task in stats.kept.keys() | stats.failed.keys():
+            print(f"{task}: kept {stats.kept.get(task, 0)}, expert failures {stats.failed.get(task, 0)}")
+        print(f"wrote LeRobot dataset {args.repo_id} at {args.out} ({stats.frames} frames)")
+        return 0
+    from cosmos3_robot.sim import ENV_IDS
+    from cosmos3_robot.sim.tasks import TASKS
+
+    for task, env_id in ENV_IDS.items():
+        cls = TASKS[task]
+        print(f"{task:11s} {env_id:28s} max {cls.max_steps:3d} steps  {cls.__doc__.strip().splitlines()[0]}")
+    return 0
+
+
+def _sim_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="sim_command", metavar="SIM_COMMAND", required=True)
+    sub.add_parser("list", help="list the built-in tasks and their gymnasium ids")
+    r = sub.add_parser("record", help="record scripted-expert demonstrations as a LeRobot dataset")
+    r.add_argument("--tasks", nargs="+", default=["builtin"], help="task names, or 'builtin' for all four")
+    r.add_argument("--episodes", type=int, default=40, help="expert attempts per task")
+    r.add_argument("--out", required=True, help="LeRobot dataset root to create")
+    r.add_argument("--repo-id", default="local/cosmos3_sim", help="dataset name (owner/name)")
+    r.add_argument("--image-size", type=int, default=64, help="camera image size (px, 32..512)")
+    r.add_argument("--noise", type=float, default=0.004, help="expert position noise (m)")
+    r.add_argument("--hold-steps", type=int, default=4, help="steps recorded after the first success")
+    r.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    r.add_argument("--images", action="store_true", help="store frames as images instead of video")
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from cosmos3_robot.sim.evaluate import EvalConfig, evaluate
+    from cosmos3_robot.sim.report import write_report
+
+    try:
+        cfg = EvalConfig(tasks=_tasks_from(args.env), episodes=args.episodes, seed=args.seed, replan=args.replan,
+                         workers=args.workers, image_size=args.image_size, videos=args.videos,
+                         max_steps=args.max_steps, policy_kwargs={"steps": args.steps, "guidance": args.guidance,
+                                                                  "device": args.device},
+                         libero_assets=args.libero_assets)
+        done = [0]
+        total = cfg.episodes * len(cfg.tasks)
+
+        def progress(r) -> None:
+            done[0] += 1
+            status = "ok  " if r.success else ("ERR " if r.error else "fail")
+            print(f"[eval] {done[0]:4d}/{total} {status} {r.task} #{r.index} ({r.steps} steps)"
+                  + (f": {r.error.splitlines()[0]}" if r.error else ""), flush=True)
+
+        run = evaluate(args.policy, cfg, args.out, progress=None if args.quiet else progress)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write_report(run, args.out)
+    print(f"results: {args.out}/results.json")
+    return 130 if run.interrupted else 0
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", required=True, help="checkpoint or run folder, 'scripted' or 'random'")
+    p.add_argument("--env", nargs="+", default=["builtin"],
+                   help="built-in tasks ('builtin' = all four), robosuite/<Task> ('robosuite' = Lift, Stack, "
+                        "PickPlaceCan), or a LIBERO suite / suite/<task index> (standard protocol)")
+    p.add_argument("--episodes", type=int, default=20, help="episodes per task (LIBERO protocol: 50)")
+    p.add_argument("--libero-assets", help="LIBERO's assets folder (fetched from a hub on first use otherwise)")
+    p.add_argument("--out", default="runs/eval", help="report folder")
+    p.add_argument("--workers", type=int, default=2, help="parallel worker processes")
+    p.add_argument("--replan", type=int, default=8, help="actions executed per chunk before replanning")
+    p.add_argument("--seed", type=int, default=100_000, help="env seed of episode 0")
+    p.add_argument("--image-size", type=int, default=64, help="rendered image size (px): the training size")
+    p.add_argument("--videos", type=int, default=2, help="episodes per task saved as mp4")
+    p.add_argument("--max-steps", type=int, help="per-episode step limit (default: each task's)")
+    p.add_argument("--steps", type=int, default=4, help="denoising steps per chunk")
+    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    p.add_argument("--device", default="cpu", help="torch device of the model")
+    p.add_argument("--quiet", action="store_true", help="no per-episode lines")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from cosmos3_robot.sim.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig.quick(args.out or "runs/demo_quick") if args.quick else DemoConfig(out=args.out or "runs/demo")
+    changes = {k: v for k, v in {"minutes": args.minutes, "demos_per_task": args.demos,
+                                 "eval_episodes": args.eval_episodes, "preset": args.preset,
+                                 "workers": args.workers, "recipe": args.recipe}.items() if v is not None}
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, **changes)
+    try:
+        run_demo(cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", help="output folder (default runs/demo, or runs/demo_quick with --quick)")
+    p.add_argument("--quick", action="store_true", help="smoke run: few demos, tiny model, 1 minute of training")
+    p.add_argument("--minutes", type=float, help="training budget in minutes (default 15)")
+    p.add_argument("--demos", type=int, help="expert demonstrations per task (default 40)")
+    p.add_argument("--eval-episodes", type=int, help="closed-loop episodes per task (default 20)")
+    p.add_argument("--preset", help="model preset (default small)")
+    p.add_argument("--workers", type=int, help="evaluation worker processes (default 2)")
+    p.add_argument("--recipe", help="training recipe (default recipes/sim/builtin_tasks.yaml)")
+
+
 Subcommand = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
@@ -162,11 +284,15 @@ def _embodiments_args(p: argparse.ArgumentParser) -> None:
 
 
 SUBCOMMANDS: list[Subcommand] = [
+    ("demo", "the main job: record demos in MuJoCo, train, evaluate closed loop, write a report",
+     _demo_args, _cmd_demo),
     ("embodiments", "list registered embodiments, or show one's pseudo-action layout",
      _embodiments_args, _cmd_embodiments),
     ("models", "list model presets with their parameter counts", _models_args, _cmd_models),
     ("train", "train from a recipe (one process, or many under torchrun)", _train_args, _cmd_train),
     ("convert", "convert HDF5 / zarr / rosbag2 recordings to a LeRobot dataset", _convert_args, _cmd_convert),
+    ("sim", "built-in MuJoCo tasks: list them, record expert demonstrations", _sim_args, _cmd_sim),
+    ("eval", "closed-loop evaluation with success rates, intervals and videos", _eval_args, _cmd_eval),
 ]
 
 

@@ -152,6 +152,12 @@ class Block:
     ) -> torch.Tensor:
         raise NotImplementedError
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Nearest valid pseudo-action slice for an approximate one (a model's output):
+        identity here; range-bounded blocks clip. 6D rotations need nothing, decoding
+        orthonormalises them."""
+        return x
+
 
 @dataclass(frozen=True)
 class PoseBlock(Block):
@@ -262,6 +268,9 @@ class BoundedScalarBlock(Block):
     def check_encoded(self, x: torch.Tensor) -> None:
         super().check_encoded(x)
         self._check_range(x[..., 0], f"{self.label()} pseudo-actions")
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(self.low, self.high)
 
 
 @dataclass(frozen=True)
@@ -589,6 +598,16 @@ class ActionCodec:
         if is_torch:
             return decoded
         return {k: v.numpy() for k, v in decoded.items()}
+
+    def project(self, x: Any) -> Any:
+        """Model output ``(..., D)`` -> the nearest decodable pseudo-actions (bounded values
+        clipped to their range; everything else unchanged). Non-finite values stay and are
+        rejected by :meth:`decode`."""
+        is_torch = isinstance(x, torch.Tensor)
+        xt = _as_tensor(x, "pseudo-actions")
+        _check_tail(xt, (None, self.width), "pseudo-actions", f"(..., T-1, {self.width})")
+        out = torch.cat([b.project(xt[..., self.slices[b.name]]) for b in self.blocks], -1)
+        return out if is_torch else out.numpy()
 
     def describe(self) -> list[tuple[int, str, str, str]]:
         """Rows ``(index, dim name, unit, block)`` for tables and docs."""

@@ -24,7 +24,8 @@ import numpy as np
 @dataclass(frozen=True)
 class EvalConfig:
     """Attributes:
-        tasks: built-in task names (``reach``, ``push``, ``pick_place``, ``stack``).
+        tasks: env names (:mod:`.envs`: built-in tasks, ``robosuite/<Task>``,
+            ``<libero suite>/<task index>``).
         episodes: episodes per task.
         seed: env seed of episode 0 (episode ``i`` uses ``seed + i``).
         replan: actions executed from each chunk before the policy is asked again.
@@ -33,6 +34,7 @@ class EvalConfig:
         videos: episodes per task saved as mp4 (the first ones).
         max_steps: per-episode step limit (default: each task's own).
         policy_kwargs: passed to :func:`cosmos3_robot.sim.policies.make_policy`.
+        libero_assets: LIBERO's assets folder (LIBERO envs only).
     """
 
     tasks: tuple[str, ...] = ("reach", "push", "pick_place", "stack")
@@ -44,13 +46,15 @@ class EvalConfig:
     videos: int = 2
     max_steps: int | None = None
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    libero_assets: str | None = None
 
     def __post_init__(self) -> None:
-        from cosmos3_robot.sim.tasks import TASKS
+        from cosmos3_robot.sim import envs
 
-        unknown = [t for t in self.tasks if t not in TASKS]
-        if unknown or not self.tasks:
-            raise ValueError(f"tasks: unknown {unknown}; available: {sorted(TASKS)}")
+        if not self.tasks:
+            raise ValueError("tasks: at least one env name is required")
+        for t in self.tasks:
+            envs.check(t)
         if self.episodes < 1 or self.replan < 1 or self.workers < 0 or self.videos < 0:
             raise ValueError(f"EvalConfig: episodes >= 1, replan >= 1, workers >= 0, videos >= 0; got {self}")
 
@@ -151,7 +155,7 @@ def _init_worker(policy_spec: str, cfg: EvalConfig, threads: int) -> None:
 
 
 def _run_job(job: tuple[str, int, str | None]) -> EpisodeResult:
-    from cosmos3_robot.sim.tasks import TASKS
+    from cosmos3_robot.sim.envs import make_env
 
     task, index, video = job
     cfg: EvalConfig = _WORKER["cfg"]
@@ -160,7 +164,13 @@ def _run_job(job: tuple[str, int, str | None]) -> EpisodeResult:
     if _WORKER["task"] != task:  # one env (and one renderer) per worker at a time
         if _WORKER["env"] is not None:
             _WORKER["env"].close()
-        _WORKER["env"] = TASKS[task](image_size=cfg.image_size, max_episode_steps=cfg.max_steps)
+            _WORKER["env"] = None
+        try:
+            _WORKER["env"] = make_env(task, cfg.image_size, cfg.max_steps, cfg.libero_assets)
+        except Exception as exc:  # noqa: BLE001  (e.g. missing simulator assets: every episode says why)
+            _WORKER["task"] = None
+            return EpisodeResult(task=task, index=index, seed=cfg.seed + index,
+                                 error=f"env {task!r} could not be built: {type(exc).__name__}: {exc}")
         _WORKER["task"] = task
     return run_episode(_WORKER["env"], _WORKER["policy"], task, index, cfg.seed + index, cfg.replan,
                        Path(video) if video else None)

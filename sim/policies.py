@@ -38,19 +38,30 @@ class ScriptedPolicy:
 
 
 class RandomPolicy:
-    """Uniform random tcp targets in the workspace and random gripper closure."""
+    """Random actions: for the 8D target layout, tcp targets uniform in the built-in
+    workspace (built-in tasks) or within 10 cm of the current tcp (robosuite), with
+    random gripper closure; otherwise uniform in the env's ``action_space``."""
 
     def __init__(self, chunk: int = 8):
         self.chunk = chunk
         self.rng = np.random.default_rng(0)
+        self.env = None
 
     def reset(self, env, seed):
         self.rng = np.random.default_rng(seed)
+        self.env = env.unwrapped
 
     def act(self, obs, instruction):
-        pos = self.rng.uniform(WORKSPACE_LOW, WORKSPACE_HIGH, (self.chunk, 3))
-        grip = self.rng.uniform(0, 1, (self.chunk, 1))
-        return np.concatenate([pos, np.tile(DOWN, (self.chunk, 1)), grip], 1).astype(np.float32)
+        n = self.chunk
+        space = getattr(self.env, "action_space", None)
+        if space is not None and space.shape != (8,):
+            return self.rng.uniform(space.low, space.high, (n, *space.shape)).astype(np.float32)
+        if isinstance(self.env, TableTopEnv):
+            pos = self.rng.uniform(WORKSPACE_LOW, WORKSPACE_HIGH, (n, 3))
+        else:
+            pos = np.asarray(obs["state"][:3]) + self.rng.uniform(-0.1, 0.1, (n, 3))
+        grip = self.rng.uniform(0, 1, (n, 1))
+        return np.concatenate([pos, np.tile(DOWN, (n, 1)), grip], 1).astype(np.float32)
 
 
 class CheckpointPolicy:
@@ -66,10 +77,10 @@ class CheckpointPolicy:
 
         self.policy = Cosmos3Policy.from_checkpoint(path, InferenceConfig(steps=steps, guidance=guidance,
                                                                           device=device))
-        if self.policy.embodiment.name != "sim_arm":
-            raise ValueError(f"policy {path}: trained for embodiment {self.policy.embodiment.name!r}; the built-in "
-                             f"tasks need 'sim_arm'")
         self.camera = self.policy.window.get("camera", "front")
+        # embodiments whose codec integrates from a state read it from the env's ``state``;
+        # command-only layouts (LIBERO's deltas) need none. The output key is the one raw key.
+        self.needs_state = bool(self.policy.embodiment.codec.state_blocks)
         self.seed, self.calls = 0, 0
         self.infer_ms: list[float] = []
 
@@ -79,11 +90,13 @@ class CheckpointPolicy:
         self.seed, self.calls = seed, 0
 
     def act(self, obs, instruction):
-        out = self.policy.infer(obs[self.camera], {"state": obs["state"]}, instruction,
+        out = self.policy.infer(obs[self.camera], {"state": obs["state"]} if self.needs_state else {}, instruction,
                                 seed=self.seed * 1009 + self.calls)
         self.calls += 1
         self.infer_ms.append(self.policy.last_timing["total_ms"])
-        return out["state"].astype(np.float32)
+        if len(out) != 1:
+            raise ValueError(f"policy output has keys {sorted(out)}; an env takes one action array")
+        return next(iter(out.values())).astype(np.float32)
 
 
 def make_policy(spec: str, **kwargs: Any) -> SimPolicy:

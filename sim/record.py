@@ -2,9 +2,9 @@
 
 Each kept episode holds the cameras' frames, ``state`` ``(T, 8)`` and the expert's
 ``action`` ``(T, 8)`` (the same layout, see :mod:`.tasks`), at the control rate. Recording
-goes on for ``hold_steps`` steps after the first success (the expert keeps acting), so
-every successful moment still has a full action chunk after it; episodes that fail are
-counted and left out. The dataset is written with LeRobot's own writer
+goes on for ``hold_steps`` steps after the first success (the expert keeps acting: the
+demonstration shows staying at the goal); episodes that fail are counted and left out.
+Training windows use end padding (``pad_end``), so a few held steps suffice. The dataset is written with LeRobot's own writer
 (:func:`cosmos3_robot.data.convert.to_lerobot`): features ``observation.images.front``,
 ``observation.images.wrist``, ``observation.state``, ``action`` and the instruction as the
 LeRobot task.
@@ -39,7 +39,7 @@ class RecordStats:
 
 
 def expert_episode(task: str, seed: int, image_size: int = 64, cameras: Sequence[str] = ("front", "wrist"),
-                   noise: float = 0.0, hold_steps: int = 16) -> tuple[Episode, bool]:
+                   noise: float = 0.0, hold_steps: int = 4) -> tuple[Episode, bool]:
     """Roll the scripted expert once; returns the episode and whether it succeeded."""
     env = TASKS[task](image_size=image_size, cameras=tuple(cameras))
     try:

@@ -255,3 +255,24 @@ def test_corrupt_lerobot_video_names_episode_and_camera(tmp_path):
     layout = LeRobotLayout(cameras={"front": "observation.images.front"}, commands={"actions": "action"})
     with pytest.raises(DataError, match=r"episode_0: frames\['front'\]: video .* could not be decoded"):
         list(read_lerobot("local/cosmos3_test", layout, root=str(root)))
+
+
+def test_end_padding_holds_the_last_step():
+    """pad_end: an episode shorter than a chunk still gives windows; past the end the robot holds."""
+    T = 6
+    t = np.arange(T) / 10
+    pos = np.c_[np.linspace(0, 0.1, T), np.zeros(T), np.full(T, 0.5)]
+    state = np.c_[pos, np.tile([1.0, 0, 0, 0], (T, 1)), np.r_[np.zeros(3), np.ones(3)]].astype(np.float32)
+    frames = np.stack([np.full((16, 16, 3), 20 * i, np.uint8) for i in range(T)])
+    ep = Episode("short", t, {"front": frames}, {"state": state}, {}, "reach")
+    spec = WindowSpec(embodiment="sim_arm", camera="front", fps=None, n_context=1, n_future=2, chunk=8,
+                      image_size=16, pad_end=False)
+    with pytest.raises(DataError, match="no window fits"):
+        WindowDataset([ep], spec)
+    ds = WindowDataset([ep], WindowSpec(**{**spec.__dict__, "pad_end": True}))
+    assert [t for _, t in ds.index] == list(range(T - 1))  # every step with a real next transition
+    last = ds.raw_actions(len(ds) - 1)  # from step T-2: one real move, then holding still
+    assert last[0, 0] == pytest.approx(0.02, abs=1e-6) and np.allclose(last[1:, :3], 0, atol=1e-9)
+    assert np.allclose(last[:, 9], 1.0)  # the gripper holds its last value
+    sample = ds[len(ds) - 1]
+    assert torch.equal(sample["video"][1], sample["video"][2])  # the last frame is held too

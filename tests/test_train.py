@@ -284,3 +284,24 @@ def test_gradient_accumulation_consumes_micro_batches(tmp_path):
     assert len(hist) == 2
     ckpt = out / "checkpoints" / "step_0000002"
     assert json.loads((ckpt / "trainer.json").read_text())["position"] == 2 * 2 * 3
+
+
+def test_time_budget_shortens_the_schedule(tmp_path):
+    """With max_minutes the step count is fitted to the budget and the cosine schedule ends on it."""
+    out = tmp_path / "run"
+    hist = run(libero_recipe(tmp_path, steps=100_000, max_minutes=0.1, budget_probe=2, log_every=1,
+                             ckpt_every=100_000), out, quiet=True)
+    last = hist[-1]["step"]
+    assert 2 < last < 100_000
+    state = json.loads((out / "checkpoints" / (out / "checkpoints" / "latest").read_text() / "trainer.json").read_text())
+    assert state["budget_steps"] == last and state["train"]["steps"] == last
+    assert hist[-1]["lr"] < 0.3e-3  # the cosine schedule ran to (near) its end within the budget
+
+
+def test_set_overrides_index_lists(tmp_path):
+    from cosmos3_robot.train.recipe import load_recipe
+
+    r = load_recipe(libero_recipe(tmp_path), ["data.0.path=other.hdf5", "train.modes={policy: 1.0}"])
+    assert r["data"][0]["path"] == "other.hdf5" and r["train"]["modes"] == {"policy": 1.0}
+    with pytest.raises(ValueError, match="not an index"):
+        load_recipe(libero_recipe(tmp_path), ["data.3.path=x"])

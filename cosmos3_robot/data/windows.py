@@ -42,6 +42,9 @@ class WindowSpec:
         chunk: actions per sample.
         image_size: frames are resized to ``image_size`` square (area interpolation).
         stride: steps between consecutive window starts.
+        pad_end: also cut windows whose chunk / future frames run past the episode's end,
+            holding the last state, command and frame (LeRobot-style end padding), so an
+            episode shorter than a chunk still trains and the final approach is not lost.
     """
 
     embodiment: str
@@ -52,10 +55,20 @@ class WindowSpec:
     chunk: int = 16
     image_size: int = 64
     stride: int = 1
+    pad_end: bool = False
 
     def __post_init__(self) -> None:
         if self.n_context < 1 or self.n_future < 0 or self.chunk < 1 or self.stride < 1:
             raise ValueError(f"WindowSpec: n_context >= 1, n_future >= 0, chunk >= 1, stride >= 1; got {self}")
+
+
+def _hold_end(ep: Episode, n: int) -> Episode:
+    """``ep`` with its last step repeated ``n`` times (timestamps continue at the median step)."""
+    idx = np.r_[np.arange(len(ep)), np.full(n, len(ep) - 1)]
+    out = ep.select(idx)
+    dt = float(np.median(np.diff(ep.timestamps)))
+    out.timestamps = np.r_[ep.timestamps, ep.timestamps[-1] + dt * np.arange(1, n + 1)]
+    return out
 
 
 def _frames_to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
@@ -97,9 +110,13 @@ class WindowDataset(Dataset):
             else:
                 fps = float(1.0 / np.median(np.diff(ep.timestamps)))
             e = len(self.episodes)
+            n_real = len(ep)
+            if spec.pad_end:  # hold the last step for `horizon` more steps
+                ep = _hold_end(ep, horizon)
             self.episodes.append(ep)
             self.fps.append(fps)
-            for t in range(spec.n_context - 1, len(ep) - horizon, spec.stride):
+            last = n_real - 1 if spec.pad_end else n_real - horizon  # step 0 of a chunk is a real transition
+            for t in range(spec.n_context - 1, last, spec.stride):
                 self.index.append((e, t))
         if skip_bad:  # encode every window once; drop (and count) those the codec rejects
             keep = []

@@ -120,7 +120,9 @@ class Cosmos3Policy:
             raise ValueError(f"frames: images of {x.shape[1]}x{x.shape[2]} px are too small (>= 16 px)")
         return _frames_to_tensor(x, self.image_size)
 
-    def _start(self, state: Mapping[str, Any]) -> dict[str, Any]:
+    def _start(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
+        if not self.embodiment.codec.state_blocks:  # command-only layouts decode without a state
+            return None
         raw = {}
         for k, v in state.items():
             a = np.asarray(v, dtype=np.float64)
@@ -151,9 +153,11 @@ class Cosmos3Policy:
                                   action_dim=self.embodiment.width)
         t2 = time.perf_counter()
         actions = self.normalizer.unnormalize(out["actions"][0].double().cpu().numpy())
+        actions = self.embodiment.codec.project(actions)  # e.g. a gripper of 1.02 -> 1.0
         decoded = self.embodiment.decode(actions, start)
         raw = self.embodiment.to_raw(decoded)
-        result = {k: np.asarray(v)[1:] for k, v in raw.items()}  # drop the current state (row 0)
+        # state layouts decode to T+1 rows starting at the current state: drop row 0
+        result = {k: np.asarray(v)[1:] if start is not None else np.asarray(v) for k, v in raw.items()}
         t3 = time.perf_counter()
         self.last_timing = {"prepare_ms": 1e3 * (t1 - t0), "model_ms": 1e3 * (t2 - t1),
                             "decode_ms": 1e3 * (t3 - t2), "total_ms": 1e3 * (t3 - t0)}

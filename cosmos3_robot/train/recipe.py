@@ -9,7 +9,8 @@ A recipe has four sections (see ``recipes/`` for complete, commented examples)::
                 transforms: [{PoseFromPosRotation: {pos: p, rot: r, out: ee, rotation: axis_angle}}]}
     train:   {steps: 2000, batch_size: 16, lr: 3e-4, modes: {policy: 0.5, ...}}
 
-``--set section.key=value`` overrides any field (values parsed as YAML). A data entry may
+``--set section.key=value`` overrides any field (values parsed as YAML; a number picks a
+list item, e.g. ``--set data.0.root=/data/demos``). A data entry may
 carry its own ``window`` mapping, merged over the recipe's, e.g. for another embodiment.
 """
 
@@ -48,11 +49,21 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
         if "=" not in ov or "." not in ov.split("=", 1)[0]:
             raise ValueError(f"--set {ov!r}: expected section.key=value")
         key, value = ov.split("=", 1)
-        node = recipe
+        node: Any = recipe
         *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
+        for p in parents:  # a number indexes a list: data.0.root=...
+            if isinstance(node, list):
+                if not p.isdigit() or int(p) >= len(node):
+                    raise ValueError(f"--set {ov!r}: {p!r} is not an index of a {len(node)}-item list")
+                node = node[int(p)]
+            else:
+                node = node.setdefault(p, {})
+        if isinstance(node, list):
+            if not leaf.isdigit() or int(leaf) >= len(node):
+                raise ValueError(f"--set {ov!r}: {leaf!r} is not an index of a {len(node)}-item list")
+            node[int(leaf)] = yaml.safe_load(value)
+        else:
+            node[leaf] = yaml.safe_load(value)
     recipe["_path"] = str(path)
     return recipe
 

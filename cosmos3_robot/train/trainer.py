@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -55,6 +56,9 @@ class TrainConfig:
         seed: base seed of data order, noise and modes.
         wandb_project: also log to Weights & Biases under this project when ``wandb`` is
             installed (``WANDB_MODE=offline`` keeps it local).
+        max_minutes: wall-clock budget. After ``budget_probe`` steps the step rate is
+            measured and ``steps`` shortened (never lengthened) so that the warm-up + cosine
+            schedule ends within the budget; the shortened count is logged and stored.
         strategy: with several processes, ``"ddp"`` (replicated weights) or ``"fsdp"``
             (FSDP2: parameters, gradients and optimizer state sharded per MoT layer; for the
             larger presets). Checkpoints hold full tensors either way.
@@ -80,6 +84,8 @@ class TrainConfig:
     seed: int = 0
     wandb_project: str | None = None
     strategy: str = "ddp"
+    max_minutes: float | None = None
+    budget_probe: int = 10
 
     def __post_init__(self) -> None:
         for name in self.modes:
@@ -90,6 +96,8 @@ class TrainConfig:
             raise ValueError(f"train.strategy: expected 'ddp' or 'fsdp', got {self.strategy!r}")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("train: steps, batch_size and grad_accum must be >= 1")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"train.max_minutes: expected > 0 minutes or null, got {self.max_minutes}")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -286,7 +294,17 @@ class Trainer:
         cfg = self.cfg
         window: list[tuple[str, float, dict[str, float]]] = []
         t_last, n_last = time.perf_counter(), self.step
+        t_start, step_start = t_last, self.step
+        budget_at, rate_ref, planned = step_start + cfg.budget_probe, (t_start, step_start), cfg.steps
         while self.step < cfg.steps:
+            if cfg.max_minutes is not None and self.step == budget_at:
+                # re-fit at probe, 2 x probe, 4 x probe ... steps; the rate after the first probe
+                # leaves out warm-up costs (allocation, first-call overheads)
+                self._fit_budget(t_start, rate_ref, planned)
+                if budget_at == step_start + cfg.budget_probe:
+                    rate_ref = (time.perf_counter(), self.step)
+                budget_at = step_start + 2 * (budget_at - step_start)
+                cfg = self.cfg
             mode = self._mode()
             scale = lr_at(self.step, cfg)
             for g in self.opt.param_groups:
@@ -326,6 +344,28 @@ class Trainer:
                 window, t_last, n_last = [], now, self.step
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                 self.save()
+
+    def _fit_budget(self, t_start: float, rate_ref: tuple[float, int], planned: int) -> None:
+        """Set ``cfg.steps`` (at most the recipe's ``planned``) so the run ends within
+        ``max_minutes`` at the rate measured since ``rate_ref`` (rank 0's estimate, broadcast
+        so every rank runs the same number of steps)."""
+        cfg = self.cfg
+        assert cfg.max_minutes is not None
+        now = time.perf_counter()
+        per_step = (now - rate_ref[0]) / max(self.step - rate_ref[1], 1)
+        remaining = cfg.max_minutes * 60.0 - (now - t_start)
+        total = torch.tensor([min(planned, self.step + max(1, int(remaining / per_step)))], dtype=torch.int64)
+        if dist.is_initialized():
+            dist.broadcast(total, 0)
+        total_i = int(total.item())
+        if total_i != cfg.steps:
+            self.cfg = dataclasses.replace(cfg, steps=total_i)
+            self.run_info["budget_steps"] = total_i
+            if self.is_main and not self.quiet:
+                print(f"[train] {per_step:.3f} s/step: {total_i} steps fit the {cfg.max_minutes:g}-minute budget "
+                      f"(recipe: {planned})")
+            if self._progress is not None:
+                self._progress.update(self._task, total=total_i)
 
     def save(self) -> Path | None:
         model_state = opt_state = None
