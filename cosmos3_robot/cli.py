@@ -275,6 +275,44 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", help="training recipe (default recipes/sim/builtin_tasks.yaml)")
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from cosmos3_robot.runtime import Cosmos3Policy, InferenceConfig
+    from cosmos3_robot.runtime.server import ObservationKeys, PolicyServer, ServerConfig, policy_infer_fn
+
+    try:
+        policy = Cosmos3Policy.from_checkpoint(args.checkpoint, InferenceConfig(steps=args.steps, device=args.device))
+        state = dict(kv.split("=", 1) for kv in args.state_key) if args.state_key else {"state": "observation/state"}
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
+        print(f"[serve] warning: listening on {args.host} without --token: anyone who can reach the port can "
+              f"drive the policy", file=sys.stderr)
+    keys = ObservationKeys(image=args.image_key, state=state, prompt=args.prompt_key)
+    meta = {"embodiment": policy.embodiment.name, "chunk": policy.chunk, "action_dim": policy.embodiment.width,
+            "control_hz": policy.fps, "image_size": policy.image_size, "n_context": policy.n_context,
+            "observation_keys": {"image": keys.image, "state": keys.state, "prompt": keys.prompt}}
+    server = PolicyServer(policy_infer_fn(policy, keys), ServerConfig(args.host, args.port, args.token), meta)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="run or checkpoint folder")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' from clients")
+    p.add_argument("--image-key", default="observation/image", help="request key of the camera frame")
+    p.add_argument("--state-key", action="append", metavar="RAW=KEY",
+                   help="embodiment raw key = request key (default state=observation/state)")
+    p.add_argument("--prompt-key", default="prompt", help="request key of the instruction")
+    p.add_argument("--steps", type=int, default=4, help="denoising steps per chunk")
+    p.add_argument("--device", default="cpu")
+
+
 Subcommand = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
@@ -293,6 +331,7 @@ SUBCOMMANDS: list[Subcommand] = [
     ("convert", "convert HDF5 / zarr / rosbag2 recordings to a LeRobot dataset", _convert_args, _cmd_convert),
     ("sim", "built-in MuJoCo tasks: list them, record expert demonstrations", _sim_args, _cmd_sim),
     ("eval", "closed-loop evaluation with success rates, intervals and videos", _eval_args, _cmd_eval),
+    ("serve", "serve a checkpoint over websockets (openpi protocol)", _serve_args, _cmd_serve),
 ]
 
 

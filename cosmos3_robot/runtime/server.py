@@ -1,0 +1,206 @@
+"""Websocket policy server speaking the openpi protocol, and its client.
+
+Protocol (REFERENCE.md section 5): on connect the server sends one binary metadata frame;
+each request is a binary msgpack-numpy observation dict, each reply a binary dict with
+``actions`` ``(chunk, D)`` and ``server_timing`` ``{"infer_ms": ...}``. A malformed
+observation gets a *text* frame ``"error: <field>: <what was expected>"`` (openpi clients
+raise it as an error) and the connection stays open for the next request. ``GET /healthz``
+answers ``200 OK``. The server binds to loopback unless told otherwise; with a token,
+connections must send ``Authorization: Bearer <token>``. Messages above
+``max_message_bytes`` close the connection with websocket code 1009 (message too big).
+Inference runs in a worker thread, one request at a time per server (the model is not
+re-entrant), so health checks and other connections stay responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import threading
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from cosmos3_robot.runtime.wire import WireError, pack, unpack
+
+InferFn = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class ObservationKeys:
+    """Where the policy's inputs sit in a request (openpi LIBERO-client names by default).
+
+    Attributes:
+        image: key of the ``(H, W, 3)`` uint8 camera frame (or ``(n_context, H, W, 3)``).
+        state: raw embodiment key -> request key of that state vector.
+        prompt: key of the instruction string.
+    """
+
+    image: str = "observation/image"
+    state: dict[str, str] = field(default_factory=lambda: {"state": "observation/state"})
+    prompt: str = "prompt"
+
+
+def policy_infer_fn(policy: Any, keys: ObservationKeys = ObservationKeys()) -> InferFn:
+    """Request dict -> reply dict for a :class:`~cosmos3_robot.runtime.Cosmos3Policy`."""
+    needs_state = bool(policy.embodiment.codec.state_blocks)
+
+    def infer(obs: Mapping[str, Any]) -> dict[str, Any]:
+        if keys.image not in obs:
+            raise ValueError(f"{keys.image}: missing; expected a (H, W, 3) uint8 image")
+        if keys.prompt not in obs or not isinstance(obs[keys.prompt], str):
+            raise ValueError(f"{keys.prompt}: missing or not a string; expected the instruction text")
+        state = {}
+        if needs_state:
+            for raw, key in keys.state.items():
+                if key not in obs:
+                    raise ValueError(f"{key}: missing; expected the robot state for {raw!r}")
+                state[raw] = obs[key]
+        out = policy.infer(obs[keys.image], state, obs[keys.prompt])
+        arrays = [np.asarray(v, dtype=np.float32) for v in out.values()]
+        actions = arrays[0] if len(arrays) == 1 else np.concatenate([a.reshape(len(a), -1) for a in arrays], -1)
+        return {"actions": actions, "action_keys": list(out), "policy_timing": dict(policy.last_timing)}
+
+    return infer
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    max_message_bytes: int = 16 * 1024 * 1024
+
+
+class PolicyServer:
+    """Serve ``infer`` (request dict -> reply dict) over websockets."""
+
+    def __init__(self, infer: InferFn, config: ServerConfig = ServerConfig(),
+                 metadata: Mapping[str, Any] | None = None):
+        self.infer = infer
+        self.config = config
+        self.metadata = dict(metadata or {})
+        self.requests = 0
+        self.errors = 0
+        self._lock = asyncio.Lock()
+        self._server: Any = None
+        self.port: int | None = None
+
+    def _process_request(self, connection, request):
+        if request.path == "/healthz":
+            return connection.respond(HTTPStatus.OK, "OK\n")
+        if self.config.token is not None:
+            got = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(got.encode(), f"Bearer {self.config.token}".encode()):
+                return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
+        return None
+
+    async def _handle(self, ws) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        await ws.send(pack(self.metadata))
+        while True:
+            try:
+                msg = await ws.recv()
+            except ConnectionClosed:
+                return
+            t0 = time.perf_counter()
+            try:
+                if isinstance(msg, str):
+                    raise WireError("expected a binary msgpack frame, got text")
+                obs = unpack(msg)
+                if not isinstance(obs, dict):
+                    raise WireError(f"expected an observation map, got {type(obs).__name__}")
+                async with self._lock:  # one inference at a time on the shared model
+                    reply = await asyncio.to_thread(self.infer, obs)
+                reply = dict(reply)
+                reply["server_timing"] = {"infer_ms": 1e3 * (time.perf_counter() - t0)}
+                self.requests += 1
+                out: str | bytes = pack(reply)
+            except (ValueError, FloatingPointError, KeyError, TypeError) as exc:
+                self.errors += 1
+                out = f"error: {exc}"
+            try:
+                await ws.send(out)
+            except ConnectionClosed:  # the client left mid-request
+                return
+
+    async def start(self) -> int:
+        """Start listening; returns the bound port (``port=0`` picks a free one)."""
+        from websockets.asyncio.server import serve
+
+        self._server = await serve(self._handle, self.config.host, self.config.port, compression=None,
+                                   max_size=self.config.max_message_bytes, process_request=self._process_request)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def serve_forever(self) -> None:
+        async def main() -> None:
+            port = await self.start()
+            print(f"[serve] listening on ws://{self.config.host}:{port} (healthz: http://{self.config.host}:{port}/healthz)",
+                  flush=True)
+            await asyncio.Future()
+
+        asyncio.run(main())
+
+
+class BackgroundServer:
+    """A :class:`PolicyServer` on its own event-loop thread (tests, notebooks)."""
+
+    def __init__(self, server: PolicyServer):
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> "BackgroundServer":
+        self._thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+class PolicyServerError(RuntimeError):
+    """The server answered a request with an error."""
+
+
+class PolicyClient:
+    """Synchronous client: ``PolicyClient(host, port).infer(obs) -> {"actions": ...}``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+                 timeout: float = 30.0):
+        from websockets.sync.client import connect
+
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._conn = connect(f"ws://{host}:{port}", additional_headers=headers, compression=None, max_size=None,
+                             open_timeout=timeout)
+        self.ws = self._conn.__enter__()
+        self.timeout = timeout
+        self.metadata = unpack(self.ws.recv(timeout=timeout))
+
+    def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
+        self.ws.send(pack(dict(obs)))
+        reply = self.ws.recv(timeout=self.timeout)
+        if isinstance(reply, str):
+            raise PolicyServerError(reply)
+        return unpack(reply)
+
+    def close(self) -> None:
+        self._conn.__exit__(None, None, None)
+
+    def __enter__(self) -> "PolicyClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,217 @@
+"""The policy runtime, the safety layer, the wire format and the websocket server on loopback."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+
+from cosmos3_robot import embodiments
+from cosmos3_robot.model import Cosmos3, preset
+from cosmos3_robot.runtime import Cosmos3Policy
+from cosmos3_robot.runtime.safety import SafetyConfig, SafetyFilter
+
+
+def _sim_state(x: float = 0.5) -> np.ndarray:
+    return np.array([x, 0.0, 0.6, 1.0, 0.0, 0.0, 0.0, 0.0], dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def policy() -> Cosmos3Policy:
+    """A fresh tiny model with statistics of plausible sim_arm motions (no training needed to
+    test the plumbing)."""
+    torch.manual_seed(0)
+    emb = embodiments.get("sim_arm")
+    rng = np.random.default_rng(0)
+    T = 200
+    pos = np.cumsum(rng.normal(0, 0.01, (T, 3)), 0) + [0.5, 0, 0.6]
+    state = np.c_[pos, np.tile([1.0, 0, 0, 0], (T, 1)), (rng.random(T) > 0.5).astype(float)]
+    norm = emb.normalizer(emb.encode_raw({"state": state}))
+    window = {"embodiment": "sim_arm", "camera": "front", "fps": 10, "n_context": 1, "chunk": 8, "image_size": 32}
+    return Cosmos3Policy(Cosmos3(preset("tiny")), "sim_arm", norm, window)
+
+
+# ---- policy runtime ------------------------------------------------------------------
+def test_policy_returns_a_chunk_in_robot_units(policy):
+    img = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    out = policy.infer(img, {"state": _sim_state()}, "reach the red target", seed=3)
+    assert set(out) == {"state"} and out["state"].shape == (8, 8) and np.isfinite(out["state"]).all()
+    assert np.allclose(np.linalg.norm(out["state"][:, 3:7], axis=-1), 1, atol=1e-5)  # unit quaternions
+    assert ((out["state"][:, 7] >= 0) & (out["state"][:, 7] <= 1)).all()  # gripper projected into range
+    again = policy.infer(img, {"state": _sim_state()}, "reach the red target", seed=3)
+    assert np.array_equal(out["state"], again["state"])
+    assert set(policy.last_timing) == {"prepare_ms", "model_ms", "decode_ms", "total_ms"}
+
+
+@pytest.mark.parametrize("frames, state, match", [
+    (np.zeros((64, 64, 3), np.float32), _sim_state(), "uint8"),
+    (np.zeros((64, 64), np.uint8), _sim_state(), "frames: expected"),
+    (np.zeros((8, 8, 3), np.uint8), _sim_state(), "too small"),
+    (np.zeros((64, 64, 3), np.uint8), np.r_[np.nan, _sim_state()[1:]], "non-finite"),
+    (np.zeros((64, 64, 3), np.uint8), _sim_state()[:5], "does not fit embodiment"),
+])
+def test_policy_rejects_bad_inputs_by_name(policy, frames, state, match):
+    with pytest.raises(ValueError, match=match):
+        policy.infer(frames, {"state": state}, "reach")
+
+
+def test_from_checkpoint_errors(tmp_path):
+    with pytest.raises(ValueError, match="neither a checkpoint"):
+        Cosmos3Policy.from_checkpoint(tmp_path)
+
+
+# ---- safety --------------------------------------------------------------------------
+def test_safety_clips_limits_workspace_gripper_and_rate():
+    cfg = SafetyConfig(low=[-1] * 3 + [-1] * 4 + [0], high=[1] * 7 + [5], max_step=[0.05] * 3 + [1] * 5,
+                       workspace_low=[0.2, -0.3, 0.4], workspace_high=[0.8, 0.3, 0.9], gripper_dim=7,
+                       max_obs_age_s=None)
+    f = SafetyFilter(cfg)
+    f.reset(_sim_state())
+    chunk = np.tile(_sim_state(), (4, 1)).astype(float)
+    chunk[:, 0] = [0.6, 0.7, 5.0, 0.9]  # a jump, then out of every bound
+    chunk[:, 7] = 3.0
+    out = f.filter(chunk)
+    assert np.all(np.abs(np.diff(np.r_[0.5, out[:, 0]])) <= 0.05 + 1e-12)
+    assert out[:, 0].max() <= 0.8 and np.all(out[:, 7] == 1.0)
+    assert {"clipped_limits", "clipped_workspace", "clipped_gripper", "rate_limited", "chunks_ok"} <= set(f.counts)
+
+
+def test_safety_holds_on_nan_stale_and_estop():
+    f = SafetyFilter(SafetyConfig(max_obs_age_s=0.2))
+    good = np.tile(_sim_state(), (3, 1))
+    assert f.filter(np.full((3, 8), np.nan)) is None  # nothing was ever sent: send nothing
+    assert f.last_reason == "non_finite"
+    now = time.monotonic()
+    first = f.filter(good, obs_time=now, now=now)
+    assert np.array_equal(first, good)
+    moved = good + 0.1
+    for bad, reason, kw in [(np.full((3, 8), np.inf), "non_finite", {}),
+                            (moved, "stale_observation", {"obs_time": now - 1.0, "now": now})]:
+        held = f.filter(bad, **kw)
+        assert f.last_reason == reason and np.array_equal(held, np.tile(good[-1], (3, 1)))
+    f.estop(True)
+    assert np.array_equal(f.filter(moved), np.tile(good[-1], (3, 1))) and f.counts["estop"] >= 2
+    f.estop(False)
+    assert np.array_equal(f.filter(moved), moved)
+
+
+def test_safety_config_is_validated():
+    with pytest.raises(ValueError, match="low"):
+        SafetyConfig(low=[1.0], high=[0.0])
+    with pytest.raises(ValueError, match="max_step"):
+        SafetyConfig(max_step=[0.0])
+
+
+# ---- wire format ---------------------------------------------------------------------
+def test_wire_round_trip_and_refusals():
+    from cosmos3_robot.runtime.wire import WireError, pack, unpack
+
+    msg = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.uint8(7), "s": "text",
+           "n": {"x": np.zeros((0, 4), np.int16)}, "l": [1, 2.5]}
+    back = unpack(pack(msg))
+    assert np.array_equal(back["a"], msg["a"]) and back["a"].dtype == np.float32
+    assert back["b"] == 7 and back["b"].dtype == np.uint8 and back["s"] == "text"
+    assert back["n"]["x"].shape == (0, 4) and back["l"] == [1, 2.5]
+    with pytest.raises(WireError, match="dtype"):
+        pack({"o": np.array([object()])})
+    import msgpack
+
+    lying = msgpack.packb({b"__ndarray__": True, b"data": b"\0" * 5, b"dtype": "<f4", b"shape": [2]})
+    with pytest.raises(WireError, match="does not match"):
+        unpack(lying)
+    with pytest.raises(WireError, match="not a msgpack"):
+        unpack(b"\xc1\xff garbage")
+    pickled = __import__("pickle").dumps({"x": 1})
+    with pytest.raises(WireError):
+        unpack(pickled)
+
+
+# ---- websocket server ----------------------------------------------------------------
+websockets = pytest.importorskip("websockets")
+
+
+@pytest.fixture()
+def served(policy):
+    from cosmos3_robot.runtime.server import BackgroundServer, PolicyServer, ServerConfig, policy_infer_fn
+
+    server = PolicyServer(policy_infer_fn(policy), ServerConfig(port=0, max_message_bytes=200_000),
+                          {"embodiment": "sim_arm", "chunk": 8})
+    with BackgroundServer(server) as bg:
+        yield server, bg.port
+
+
+def _obs(size: int = 64) -> dict:
+    return {"observation/image": np.zeros((size, size, 3), np.uint8), "observation/state": _sim_state(),
+            "prompt": "reach the red target"}
+
+
+def test_server_round_trip_errors_keep_the_connection(served):
+    from cosmos3_robot.runtime.server import PolicyClient, PolicyServerError
+
+    server, port = served
+    with PolicyClient(port=port) as client:
+        assert client.metadata == {"embodiment": "sim_arm", "chunk": 8}
+        reply = client.infer(_obs())
+        assert reply["actions"].shape == (8, 8) and reply["actions"].dtype == np.float32
+        assert reply["server_timing"]["infer_ms"] > 0 and reply["action_keys"] == ["state"]
+        bad_cases = [({**_obs(), "observation/image": np.zeros((64, 64, 3), np.float32)}, "uint8"),
+                     ({k: v for k, v in _obs().items() if k != "observation/state"}, "observation/state: missing"),
+                     ({**_obs(), "observation/state": np.full(8, np.nan, np.float32)}, "non-finite"),
+                     ({**_obs(), "prompt": 3}, "prompt")]
+        for bad, match in bad_cases:
+            with pytest.raises(PolicyServerError, match=match):
+                client.infer(bad)
+        client.ws.send("not binary")
+        assert "binary" in client.ws.recv(timeout=10)
+        assert client.infer(_obs())["actions"].shape == (8, 8)  # still connected and serving
+    assert server.errors == 5 and server.requests == 2
+
+
+def test_server_limits_size_health_and_disconnects(served):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from cosmos3_robot.runtime.server import PolicyClient
+    from cosmos3_robot.runtime.wire import pack
+
+    server, port = served
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+        assert r.status == 200
+    with PolicyClient(port=port) as client:
+        client.ws.send(pack(_obs(size=300)))  # ~270 kB > the 200 kB limit
+        with pytest.raises(ConnectionClosed) as exc:
+            client.ws.recv(timeout=10)
+        assert exc.value.rcvd is not None and exc.value.rcvd.code == 1009
+    # a client that leaves mid-request does not take the server down
+    with connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None) as ws:
+        ws.recv(timeout=10)
+        ws.send(pack(_obs()))
+    with PolicyClient(port=port) as client:
+        assert client.infer(_obs())["actions"].shape == (8, 8)
+
+
+def test_server_token_and_loopback_default(policy):
+    from websockets.exceptions import InvalidStatus
+
+    from cosmos3_robot.runtime.server import (
+        BackgroundServer,
+        PolicyClient,
+        PolicyServer,
+        ServerConfig,
+        policy_infer_fn,
+    )
+
+    assert ServerConfig().host == "127.0.0.1"
+    server = PolicyServer(policy_infer_fn(policy), ServerConfig(port=0, token="s3cret"))
+    with BackgroundServer(server) as bg:
+        with pytest.raises(InvalidStatus):
+            PolicyClient(port=bg.port)
+        with pytest.raises(InvalidStatus):
+            PolicyClient(port=bg.port, token="wrong")
+        with PolicyClient(port=bg.port, token="s3cret") as client:
+            assert client.infer(_obs())["actions"].shape == (8, 8)
+        with urllib.request.urlopen(f"http://127.0.0.1:{bg.port}/healthz", timeout=10) as r:
+            assert r.status == 200  # health checks need no token
