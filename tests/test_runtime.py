@@ -215,3 +215,71 @@ def test_server_token_and_loopback_default(policy):
             assert client.infer(_obs())["actions"].shape == (8, 8)
         with urllib.request.urlopen(f"http://127.0.0.1:{bg.port}/healthz", timeout=10) as r:
             assert r.status == 200  # health checks need no token
+
+
+# ---- chunk execution -----------------------------------------------------------------
+def test_scheduler_requests_early_and_drops_past_commands():
+    from cosmos3_robot.runtime.scheduler import ChunkScheduler
+
+    s = ChunkScheduler(hz=10, blend="latest", min_execute=1)
+    assert s.should_request(0)
+    s.requested(0)
+    assert not s.should_request(0)  # one request in flight
+    s.record_latency(0.25)  # 2.5 control periods -> 3 steps
+    assert s.latency_steps == 3
+    s.add_chunk(0, np.arange(8)[:, None] * 1.0)
+    sent = []
+    for step in range(12):
+        if s.should_request(step):
+            s.requested(step)
+            arrive = step + s.latency_steps
+            pending = (step, arrive)
+        a = s.action(step)
+        sent.append(None if a is None else float(a[0]))
+        if s.in_flight is not None and step + 1 == pending[1]:
+            s.add_chunk(pending[0], 100 + np.arange(8)[:, None] * 1.0)
+    # the second chunk was asked for at step 4 (4 left = latency 3 + 1) and used from step 7 on,
+    # starting at its own index 3 (commands for steps 4..6 were already past)
+    assert sent[:7] == [0, 1, 2, 3, 4, 5, 6] and sent[7:10] == [103, 104, 105]
+    assert None not in sent
+
+
+def test_scheduler_temporal_ensembling_weights_older_chunks_more():
+    from cosmos3_robot.runtime.scheduler import ChunkScheduler
+
+    s = ChunkScheduler(hz=10, blend="ensemble", ensemble_decay=0.5)
+    s.add_chunk(0, np.zeros((4, 2)))
+    s.add_chunk(1, np.ones((4, 2)))
+    w = np.exp(-0.5 * np.arange(2))
+    assert np.allclose(s.action(2), w[1] / w.sum())
+    assert np.allclose(s.action(0), 0.0)  # only the first chunk covers step 0
+    assert s.action(9) is None
+    with pytest.raises(ValueError, match="blend"):
+        ChunkScheduler(hz=10, blend="average")
+
+
+def test_inpainting_prefix_pins_the_start_of_the_new_chunk(policy):
+    """The continuation starts with exactly the pending commands; the rest depends on them."""
+    from cosmos3_robot.runtime.scheduler import ChunkScheduler
+
+    import copy
+
+    torch.manual_seed(1)
+    policy = Cosmos3Policy(copy.deepcopy(policy.model), "sim_arm", policy.normalizer, policy.window)
+    for p in policy.model.parameters():  # a non-degenerate network (fresh heads output zeros)
+        torch.nn.init.normal_(p, std=0.05)
+    img = np.random.default_rng(2).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    state = _sim_state()
+    first = policy.infer(img, {"state": state}, "reach", seed=0)["state"]
+    s = ChunkScheduler(hz=10, blend="inpaint")
+    s.add_chunk(0, first)
+    pending = s.pending(3)
+    assert len(pending) == 5
+    cur = first[2]  # the commanded state at step 3
+    cont = policy.infer(img, {"state": cur}, "reach", seed=5, prefix={"state": pending})["state"]
+    assert np.allclose(cont[:5, :3], pending[:, :3], atol=1e-4)  # positions pinned
+    assert np.allclose(np.abs(np.sum(cont[:5, 3:7] * pending[:, 3:7], -1)), 1, atol=1e-4)  # same rotations
+    free = policy.infer(img, {"state": cur}, "reach", seed=5)["state"]
+    assert not np.allclose(free[5:], cont[5:], atol=1e-4)
+    with pytest.raises(ValueError, match="prefix"):
+        policy.infer(img, {"state": cur}, "reach", prefix={"state": np.full((2, 8), np.nan)})

@@ -411,7 +411,7 @@ class Cosmos3(nn.Module):
                  sampler: Literal["euler", "heun"] = "euler", guidance: float = 1.0,
                  shift: float | None = None, seed: int = 0, n_actions: int | None = None,
                  action_dim: int | None = None, n_future_frames: int | None = None,
-                 cache_clean: bool = True) -> dict[str, torch.Tensor]:
+                 cache_clean: bool = True, action_prefix: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Sample the mode's noisy streams given its clean ones.
 
         The AR prefix is computed once (twice with guidance: with and without text); with
@@ -420,6 +420,12 @@ class Cosmos3(nn.Module):
         given actions or mask) and/or ``video`` ``(B, F_future, 3, H, W)`` in pixels.
         Deterministic for a given ``seed``. ``cache_clean=False`` recomputes the clean DM
         tokens at every step even when block-causal (the reference path for tests).
+
+        ``action_prefix`` ``(B, k, D)`` (normalised, like training actions): inpainting-style
+        continuation. The first ``k`` generated actions are pinned to it (their velocity is
+        the exact one towards it, so the sampled chunk starts with exactly these actions)
+        and the rest are sampled consistently with them, e.g. the not-yet-executed tail of
+        the previous chunk when replanning.
         """
         mode = get_mode(mode)
         if not mode.noisy:
@@ -494,6 +500,18 @@ class Cosmos3(nn.Module):
         if "actions" in noise:
             noise["actions"] = noise["actions"] * mask[:, None]
         names = list(mode.noisy)
+        pinned = None
+        if action_prefix is not None:
+            if "actions" not in noise:
+                raise ValueError(f"action_prefix: mode {mode.name!r} does not generate actions")
+            ap = torch.as_tensor(action_prefix, dtype=noise["actions"].dtype, device=self.device)
+            n_act = noise["actions"].shape[1]
+            if ap.ndim != 3 or ap.shape[0] != B or not 1 <= ap.shape[1] <= n_act or ap.shape[2] > c.max_action_width:
+                raise ValueError(f"action_prefix: expected (B={B}, k<={n_act}, D) actions, got {tuple(ap.shape)}")
+            if not bool(torch.isfinite(ap).all()):
+                raise ValueError("action_prefix: non-finite values")
+            pinned = torch.zeros(B, ap.shape[1], c.max_action_width, dtype=ap.dtype, device=self.device)
+            pinned[..., :ap.shape[2]] = ap
         # The sampler integrates one flat state per sample: streams flattened and concatenated.
         sizes = [noise[k][0].numel() for k in names]
 
@@ -534,6 +552,9 @@ class Cosmos3(nn.Module):
                 v["actions"] = v["actions"] * mask_r[:, None]
             if use_cfg:
                 v = {k: val[B:] + guidance * (val[:B] - val[B:]) for k, val in v.items()}
+            if pinned is not None:  # exact velocity towards the known actions
+                v["actions"] = v["actions"].clone()
+                v["actions"][:, :pinned.shape[1]] = (pinned - noise["actions"][:, :pinned.shape[1]]) * mask[:, None]
             return torch.cat([v[k].flatten(1) for k in names], 1)
 
         x0 = torch.cat([noise[k].flatten(1) for k in names], 1)

@@ -135,22 +135,48 @@ class Cosmos3Policy:
         except (KeyError, ValueError) as exc:
             raise ValueError(f"state: does not fit embodiment {self.embodiment.name!r} ({exc})") from None
 
+    def _encode_prefix(self, state: Mapping[str, Any], prefix: Mapping[str, Any]) -> np.ndarray:
+        """Raw targets ``(k, ...)`` -> normalised pseudo-actions ``(k, D)`` from the current state."""
+        raw = {}
+        for key, v in prefix.items():
+            a = np.asarray(v, dtype=np.float64)
+            if a.ndim < 1 or len(a) == 0 or not np.all(np.isfinite(a)):
+                raise ValueError(f"prefix[{key!r}]: expected (k, ...) finite targets, got shape {a.shape}")
+            if self.embodiment.codec.state_blocks:
+                if key not in state:
+                    raise ValueError(f"prefix[{key!r}]: no current state {key!r} to continue from")
+                a = np.concatenate([np.asarray(state[key], dtype=np.float64)[None], a], 0)
+            raw[key] = a
+        try:
+            x = self.embodiment.encode_raw(raw)
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"prefix: does not fit embodiment {self.embodiment.name!r} ({exc})") from None
+        if len(x) > self.chunk:
+            raise ValueError(f"prefix: {len(x)} steps, more than the chunk of {self.chunk}")
+        return self.normalizer.normalize(np.asarray(x))
+
     # ---- inference -------------------------------------------------------------------
     @torch.inference_mode()
-    def infer(self, frames: Any, state: Mapping[str, Any], instruction: str, seed: int | None = None
-              ) -> dict[str, np.ndarray]:
+    def infer(self, frames: Any, state: Mapping[str, Any], instruction: str, seed: int | None = None,
+              prefix: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
         """One action chunk: raw robot keys -> ``(chunk, ...)`` targets for the next
-        ``chunk`` control steps (step 0 is the first target after the current state)."""
+        ``chunk`` control steps (step 0 is the first target after the current state).
+
+        ``prefix`` (raw keys -> ``(k, ...)``, e.g. the previous chunk's not-yet-executed
+        targets) pins the first ``k`` steps of the new chunk (inpainting continuation)."""
         t0 = time.perf_counter()
         video = self._frames(frames)[None].to(self.model.device)
         start = self._start(state)
+        action_prefix = None
+        if prefix is not None:
+            action_prefix = torch.as_tensor(self._encode_prefix(state, prefix), dtype=torch.float32)[None]
         batch = WorldBatch(text=[str(instruction)], embodiment=[self.embodiment.name], video=video,
                            n_context_frames=self.n_context, fps=self.fps, control_hz=self.fps)
         t1 = time.perf_counter()
         c = self.config
         out = self.model.generate("policy_actions", batch, steps=c.steps, sampler=c.sampler, guidance=c.guidance,
                                   seed=c.seed if seed is None else seed, n_actions=self.chunk,
-                                  action_dim=self.embodiment.width)
+                                  action_dim=self.embodiment.width, action_prefix=action_prefix)
         t2 = time.perf_counter()
         actions = self.normalizer.unnormalize(out["actions"][0].double().cpu().numpy())
         actions = self.embodiment.codec.project(actions)  # e.g. a gripper of 1.02 -> 1.0
