@@ -313,6 +313,43 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
 
 
+def _cmd_node(args: argparse.Namespace) -> int:
+    import yaml
+
+    from cosmos3_robot.runtime.dds_node import DDSPolicyNode
+    from cosmos3_robot.runtime.node_params import build_node, load_params
+
+    try:
+        params = load_params(args.params)
+        for kv in args.set:
+            if "=" not in kv:
+                raise ValueError(f"--set {kv!r}: expected name=value")
+            k, v = kv.split("=", 1)
+            params[k] = yaml.safe_load(v)
+        core, topics, policy = build_node(params)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    node = DDSPolicyNode(core, topics, domain_id=args.domain)
+    print(f"[node] {policy.embodiment.name} policy on DDS domain {args.domain}: {list(topics.cameras.values())} + "
+          f"{topics.state_topic} -> {topics.command_topic} at {core.config.control_hz:g} Hz", flush=True)
+    try:
+        node.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.stop()
+    return 0
+
+
+def _node_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="ros2_ws/src/cosmos3_robot/config/policy.yaml",
+                   help="the ROS 2 parameter YAML of the policy node")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a parameter, e.g. --set checkpoint=runs/sim (repeatable)")
+    p.add_argument("--domain", type=int, default=0, help="DDS domain id (ROS_DOMAIN_ID)")
+
+
 Subcommand = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 
@@ -332,6 +369,8 @@ SUBCOMMANDS: list[Subcommand] = [
     ("sim", "built-in MuJoCo tasks: list them, record expert demonstrations", _sim_args, _cmd_sim),
     ("eval", "closed-loop evaluation with success rates, intervals and videos", _eval_args, _cmd_eval),
     ("serve", "serve a checkpoint over websockets (openpi protocol)", _serve_args, _cmd_serve),
+    ("node", "run the policy node over DDS with ROS 2 topics and types (no ROS install needed)",
+     _node_args, _cmd_node),
 ]
 
 

@@ -88,6 +88,10 @@ class SafetyFilter:
         self._last_delta = None
 
     # ---- the filter --------------------------------------------------------------------
+    def hold(self, reason: str = "hold", n: int = 1) -> np.ndarray | None:
+        """``n`` repeats of the last command sent (``None`` if none was), counted under ``reason``."""
+        return self._hold(reason, n, 0 if self.last_command is None else len(self.last_command))
+
     def _hold(self, reason: str, n: int, dim: int) -> np.ndarray | None:
         self.counts[reason] += 1
         self.last_reason = reason
