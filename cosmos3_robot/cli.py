@@ -107,6 +107,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from cosmos3_robot.data.convert import to_lerobot
     from cosmos3_robot.data.episode import DataError
 
+    if args.from_rosbag:
+        args.format, args.input = "rosbag", args.from_rosbag
+    if not args.format or not args.input:
+        print("error: give --format and --input, or --from-rosbag BAG", file=sys.stderr)
+        return 2
+
     def layout_dict() -> dict:
         if args.layout is None:
             return {}
@@ -141,8 +147,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _convert_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", choices=["hdf5", "zarr", "rosbag"], required=True, help="input format")
-    p.add_argument("--input", nargs="+", required=True, help="input file(s) / folder(s)")
+    p.add_argument("--format", choices=["hdf5", "zarr", "rosbag"], help="input format")
+    p.add_argument("--input", nargs="+", help="input file(s) / folder(s)")
+    p.add_argument("--from-rosbag", nargs="+", metavar="BAG",
+                   help="shorthand for --format rosbag --input BAG... (teleop recordings -> training data)")
     p.add_argument("--layout", help="hdf5: 'libero' or 'robomimic', or a YAML/JSON layout (file or inline) "
                                     "with cameras/state/commands mappings")
     p.add_argument("--out", required=True, help="LeRobot dataset root to create")

@@ -212,7 +212,7 @@ def test_convert_hdf5_and_rosbag_to_lerobot_and_read_back(tmp_path):
     bag = write_rosbag(tmp_path / "bag")
     import json
 
-    assert main(["convert", "--format", "rosbag", "--input", str(bag), "--layout", json.dumps(ROSBAG),
+    assert main(["convert", "--from-rosbag", str(bag), "--layout", json.dumps(ROSBAG),
                  "--out", str(tmp_path / "lr2"), "--repo-id", "local/bag", "--fps", "10", "--images"]) == 0
     (ep,) = list(read_lerobot("local/bag", LeRobotLayout(cameras={"front": "observation.images.front"},
                                                          state={"ee": "observation.ee"}, commands={}),
@@ -220,6 +220,7 @@ def test_convert_hdf5_and_rosbag_to_lerobot_and_read_back(tmp_path):
     assert ep.state["ee"].shape == (31, 4, 4) and ep.text == "wipe the table"
     assert main(["convert", "--format", "zarr", "--input", str(tmp_path / "none.zarr"), "--layout", "{}",
                  "--out", str(tmp_path / "lr3"), "--fps", "10"]) == 2
+    assert main(["convert", "--out", str(tmp_path / "lr4"), "--fps", "10"]) == 2  # no input named
 
 
 def test_counted_skip_when_asked(tmp_path):

@@ -270,3 +270,26 @@ def test_unknown_embodiment_or_missing_checkpoint_is_refused(tmp_path):
     with pytest.raises(ValueError, match="neither a checkpoint"):
         build_node({**params, "checkpoint": str(tmp_path)})
 
+
+
+def test_checkpoint_embodiment_is_checked(tmp_path):
+    import json
+
+    from cosmos3_robot.model import save_model
+    from cosmos3_robot.runtime.node_params import build_node, load_params
+
+    pol = _tiny_policy()
+    ckpt = tmp_path / "ckpt"
+    save_model(pol.model, ckpt / "model.safetensors")
+    info = {"windows": [pol.window], "normalizers": [pol.normalizer.to_dict()]}
+    (ckpt / "trainer.json").write_text(json.dumps(info))
+    params = {**load_params(PKG / "config" / "policy.yaml"), "checkpoint": str(ckpt)}
+    core, topics, policy = build_node(params)  # loads
+    assert policy.embodiment.name == "sim_arm" and topics.cameras == {"camera0": "/camera/image_raw"}
+    core.close()
+    with pytest.raises(ValueError, match="trained for 'sim_arm'"):
+        build_node({**params, "embodiment": "droid"})
+    info["windows"][0] = {**pol.window, "embodiment": "no_such_robot"}
+    (ckpt / "trainer.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="no_such_robot"):
+        build_node(params)

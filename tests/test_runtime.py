@@ -283,3 +283,18 @@ def test_inpainting_prefix_pins_the_start_of_the_new_chunk(policy):
     assert not np.allclose(free[5:], cont[5:], atol=1e-4)
     with pytest.raises(ValueError, match="prefix"):
         policy.infer(img, {"state": cur}, "reach", prefix={"state": np.full((2, 8), np.nan)})
+
+
+def test_policy_modes_video_forward_and_inverse_dynamics(policy):
+    img = np.random.default_rng(3).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    state = {"state": _sim_state()}
+    acts, video = policy.infer_with_video(img, state, "reach", n_future_frames=2, seed=1)
+    assert acts["state"].shape == (8, 8) and video.shape == (2, 32, 32, 3) and video.dtype == np.uint8
+    imagined = policy.imagine(img, state, acts, "reach", n_future_frames=2)
+    assert imagined.shape == (2, 32, 32, 3) and imagined.dtype == np.uint8
+    labelled = policy.label(img, video, state, "reach")
+    assert labelled["state"].shape == (8, 8) and np.isfinite(labelled["state"]).all()
+    with pytest.raises(ValueError, match="expected 8 steps"):
+        policy.imagine(img, state, {"state": acts["state"][:3]}, "reach", n_future_frames=2)
+    with pytest.raises(ValueError, match="future"):
+        policy.label(img, video.astype(np.float32), state)

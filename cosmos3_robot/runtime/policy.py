@@ -156,6 +156,27 @@ class Cosmos3Policy:
         return self.normalizer.normalize(np.asarray(x))
 
     # ---- inference -------------------------------------------------------------------
+    def _batch(self, video: torch.Tensor, instruction: str, actions: torch.Tensor | None = None) -> WorldBatch:
+        return WorldBatch(text=[str(instruction)], embodiment=[self.embodiment.name], video=video,
+                          n_context_frames=self.n_context, fps=self.fps, control_hz=self.fps, actions=actions)
+
+    def _decode_actions(self, normalized: torch.Tensor, start: dict[str, Any] | None) -> dict[str, np.ndarray]:
+        """Model output ``(T, D)`` (normalised) -> raw robot keys ``(T, ...)``."""
+        actions = self.normalizer.unnormalize(normalized.double().cpu().numpy())
+        actions = self.embodiment.codec.project(actions)  # e.g. a gripper of 1.02 -> 1.0
+        raw = self.embodiment.to_raw(self.embodiment.decode(actions, start))
+        # state layouts decode to T+1 rows starting at the current state: drop row 0
+        result = {k: np.asarray(v)[1:] if start is not None else np.asarray(v) for k, v in raw.items()}
+        for k, v in result.items():
+            if not np.all(np.isfinite(v)):
+                raise FloatingPointError(f"policy output {k!r} is not finite; refusing to return it")
+        return result
+
+    @staticmethod
+    def _to_uint8(video: torch.Tensor) -> np.ndarray:
+        """``(F, 3, H, W)`` in [-1, 1] -> ``(F, H, W, 3)`` uint8."""
+        return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
     @torch.inference_mode()
     def infer(self, frames: Any, state: Mapping[str, Any], instruction: str, seed: int | None = None,
               prefix: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
@@ -164,30 +185,66 @@ class Cosmos3Policy:
 
         ``prefix`` (raw keys -> ``(k, ...)``, e.g. the previous chunk's not-yet-executed
         targets) pins the first ``k`` steps of the new chunk (inpainting continuation)."""
+        return self._policy(frames, state, instruction, seed, prefix, n_future_frames=None)[0]
+
+    @torch.inference_mode()
+    def infer_with_video(self, frames: Any, state: Mapping[str, Any], instruction: str, n_future_frames: int,
+                         seed: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Actions and the co-generated future video ``(n_future_frames, S, S, 3)`` uint8
+        (the ``policy`` mode: what the model expects to see while acting)."""
+        actions, video = self._policy(frames, state, instruction, seed, None, n_future_frames=n_future_frames)
+        assert video is not None
+        return actions, video
+
+    def _policy(self, frames, state, instruction, seed, prefix, n_future_frames):
         t0 = time.perf_counter()
         video = self._frames(frames)[None].to(self.model.device)
         start = self._start(state)
         action_prefix = None
         if prefix is not None:
             action_prefix = torch.as_tensor(self._encode_prefix(state, prefix), dtype=torch.float32)[None]
-        batch = WorldBatch(text=[str(instruction)], embodiment=[self.embodiment.name], video=video,
-                           n_context_frames=self.n_context, fps=self.fps, control_hz=self.fps)
         t1 = time.perf_counter()
         c = self.config
-        out = self.model.generate("policy_actions", batch, steps=c.steps, sampler=c.sampler, guidance=c.guidance,
-                                  seed=c.seed if seed is None else seed, n_actions=self.chunk,
-                                  action_dim=self.embodiment.width, action_prefix=action_prefix)
+        mode = "policy_actions" if n_future_frames is None else "policy"
+        out = self.model.generate(mode, self._batch(video, instruction), steps=c.steps, sampler=c.sampler,
+                                  guidance=c.guidance, seed=c.seed if seed is None else seed, n_actions=self.chunk,
+                                  action_dim=self.embodiment.width, action_prefix=action_prefix,
+                                  n_future_frames=n_future_frames)
         t2 = time.perf_counter()
-        actions = self.normalizer.unnormalize(out["actions"][0].double().cpu().numpy())
-        actions = self.embodiment.codec.project(actions)  # e.g. a gripper of 1.02 -> 1.0
-        decoded = self.embodiment.decode(actions, start)
-        raw = self.embodiment.to_raw(decoded)
-        # state layouts decode to T+1 rows starting at the current state: drop row 0
-        result = {k: np.asarray(v)[1:] if start is not None else np.asarray(v) for k, v in raw.items()}
+        result = self._decode_actions(out["actions"][0], start)
         t3 = time.perf_counter()
         self.last_timing = {"prepare_ms": 1e3 * (t1 - t0), "model_ms": 1e3 * (t2 - t1),
                             "decode_ms": 1e3 * (t3 - t2), "total_ms": 1e3 * (t3 - t0)}
-        for k, v in result.items():
-            if not np.all(np.isfinite(v)):
-                raise FloatingPointError(f"policy output {k!r} is not finite; refusing to return it")
-        return result
+        return result, (self._to_uint8(out["video"][0]) if "video" in out else None)
+
+    @torch.inference_mode()
+    def imagine(self, frames: Any, state: Mapping[str, Any], actions: Mapping[str, Any], instruction: str,
+                n_future_frames: int, seed: int | None = None) -> np.ndarray:
+        """Forward dynamics, "what would happen": the next ``n_future_frames`` frames
+        ``(F, S, S, 3)`` uint8 if the robot executed ``actions`` (raw keys -> ``(chunk, ...)``
+        targets from the current ``state``)."""
+        video = self._frames(frames)[None].to(self.model.device)
+        x = torch.as_tensor(self._encode_prefix(state, actions), dtype=torch.float32)[None]
+        if x.shape[1] != self.chunk:
+            raise ValueError(f"actions: expected {self.chunk} steps (the model's chunk), got {x.shape[1]}")
+        c = self.config
+        out = self.model.generate("forward_dynamics", self._batch(video, instruction, x.to(self.model.device)),
+                                  steps=c.steps, sampler=c.sampler, seed=c.seed if seed is None else seed,
+                                  n_future_frames=n_future_frames)
+        return self._to_uint8(out["video"][0])
+
+    @torch.inference_mode()
+    def label(self, frames: Any, future: Any, state: Mapping[str, Any], instruction: str = "",
+              seed: int | None = None) -> dict[str, np.ndarray]:
+        """Inverse dynamics, for labelling video: the actions (raw keys -> ``(chunk, ...)``)
+        that lead from the context ``frames`` to the ``future`` frames ``(F, H, W, 3)``."""
+        ctx = self._frames(frames)
+        fut = np.asarray(future)
+        if fut.ndim != 4 or fut.shape[-1] != 3 or fut.dtype != np.uint8:
+            raise ValueError(f"future: expected (F, H, W, 3) uint8 frames, got {fut.shape} {fut.dtype}")
+        video = torch.cat([ctx, _frames_to_tensor(fut, self.image_size)])[None].to(self.model.device)
+        c = self.config
+        out = self.model.generate("inverse_dynamics", self._batch(video, instruction), steps=c.steps,
+                                  sampler=c.sampler, seed=c.seed if seed is None else seed, n_actions=self.chunk,
+                                  action_dim=self.embodiment.width)
+        return self._decode_actions(out["actions"][0], self._start(state))
