@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,18 +115,9 @@ def test_dds_types_are_byte_identical_to_ros2_cdr():
 
 # ---- the node over DDS -------------------------------------------------------------------
 def _tiny_policy():
-    from cosmos3_robot import embodiments
-    from cosmos3_robot.model import Cosmos3, preset
-    from cosmos3_robot.runtime import Cosmos3Policy
+    from policy_fixtures import tiny_sim_policy
 
-    torch.manual_seed(0)
-    emb = embodiments.get("sim_arm")
-    rng = np.random.default_rng(0)
-    T = 200
-    pos = np.cumsum(rng.normal(0, 0.01, (T, 3)), 0) + [0.5, 0, 0.6]
-    st = np.c_[pos, np.tile([1.0, 0, 0, 0], (T, 1)), (rng.random(T) > 0.5).astype(float)]
-    window = {"embodiment": "sim_arm", "camera": "front", "fps": 10, "n_context": 1, "chunk": 8, "image_size": 32}
-    return Cosmos3Policy(Cosmos3(preset("tiny")), "sim_arm", emb.normalizer(emb.encode_raw({"state": st})), window)
+    return tiny_sim_policy()
 
 
 class Robot:

@@ -8,30 +8,18 @@ import urllib.request
 import numpy as np
 import pytest
 import torch
+from policy_fixtures import sim_state, tiny_sim_policy
 
-from cosmos3_robot import embodiments
-from cosmos3_robot.model import Cosmos3, preset
 from cosmos3_robot.runtime import Cosmos3Policy
 from cosmos3_robot.runtime.safety import SafetyConfig, SafetyFilter
 
 
-def _sim_state(x: float = 0.5) -> np.ndarray:
-    return np.array([x, 0.0, 0.6, 1.0, 0.0, 0.0, 0.0, 0.0], dtype=np.float32)
+_sim_state = sim_state
 
 
 @pytest.fixture(scope="module")
 def policy() -> Cosmos3Policy:
-    """A fresh tiny model with statistics of plausible sim_arm motions (no training needed to
-    test the plumbing)."""
-    torch.manual_seed(0)
-    emb = embodiments.get("sim_arm")
-    rng = np.random.default_rng(0)
-    T = 200
-    pos = np.cumsum(rng.normal(0, 0.01, (T, 3)), 0) + [0.5, 0, 0.6]
-    state = np.c_[pos, np.tile([1.0, 0, 0, 0], (T, 1)), (rng.random(T) > 0.5).astype(float)]
-    norm = emb.normalizer(emb.encode_raw({"state": state}))
-    window = {"embodiment": "sim_arm", "camera": "front", "fps": 10, "n_context": 1, "chunk": 8, "image_size": 32}
-    return Cosmos3Policy(Cosmos3(preset("tiny")), "sim_arm", norm, window)
+    return tiny_sim_policy()
 
 
 # ---- policy runtime ------------------------------------------------------------------

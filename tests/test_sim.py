@@ -52,18 +52,24 @@ def test_doing_nothing_does_not_succeed(task):
     assert not info["success"] and r == 0.0
 
 
+def _expert_trace(env, task: str, seed: int, steps: int, key: str):
+    """Reset ``env`` with ``seed``, run the expert ``steps`` steps; (info, stacked obs[key], last obs)."""
+    obs, info = env.reset(seed=seed)
+    ex = expert_for(task)
+    ex.reset(env)
+    trace = [obs[key]]
+    for _ in range(steps):
+        obs, *_ = env.step(ex.act(obs))
+        trace.append(obs[key])
+    return info, np.stack(trace), obs
+
+
 def test_env_is_deterministic_under_a_seed():
     def run(seed):
         env = gym.make("cosmos3_robot/PickPlace-v0", image_size=64)
-        obs, info = env.reset(seed=seed)
-        ex = expert_for("pick_place")
-        ex.reset(env)
-        frames = [obs["front"]]
-        for _ in range(6):
-            obs, *_ = env.step(ex.act(obs))
-            frames.append(obs["front"])
+        info, frames, obs = _expert_trace(env, "pick_place", seed, 6, "front")
         env.close()
-        return info["instruction"], np.stack(frames), obs["state"]
+        return info["instruction"], frames, obs["state"]
 
     a, b, c = run(7), run(7), run(8)
     assert a[0] == b[0] and np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
@@ -123,15 +129,8 @@ def test_gl_backend_choice(monkeypatch):
 def test_sim_arm_codec_round_trip_on_expert_states():
     from cosmos3_robot import embodiments
 
-    env = TASKS["stack"](render_mode=None)
-    obs, _ = env.reset(seed=1)
-    ex = expert_for("stack")
-    ex.reset(env)
-    states = [obs["state"]]
-    for _ in range(20):
-        obs, *_ = env.step(ex.act(obs))
-        states.append(obs["state"])
-    s = np.stack(states).astype(np.float64)
+    _, states, _ = _expert_trace(TASKS["stack"](render_mode=None), "stack", 1, 20, "state")
+    s = states.astype(np.float64)
     emb = embodiments.get("sim_arm")
     acts = emb.encode_raw({"state": s})
     assert acts.shape == (20, 10)

@@ -1,0 +1,154 @@
+"""Latency per action chunk, ours and LeRobot's ACT / Diffusion Policy, in the same run.
+
+For each preset, mode (actions only, video + actions, forward dynamics) and number of
+denoising steps: median and p95 milliseconds per chunk for one observation (batch 1),
+after warm-up; then LeRobot's ACT and Diffusion Policy (random weights, no pretrained
+backbone, the same image size and chunk length) on the same observation, and the ratio of
+each of ours to ACT. Peak RSS (and peak CUDA memory on a GPU) at the end.
+
+    .venv/bin/python benchmarks/inference_latency.py                       # tiny + small, CPU
+    .venv/bin/python benchmarks/inference_latency.py --presets small --steps 4 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def timed(fn: Callable[[], object], repeat: int, warmup: int, device: str) -> tuple[float, float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeat):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            out.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            out.append(1e3 * (time.perf_counter() - t0))
+    out.sort()
+    return statistics.median(out), out[min(len(out) - 1, int(round(0.95 * (len(out) - 1))))]
+
+
+def ours(preset_name: str, mode: str, steps: int, chunk: int, device: str, repeat: int, warmup: int):
+    from cosmos3_robot.model import Cosmos3, WorldBatch, preset
+
+    cfg = preset(preset_name)
+    torch.manual_seed(0)
+    model = Cosmos3(cfg).to(device).eval()
+    S = cfg.image_size
+    n_future = cfg.temporal_compression
+    video = torch.rand(1, 1, 3, S, S, device=device) * 2 - 1
+    actions = torch.rand(1, chunk, 10, device=device) * 2 - 1 if mode == "forward_dynamics" else None
+    batch = WorldBatch(text=["put the red cube on the green pad"], embodiment=["sim_arm"], video=video,
+                       n_context_frames=1, actions=actions, fps=10.0, control_hz=10.0)
+    kw = {"steps": steps, "n_actions": chunk, "action_dim": 10}
+    if mode != "policy_actions":
+        kw["n_future_frames"] = n_future
+
+    @torch.inference_mode()
+    def run():
+        model.generate(mode, batch, **kw)
+
+    return timed(run, repeat, warmup, device), model.num_parameters(), S
+
+
+def lerobot_peers(image_size: int, chunk: int, device: str, repeat: int, warmup: int, diffusion_steps: int):
+    """ACT and Diffusion Policy from LeRobot on one observation; {} when lerobot is missing."""
+    try:
+        from lerobot.configs.types import FeatureType, PolicyFeature
+        from lerobot.policies.act.configuration_act import ACTConfig
+        from lerobot.policies.act.modeling_act import ACTPolicy
+        from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
+        from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+    except ImportError:
+        return {}
+    feats_in = {"observation.images.front": PolicyFeature(type=FeatureType.VISUAL, shape=(3, image_size, image_size)),
+                "observation.state": PolicyFeature(type=FeatureType.STATE, shape=(8,))}
+    feats_out = {"action": PolicyFeature(type=FeatureType.ACTION, shape=(8,))}
+    out = {}
+    torch.manual_seed(0)
+    act = ACTPolicy(ACTConfig(input_features=feats_in, output_features=feats_out, chunk_size=chunk,
+                              n_action_steps=chunk, pretrained_backbone_weights=None, device=device)).to(device).eval()
+    obs = {"observation.images.front": torch.rand(1, 3, image_size, image_size, device=device),
+           "observation.state": torch.rand(1, 8, device=device)}
+
+    @torch.inference_mode()
+    def run_act():
+        act.predict_action_chunk(obs)
+
+    out["LeRobot ACT"] = (timed(run_act, repeat, warmup, device), sum(p.numel() for p in act.parameters()))
+    dcfg = DiffusionConfig(input_features=feats_in, output_features=feats_out, horizon=chunk, n_action_steps=8,
+                           n_obs_steps=2, crop_shape=None, pretrained_backbone_weights=None,
+                           num_inference_steps=diffusion_steps, device=device)
+    diff = DiffusionPolicy(dcfg).to(device).eval()
+    dobs = {k: torch.stack([v, v], 1) for k, v in obs.items()}  # (B, n_obs_steps, ...)
+
+    @torch.inference_mode()
+    def run_diff():
+        diff.diffusion.generate_actions({**dobs, "observation.images": dobs["observation.images.front"][:, :, None]})
+
+    out[f"LeRobot Diffusion ({diffusion_steps} steps)"] = (timed(run_diff, repeat, warmup, device),
+                                                           sum(p.numel() for p in diff.parameters()))
+    return out
+
+
+def main() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    ap.add_argument("--modes", nargs="+", default=["policy_actions", "policy", "forward_dynamics"])
+    ap.add_argument("--steps", nargs="+", type=int, default=[1, 4, 10])
+    ap.add_argument("--chunk", type=int, default=16)
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--diffusion-steps", type=int, default=10)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    for name in args.presets:
+        for mode in args.modes:
+            for steps in args.steps:
+                (med, p95), params, size = ours(name, mode, steps, args.chunk, args.device, args.repeat, args.warmup)
+                rows.append((f"cosmos3 {name}", mode, str(steps), size, params, med, p95))
+    peers = lerobot_peers(64, args.chunk, args.device, args.repeat, args.warmup, args.diffusion_steps)
+    act_med = peers["LeRobot ACT"][0][0] if "LeRobot ACT" in peers else None
+    for label, ((med, p95), params) in peers.items():
+        rows.append((label, "actions", "-", 64, params, med, p95))
+    table = Table(title=f"Latency per action chunk (batch 1, chunk {args.chunk}, {args.device}, "
+                        f"{torch.get_num_threads()} threads)")
+    for col in ("model", "mode", "steps", "image", "params", "median ms", "p95 ms", "vs ACT"):
+        table.add_column(col, justify="right" if col not in ("model", "mode") else "left")
+    for model, mode, steps, size, params, med, p95 in rows:
+        ratio = f"{med / act_med:.2f}x" if act_med else "-"
+        table.add_row(model, mode, steps, f"{size}px", f"{params / 1e6:.2f}M", f"{med:.1f}", f"{p95:.1f}", ratio)
+    console = Console()
+    console.print(table)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    mem = f"peak RSS {rss:.0f} MiB"
+    if args.device.startswith("cuda"):
+        mem += f", peak CUDA {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
+    console.print(mem)
+    if not peers:
+        console.print("(lerobot not installed: no ACT / Diffusion Policy comparison)")
+
+
+if __name__ == "__main__":
+    main()
