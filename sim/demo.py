@@ -183,7 +183,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     # 2. training on a time budget
     t0 = time.perf_counter()
     run_dir = out / "run"
+    from cosmos3_robot.model import preset
+
     overrides = [f"data.0.root={data.resolve()}", f"model.preset={cfg.preset}",
+                 f"window.image_size={preset(cfg.preset).image_size}",  # the preset's own frame size
                  f"train.max_minutes={cfg.minutes}", f"train.batch_size={cfg.batch_size}"]
     _log(f"training preset {cfg.preset!r} for {cfg.minutes:g} min -> {run_dir}")
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -230,8 +230,10 @@ def test_ctrl_c_keeps_partial_results(monkeypatch):
 
 
 def test_unknown_policy_or_task_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="tasks"):
+    with pytest.raises(ValueError, match="unknown 'fly'"):
         EvalConfig(tasks=("fly",))
+    with pytest.raises(ValueError, match="at least one"):
+        EvalConfig(tasks=())
     with pytest.raises(ValueError, match="neither a checkpoint"):
         evaluate(str(tmp_path), EvalConfig(tasks=("reach",), episodes=1, workers=0))
 
@@ -255,7 +257,7 @@ def test_record_train_and_evaluate_a_checkpoint(tmp_path):
     assert len(eps[0]) >= 5  # a few held steps after success (training pads the end)
 
     out = tmp_path / "run"
-    hist = run(REPO_RECIPE, out, overrides=[f"data.0.root={data}", "model.preset=tiny", "train.steps=3",
+    hist = run(REPO_RECIPE, out, overrides=[f"data.0.root={data}", "model.preset=tiny", "window.image_size=32", "train.steps=3",
                                             "train.batch_size=2", "train.ckpt_every=3"], quiet=True)
     assert len(hist) >= 1 and np.isfinite(hist[-1]["loss"])
     res = evaluate(str(out), EvalConfig(tasks=("reach",), episodes=1, workers=0, videos=0,
@@ -355,3 +357,49 @@ def test_readme_sim_example_runs():
     exec(compile(code, "README.md", "exec"), ns)
     assert ns["obs"]["front"].shape == (128, 128, 3) and ns["info"]["instruction"].startswith("put the")
     ns["env"].close()
+
+
+def test_eval_and_sim_commands(tmp_path, capsys):
+    from cosmos3_robot.cli import main
+
+    assert main(["sim", "list"]) == 0
+    assert "cosmos3_robot/PickPlace-v0" in capsys.readouterr().out
+    out = tmp_path / "ev"
+    assert main(["eval", "--policy", "scripted", "--env", "reach", "push", "--episodes", "2", "--workers", "0",
+                 "--videos", "0", "--out", str(out), "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["overall"]["successes"] == 4 and set(res["tasks"]) == {"reach", "push"}
+    assert main(["eval", "--policy", "scripted", "--env", "fly", "--out", str(out)]) == 2
+    assert "unknown 'fly'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["Stack", "PickPlaceCan"])
+def test_robosuite_stack_and_pickplacecan_build_and_step(task):
+    pytest.importorskip("robosuite")
+    from cosmos3_robot.sim.robosuite_env import RobosuiteEnv
+
+    env = RobosuiteEnv(task, image_size=32, max_episode_steps=3)
+    obs, info = env.reset(seed=1)
+    assert obs["front"].shape == (32, 32, 3) and info["instruction"]
+    for _ in range(3):
+        obs, r, term, trunc, info = env.step(np.r_[obs["state"][:7], 1.0])
+    assert trunc and not info["success"] and np.isfinite(obs["state"]).all()
+    env.close()
+
+
+def test_demo_end_to_end_writes_the_report(tmp_path):
+    pytest.importorskip("lerobot")
+    from cosmos3_robot.sim.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(out=str(tmp_path / "demo"), tasks=("reach", "push"), demos_per_task=2, minutes=0.15,
+                     eval_episodes=1, preset="tiny", batch_size=4, workers=0)
+    summary = run_demo(cfg)
+    report = tmp_path / "demo" / "report"
+    for name in ("report.md", "success.png", "train_curve.png", "imagination.mp4", "imagination.png",
+                 "summary.json"):
+        assert (report / name).stat().st_size > 0, name
+    assert set(summary["eval"]) == {"cosmos3", "scripted", "random"}
+    assert summary["eval"]["scripted"]["overall"]["success_rate"] == 1.0
+    assert summary["train"]["steps"] >= 1 and np.isfinite(summary["imagination"]["psnr_model_db"])
+    text = (report / "report.md").read_text()
+    assert "95% CI (Wilson)" in text and "imagination.png" in text
