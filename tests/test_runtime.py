@@ -144,6 +144,9 @@ def test_server_round_trip_errors_keep_the_connection(served):
         assert client.metadata == {"embodiment": "sim_arm", "chunk": 8}
         reply = client.infer(_obs())
         assert reply["actions"].shape == (8, 8) and reply["actions"].dtype == np.float32
+        assert "timestamps" not in reply
+        timed = client.infer({**_obs(), "timestamp": 100.0})
+        assert np.allclose(timed["timestamps"], 100.0 + np.arange(1, 9) / 10)  # due times at 10 Hz
         assert reply["server_timing"]["infer_ms"] > 0 and reply["action_keys"] == ["state"]
         bad_cases = [({**_obs(), "observation/image": np.zeros((64, 64, 3), np.float32)}, "uint8"),
                      ({k: v for k, v in _obs().items() if k != "observation/state"}, "observation/state: missing"),
@@ -155,7 +158,7 @@ def test_server_round_trip_errors_keep_the_connection(served):
         client.ws.send("not binary")
         assert "binary" in client.ws.recv(timeout=10)
         assert client.infer(_obs())["actions"].shape == (8, 8)  # still connected and serving
-    assert server.errors == 5 and server.requests == 2
+    assert server.errors == 5 and server.requests == 3
 
 
 def test_server_limits_size_health_and_disconnects(served):

@@ -177,6 +177,12 @@ class Cosmos3Policy:
         """``(F, 3, H, W)`` in [-1, 1] -> ``(F, H, W, 3)`` uint8."""
         return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
+    def chunk_timestamps(self, obs_time: float, n: int | None = None) -> np.ndarray:
+        """When each of a chunk's targets is due (s): target ``k`` of a chunk computed from
+        the observation at ``obs_time`` is reached at ``obs_time + (k + 1) / fps`` (action
+        step 0 lies between the current frame and the next)."""
+        return float(obs_time) + (np.arange(n or self.chunk) + 1) / self.fps
+
     @torch.inference_mode()
     def infer(self, frames: Any, state: Mapping[str, Any], instruction: str, seed: int | None = None,
               prefix: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:

@@ -37,11 +37,14 @@ class ObservationKeys:
         image: key of the ``(H, W, 3)`` uint8 camera frame (or ``(n_context, H, W, 3)``).
         state: raw embodiment key -> request key of that state vector.
         prompt: key of the instruction string.
+        timestamp: optional key of the observation time (s); the reply then carries
+            ``timestamps`` ``(chunk,)``: when each target is due.
     """
 
     image: str = "observation/image"
     state: dict[str, str] = field(default_factory=lambda: {"state": "observation/state"})
     prompt: str = "prompt"
+    timestamp: str = "timestamp"
 
 
 def policy_infer_fn(policy: Any, keys: ObservationKeys = ObservationKeys()) -> InferFn:
@@ -62,7 +65,13 @@ def policy_infer_fn(policy: Any, keys: ObservationKeys = ObservationKeys()) -> I
         out = policy.infer(obs[keys.image], state, obs[keys.prompt])
         arrays = [np.asarray(v, dtype=np.float32) for v in out.values()]
         actions = arrays[0] if len(arrays) == 1 else np.concatenate([a.reshape(len(a), -1) for a in arrays], -1)
-        return {"actions": actions, "action_keys": list(out), "policy_timing": dict(policy.last_timing)}
+        reply = {"actions": actions, "action_keys": list(out), "policy_timing": dict(policy.last_timing)}
+        if keys.timestamp in obs:  # the observation's time (s) -> when each target is due
+            t = np.asarray(obs[keys.timestamp], dtype=np.float64)
+            if t.size != 1 or not np.isfinite(t).all():
+                raise ValueError(f"{keys.timestamp}: expected one finite time in seconds, got {t.tolist()}")
+            reply["timestamps"] = policy.chunk_timestamps(float(t), len(actions))
+        return reply
 
     return infer
 
