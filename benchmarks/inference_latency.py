@@ -139,7 +139,7 @@ def main() -> None:
     for model, mode, steps, size, params, med, p95 in rows:
         ratio = f"{med / act_med:.2f}x" if act_med else "-"
         table.add_row(model, mode, steps, f"{size}px", f"{params / 1e6:.2f}M", f"{med:.1f}", f"{p95:.1f}", ratio)
-    console = Console()
+    console = Console(width=max(Console().width, 120))
     console.print(table)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     mem = f"peak RSS {rss:.0f} MiB"
