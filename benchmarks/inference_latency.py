@@ -1,6 +1,7 @@
 """Latency per action chunk, ours and LeRobot's ACT / Diffusion Policy, in the same run.
 
-For each preset, mode (actions only, video + actions, forward dynamics) and number of
+For each preset, mode (actions only, the same with the instruction's prefix cached across
+requests as the policy runtime does, video + actions, forward dynamics) and number of
 denoising steps: median and p95 milliseconds per chunk for one observation (batch 1),
 after warm-up; then LeRobot's ACT and Diffusion Policy (random weights, no pretrained
 backbone, the same image size and chunk length) on the same observation, and the ratio of
@@ -55,6 +56,9 @@ def ours(preset_name: str, mode: str, steps: int, chunk: int, device: str, repea
     batch = WorldBatch(text=["put the red cube on the green pad"], embodiment=["sim_arm"], video=video,
                        n_context_frames=1, actions=actions, fps=10.0, control_hz=10.0)
     kw = {"steps": steps, "n_actions": chunk, "action_dim": 10}
+    if mode.endswith("+cache"):  # the instruction's AR prefix K/V reused across requests
+        mode = mode[: -len("+cache")]
+        kw["prefix_cache"] = {}
     if mode != "policy_actions":
         kw["n_future_frames"] = n_future
 
@@ -111,7 +115,9 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["tiny", "small"])
-    ap.add_argument("--modes", nargs="+", default=["policy_actions", "policy", "forward_dynamics"])
+    ap.add_argument("--modes", nargs="+", default=["policy_actions", "policy_actions+cache", "policy",
+                                                   "forward_dynamics"],
+                    help="generation modes; '+cache' reuses the instruction's AR prefix across requests")
     ap.add_argument("--steps", nargs="+", type=int, default=[1, 4, 10])
     ap.add_argument("--chunk", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=20)

@@ -436,3 +436,25 @@ def test_vlm_mode_learns_and_generates_text():
     assert float(loss) < first / 10
     m.eval()
     assert m.generate("vlm", WorldBatch(text=["pick", "push"]))["text"] == [" red", " blue"]
+
+
+def test_prefix_cache_across_requests_gives_the_same_samples():
+    torch.manual_seed(0)
+    m = Cosmos3(preset("tiny")).eval()
+    for p in m.parameters():  # non-degenerate heads
+        torch.nn.init.normal_(p, std=0.05)
+    b = WorldBatch(text=["reach the red target"], embodiment=["sim_arm"], video=torch.rand(1, 1, 3, 32, 32) * 2 - 1,
+                   n_context_frames=1, fps=10.0, control_hz=10.0)
+    kw = {"steps": 3, "n_actions": 8, "action_dim": 10, "seed": 4}
+    cache: dict = {}
+    with torch.inference_mode():
+        plain = m.generate("policy_actions", b, **kw)["actions"]
+        first = m.generate("policy_actions", b, prefix_cache=cache, **kw)["actions"]
+        again = m.generate("policy_actions", b, prefix_cache=cache, **kw)["actions"]
+        guided = m.generate("policy_actions", b, prefix_cache=cache, guidance=2.0, **kw)["actions"]
+        other = m.generate("policy_actions", WorldBatch(**{**b.__dict__, "text": ["reach the blue target"]}),
+                           prefix_cache=cache, **kw)["actions"]
+    assert torch.equal(plain, first) and torch.equal(first, again)
+    assert len(cache) == 3  # one entry per distinct (text, guidance) prefix
+    assert torch.allclose(guided, m.generate("policy_actions", b, guidance=2.0, **kw)["actions"])
+    assert not torch.allclose(other, plain)

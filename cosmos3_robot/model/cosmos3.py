@@ -411,7 +411,8 @@ class Cosmos3(nn.Module):
                  sampler: Literal["euler", "heun"] = "euler", guidance: float = 1.0,
                  shift: float | None = None, seed: int = 0, n_actions: int | None = None,
                  action_dim: int | None = None, n_future_frames: int | None = None,
-                 cache_clean: bool = True, action_prefix: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                 cache_clean: bool = True, action_prefix: torch.Tensor | None = None,
+                 prefix_cache: dict | None = None) -> dict[str, torch.Tensor]:
         """Sample the mode's noisy streams given its clean ones.
 
         The AR prefix is computed once (twice with guidance: with and without text); with
@@ -426,6 +427,11 @@ class Cosmos3(nn.Module):
         the exact one towards it, so the sampled chunk starts with exactly these actions)
         and the rest are sampled consistently with them, e.g. the not-yet-executed tail of
         the previous chunk when replanning.
+
+        ``prefix_cache``: a dict the caller keeps across calls (e.g. one per episode); the AR
+        prefix K/V of a text (without AR images) is computed once and reused while the
+        instruction stays the same. The caller owns its lifetime: clear it when the weights
+        change.
         """
         mode = get_mode(mode)
         if not mode.noisy:
@@ -485,8 +491,16 @@ class Cosmos3(nn.Module):
         use_cfg = guidance != 1.0
         if use_cfg:
             text = text + [""] * B
-        _, prefix, _ = self.encode_prefix(text, None if batch.ar_images is None else
-                                          (torch.cat([batch.ar_images] * 2) if use_cfg else batch.ar_images))
+        key = (tuple(text), str(self.device)) if prefix_cache is not None and batch.ar_images is None else None
+        if key is not None and key in prefix_cache:
+            prefix = prefix_cache[key]
+        else:
+            _, prefix, _ = self.encode_prefix(text, None if batch.ar_images is None else
+                                              (torch.cat([batch.ar_images] * 2) if use_cfg else batch.ar_images))
+            if key is not None:
+                if len(prefix_cache) >= 64:  # a bounded cache: drop the oldest instruction
+                    prefix_cache.pop(next(iter(prefix_cache)))
+                prefix_cache[key] = prefix
         nb = 2 if use_cfg else 1
 
         def rep(x: torch.Tensor | None) -> torch.Tensor | None:

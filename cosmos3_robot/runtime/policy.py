@@ -82,6 +82,7 @@ class Cosmos3Policy:
         self.image_size = int(self.window.get("image_size", model.config.image_size))
         self.fps = float(self.window.get("fps") or self.embodiment.fps)
         self.last_timing: dict[str, float] = {}
+        self.prefix_cache: dict = {}  # AR prefix K/V per instruction (the weights are fixed here)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], config: InferenceConfig = InferenceConfig(),
@@ -215,7 +216,7 @@ class Cosmos3Policy:
         out = self.model.generate(mode, self._batch(video, instruction), steps=c.steps, sampler=c.sampler,
                                   guidance=c.guidance, seed=c.seed if seed is None else seed, n_actions=self.chunk,
                                   action_dim=self.embodiment.width, action_prefix=action_prefix,
-                                  n_future_frames=n_future_frames)
+                                  n_future_frames=n_future_frames, prefix_cache=self.prefix_cache)
         t2 = time.perf_counter()
         result = self._decode_actions(out["actions"][0], start)
         t3 = time.perf_counter()
