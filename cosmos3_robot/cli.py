@@ -161,18 +161,13 @@ def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--robot-type", help="robot_type recorded in the dataset metadata")
 
 
-def _tasks_from(names: Sequence[str]) -> tuple[str, ...]:
-    from cosmos3_robot.sim.envs import expand
-
-    return expand(names)
-
-
 def _cmd_sim(args: argparse.Namespace) -> int:
     if args.sim_command == "record":
+        from cosmos3_robot.sim.envs import expand
         from cosmos3_robot.sim.record import record
 
         try:
-            stats = record(_tasks_from(args.tasks), args.episodes, args.out, repo_id=args.repo_id, seed=args.seed,
+            stats = record(expand(args.tasks), args.episodes, args.out, repo_id=args.repo_id, seed=args.seed,
                            use_videos=not args.images, image_size=args.image_size, noise=args.noise,
                            hold_steps=args.hold_steps)
         except (ValueError, FileExistsError) as exc:
@@ -207,11 +202,12 @@ def _sim_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from cosmos3_robot.sim.envs import expand
     from cosmos3_robot.sim.evaluate import EvalConfig, evaluate
     from cosmos3_robot.sim.report import write_report
 
     try:
-        cfg = EvalConfig(tasks=_tasks_from(args.env), episodes=args.episodes, seed=args.seed, replan=args.replan,
+        cfg = EvalConfig(tasks=expand(args.env), episodes=args.episodes, seed=args.seed, replan=args.replan,
                          workers=args.workers, image_size=args.image_size, videos=args.videos,
                          max_steps=args.max_steps, policy_kwargs={"steps": args.steps, "guidance": args.guidance,
                                                                   "device": args.device},

@@ -16,6 +16,7 @@ GL_BACKEND = select_gl()
 
 ENV_IDS = {"reach": "cosmos3_robot/Reach-v0", "push": "cosmos3_robot/Push-v0",
            "pick_place": "cosmos3_robot/PickPlace-v0", "stack": "cosmos3_robot/Stack-v0"}
+BUILTIN_TASKS = tuple(ENV_IDS)
 _CLASSES = {"reach": "ReachEnv", "push": "PushEnv", "pick_place": "PickPlaceEnv", "stack": "StackEnv"}
 
 

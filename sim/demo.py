@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from cosmos3_robot.sim import BUILTIN_TASKS
+
 REPO_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "sim" / "builtin_tasks.yaml"
-TASK_NAMES = ("reach", "push", "pick_place", "stack")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class DemoConfig:
     """
 
     out: str = "runs/demo"
-    tasks: tuple[str, ...] = TASK_NAMES
+    tasks: tuple[str, ...] = BUILTIN_TASKS
     demos_per_task: int = 40
     minutes: float = 15.0
     eval_episodes: int = 20
@@ -114,13 +115,18 @@ def imagination(run_dir: Path, out_dir: Path, task: str = "pick_place", seed: in
     from cosmos3_robot.data.windows import WindowDataset, WindowSpec, collate
     from cosmos3_robot.runtime import Cosmos3Policy, InferenceConfig
     from cosmos3_robot.sim.record import expert_episode
+    from cosmos3_robot.sim.tasks import TASKS
 
     pol = Cosmos3Policy.from_checkpoint(run_dir, InferenceConfig(steps=steps))
     w = pol.window
     spec = WindowSpec(embodiment=w["embodiment"], camera=w["camera"], fps=w.get("fps"), n_context=1,
                       n_future=int(w.get("n_future") or 4), chunk=int(w["chunk"]), image_size=int(w["image_size"]),
                       stride=int(w.get("n_future") or 4))
-    ep, _ = expert_episode(task, seed, image_size=int(w["image_size"]), cameras=(w["camera"],), hold_steps=spec.chunk)
+    env = TASKS[task](image_size=int(w["image_size"]), cameras=(w["camera"],))
+    try:
+        ep, _ = expert_episode(env, seed, hold_steps=spec.chunk)
+    finally:
+        env.close()
     ds = WindowDataset([ep], spec, normalizer=pol.normalizer)
 
     def to_u8(x: torch.Tensor) -> np.ndarray:
@@ -153,7 +159,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the whole loop; returns the report summary (also in ``report/summary.json``)."""
     from cosmos3_robot.sim.evaluate import EvalConfig, evaluate
     from cosmos3_robot.sim.record import record
-    from cosmos3_robot.sim.report import markdown_table, plot_success, print_table
+    from cosmos3_robot.sim.report import markdown_table, plot_success, write_report
     from cosmos3_robot.train.recipe import run as train_run
 
     out = Path(cfg.out)
@@ -202,10 +208,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                           replan=cfg.replan, videos=videos, image_size=64, policy_kwargs={"steps": cfg.steps})
         _log(f"evaluating {name}: {cfg.eval_episodes} episodes x {len(cfg.tasks)} tasks")
         res = evaluate(spec, ecfg, out / "eval" / name)
-        summaries[name] = res.summary()
-        (out / "eval" / name).mkdir(parents=True, exist_ok=True)
-        (out / "eval" / name / "results.json").write_text(json.dumps(summaries[name], indent=1))
-        print_table(summaries[name], title=f"{name} policy")
+        summaries[name] = write_report(res, out / "eval" / name, title=f"{name} policy")
         if res.interrupted:
             break
     times["eval_s"] = time.perf_counter() - t0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-BUILTIN = ("reach", "push", "pick_place", "stack")
+from cosmos3_robot.sim import BUILTIN_TASKS as BUILTIN
 ROBOSUITE = ("Lift", "Stack", "PickPlaceCan")
 
 

@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cosmos3_robot.sim import BUILTIN_TASKS
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -37,7 +39,7 @@ class EvalConfig:
         libero_assets: LIBERO's assets folder (LIBERO envs only).
     """
 
-    tasks: tuple[str, ...] = ("reach", "push", "pick_place", "stack")
+    tasks: tuple[str, ...] = BUILTIN_TASKS
     episodes: int = 20
     seed: int = 100_000
     replan: int = 8
@@ -140,14 +142,17 @@ def run_episode(env, policy, task: str, index: int, seed: int, replan: int,
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(policy_spec: str, cfg: EvalConfig, threads: int) -> None:
+def _init_worker(policy_spec: str, cfg: EvalConfig, threads: int, policy: Any = None) -> None:
+    """Per-process state; ``policy`` (already built, serial runs) is used as it is."""
     import torch
 
     from cosmos3_robot.sim.policies import make_policy
 
     torch.set_num_threads(threads)
     _WORKER.clear()
-    _WORKER.update(cfg=cfg, env=None, task=None, policy=None, error=None)
+    _WORKER.update(cfg=cfg, env=None, task=None, policy=policy, error=None)
+    if policy is not None:
+        return
     try:  # an exception here would make the pool respawn workers forever; report it per job instead
         _WORKER["policy"] = make_policy(policy_spec, **cfg.policy_kwargs)
     except Exception as exc:  # noqa: BLE001
@@ -206,10 +211,11 @@ def evaluate(policy_spec: str, cfg: EvalConfig, out_dir: str | os.PathLike[str] 
              progress: Callable[[EpisodeResult], None] | None = None) -> EvalRun:
     """Run ``cfg.episodes`` episodes of each task with the policy ``policy_spec``.
 
-    The policy is built once here first, so a bad spec fails at once with its own error."""
+    The policy is built here first, so a bad spec fails at once with its own error; a
+    serial run uses that one, worker processes build their own."""
     from cosmos3_robot.sim.policies import make_policy
 
-    make_policy(policy_spec, **cfg.policy_kwargs)
+    policy = make_policy(policy_spec, **cfg.policy_kwargs)
     out = Path(out_dir) if out_dir is not None else None
     jobs = []
     for task in cfg.tasks:
@@ -223,12 +229,13 @@ def evaluate(policy_spec: str, cfg: EvalConfig, out_dir: str | os.PathLike[str] 
     threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
     try:
         if workers <= 1:
-            _init_worker(policy_spec, cfg, threads)
+            _init_worker(policy_spec, cfg, threads, policy)
             for job in jobs:
                 results.append(_run_job(job))
                 if progress:
                     progress(results[-1])
         else:
+            del policy  # workers build their own
             ctx = mp.get_context("spawn")  # fresh interpreters: no forked GL or torch thread state
             with ctx.Pool(workers, initializer=_init_worker, initargs=(policy_spec, cfg, threads)) as pool:
                 try:

@@ -82,7 +82,6 @@ class CheckpointPolicy:
         # command-only layouts (LIBERO's deltas) need none. The output key is the one raw key.
         self.needs_state = bool(self.policy.embodiment.codec.state_blocks)
         self.seed, self.calls = 0, 0
-        self.infer_ms: list[float] = []
 
     def reset(self, env, seed):
         if self.camera not in env.unwrapped.cameras:
@@ -93,7 +92,6 @@ class CheckpointPolicy:
         out = self.policy.infer(obs[self.camera], {"state": obs["state"]} if self.needs_state else {}, instruction,
                                 seed=self.seed * 1009 + self.calls)
         self.calls += 1
-        self.infer_ms.append(self.policy.last_timing["total_ms"])
         if len(out) != 1:
             raise ValueError(f"policy output has keys {sorted(out)}; an env takes one action array")
         return next(iter(out.values())).astype(np.float32)

@@ -38,55 +38,57 @@ class RecordStats:
         return self.kept.get(task, 0) / n if n else float("nan")
 
 
-def expert_episode(task: str, seed: int, image_size: int = 64, cameras: Sequence[str] = ("front", "wrist"),
-                   noise: float = 0.0, hold_steps: int = 4) -> tuple[Episode, bool]:
-    """Roll the scripted expert once; returns the episode and whether it succeeded."""
-    env = TASKS[task](image_size=image_size, cameras=tuple(cameras))
-    try:
-        obs, info = env.reset(seed=seed)
-        expert = expert_for(task, noise=noise, seed=seed)
-        expert.reset(env)
-        frames: dict[str, list[np.ndarray]] = {c: [] for c in cameras}
-        states, actions = [], []
-        success_at = None
-        for t in range(env.horizon + hold_steps):
-            action = expert.act(obs)
-            for c in cameras:
-                frames[c].append(obs[c])
-            states.append(obs["state"])
-            actions.append(action)
-            obs, _, terminated, truncated, info = env.step(action)
-            if terminated and success_at is None:
-                success_at = t
-            if success_at is not None and t - success_at >= hold_steps:
-                break
-            if truncated and success_at is None:
-                break
-        T = len(states)
-        ep = Episode(name=f"sim:{task}:seed{seed}", timestamps=np.arange(T) / CONTROL_HZ,
-                     frames={c: np.stack(v) for c, v in frames.items()},
-                     state={"state": np.stack(states).astype(np.float32)},
-                     commands={"action": np.stack(actions).astype(np.float32)}, text=env.instruction)
-        return ep.validate(), success_at is not None
-    finally:
-        env.close()
+def expert_episode(env, seed: int, noise: float = 0.0, hold_steps: int = 4) -> tuple[Episode, bool]:
+    """Roll the scripted expert once in ``env`` (a built-in task; its cameras are recorded);
+    returns the episode and whether it succeeded."""
+    task, cameras = env.task, env.cameras
+    obs, info = env.reset(seed=seed)
+    expert = expert_for(task, noise=noise, seed=seed)
+    expert.reset(env)
+    frames: dict[str, list[np.ndarray]] = {c: [] for c in cameras}
+    states, actions = [], []
+    success_at = None
+    for t in range(env.horizon + hold_steps):
+        action = expert.act(obs)
+        for c in cameras:
+            frames[c].append(obs[c])
+        states.append(obs["state"])
+        actions.append(action)
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated and success_at is None:
+            success_at = t
+        if success_at is not None and t - success_at >= hold_steps:
+            break
+        if truncated and success_at is None:
+            break
+    T = len(states)
+    ep = Episode(name=f"sim:{task}:seed{seed}", timestamps=np.arange(T) / CONTROL_HZ,
+                 frames={c: np.stack(v) for c, v in frames.items()},
+                 state={"state": np.stack(states).astype(np.float32)},
+                 commands={"action": np.stack(actions).astype(np.float32)}, text=env.instruction)
+    return ep.validate(), success_at is not None
 
 
 def expert_episodes(tasks: Sequence[str], episodes_per_task: int, stats: RecordStats, seed: int = 0,
-                    **kwargs) -> Iterator[Episode]:
-    """Successful expert episodes, tasks interleaved; failures counted in ``stats``."""
+                    image_size: int = 64, cameras: Sequence[str] = ("front", "wrist"), **kwargs) -> Iterator[Episode]:
+    """Successful expert episodes, task by task (one env per task, built once); failures
+    counted in ``stats``. Episode ``i`` of the ``k``-th task uses seed ``seed + 1000 k + i``."""
     for task in tasks:
         if task not in TASKS:
             raise ValueError(f"task: unknown {task!r}; tasks: {sorted(TASKS)}")
-    for i in range(episodes_per_task):
-        for k, task in enumerate(tasks):
-            ep, ok = expert_episode(task, seed=seed + 1000 * k + i, **kwargs)
-            if ok:
-                stats.kept[task] = stats.kept.get(task, 0) + 1
-                stats.frames += len(ep)
-                yield ep
-            else:
-                stats.failed[task] = stats.failed.get(task, 0) + 1
+    for k, task in enumerate(tasks):
+        env = TASKS[task](image_size=image_size, cameras=tuple(cameras))
+        try:
+            for i in range(episodes_per_task):
+                ep, ok = expert_episode(env, seed=seed + 1000 * k + i, **kwargs)
+                if ok:
+                    stats.kept[task] = stats.kept.get(task, 0) + 1
+                    stats.frames += len(ep)
+                    yield ep
+                else:
+                    stats.failed[task] = stats.failed.get(task, 0) + 1
+        finally:
+            env.close()
 
 
 def record(tasks: Sequence[str], episodes_per_task: int, root: str | os.PathLike[str],

@@ -75,7 +75,7 @@ def plot_success(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def write_report(run: EvalRun, out_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
+def write_report(run: EvalRun, out_dir: str | Path, quiet: bool = False, title: str | None = None) -> dict[str, Any]:
     """``results.json`` + ``success.png`` in ``out_dir``; prints the table unless ``quiet``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,5 +85,5 @@ def write_report(run: EvalRun, out_dir: str | Path, quiet: bool = False) -> dict
     tmp.replace(out / "results.json")
     plot_success({run.policy: summary}, out / "success.png")
     if not quiet:
-        print_table(summary)
+        print_table(summary, title)
     return summary

@@ -289,3 +289,15 @@ def test_policy_modes_video_forward_and_inverse_dynamics(policy):
         policy.imagine(img, state, {"state": acts["state"][:3]}, "reach", n_future_frames=2)
     with pytest.raises(ValueError, match="future"):
         policy.label(img, video.astype(np.float32), state)
+
+
+def test_pose_state_is_padded_with_the_last_gripper_command(policy):
+    from cosmos3_robot.runtime.node_core import NodeConfig, PolicyNodeCore
+
+    core = PolicyNodeCore(lambda *a: None, NodeConfig())
+    v = core.pose_state([0.5, 0.0, 0.6], [1.0, 0.0, 0.0, 0.0], width=8)
+    assert np.array_equal(v, [0.5, 0.0, 0.6, 1.0, 0.0, 0.0, 0.0, 0.0])  # nothing sent yet: open
+    core.safety.filter(np.r_[v[:7], 0.8][None])
+    assert core.pose_state([0, 0, 0], [1, 0, 0, 0], width=8)[-1] == pytest.approx(0.8)
+    assert len(core.pose_state([0, 0, 0], [1, 0, 0, 0])) == 7
+    core.close()

@@ -119,7 +119,13 @@ def test_targets_are_clipped_to_the_workspace_and_step_limit():
 
 
 def test_gl_backend_choice(monkeypatch):
-    assert sim.GL_BACKEND in ("osmesa", "egl", "glfw") or os.environ.get("MUJOCO_GL")
+    import ctypes.util
+
+    assert sim.GL_BACKEND == os.environ.get("MUJOCO_GL")  # chosen (or kept) before MuJoCo loaded
+    if ctypes.util.find_library("OSMesa"):
+        assert "osmesa" in render.candidate_backends()
+    monkeypatch.delenv("MUJOCO_GL")
+    assert render.select_gl() is None  # MuJoCo is already imported: too late to choose, say so
     monkeypatch.setenv("MUJOCO_GL", "egl")
     assert render.select_gl() == "egl"  # a user's choice is kept
     err = render.renderer_error(RuntimeError("boom"))

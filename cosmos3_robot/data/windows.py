@@ -71,7 +71,7 @@ def _hold_end(ep: Episode, n: int) -> Episode:
     return out
 
 
-def _frames_to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
+def frames_to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
     """``(F, H, W, 3)`` uint8 -> ``(F, 3, size, size)`` float32 in [-1, 1]."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
     if x.shape[-2:] != (size, size):
@@ -162,7 +162,7 @@ class WindowDataset(Dataset):
         if self.normalizer is not None:
             actions = self.normalizer.normalize(actions)
         return {
-            "video": _frames_to_tensor(frames, s.image_size),
+            "video": frames_to_tensor(frames, s.image_size),
             "n_context_frames": s.n_context,
             "actions": torch.as_tensor(actions, dtype=torch.float32),
             "text": ep.text,

@@ -93,13 +93,7 @@ class DDSPolicyNode:
         if self.topics.state_type == "joint_state":
             return np.asarray(msg.position, dtype=np.float64)
         p, q = msg.pose.position, msg.pose.orientation
-        v = np.array([p.x, p.y, p.z, q.w, q.x, q.y, q.z], dtype=np.float64)
-        want = self.topics.state_dim
-        if want is not None and want > len(v):  # e.g. sim_arm: + gripper = the last commanded one
-            last = self.core.safety.last_command
-            g = float(last[-1]) if last is not None else 0.0
-            v = np.r_[v, np.full(want - len(v), g)]
-        return v
+        return self.core.pose_state([p.x, p.y, p.z], [q.w, q.x, q.y, q.z], self.topics.state_dim)
 
     def poll(self) -> None:
         """Take every sample waiting on the input topics and hand it to the core."""
@@ -111,7 +105,7 @@ class DDSPolicyNode:
                     else:
                         img = decode_image(bytes(msg.data), msg.height, msg.width, msg.encoding)
                 except ValueError as exc:
-                    self.core._reject("bad_image", f"{cam}: {exc}")
+                    self.core.reject("bad_image", f"{cam}: {exc}")
                     continue
                 self.core.on_image(cam, _stamp(msg.header), img)
         for msg in self.state_reader.take(N=16):

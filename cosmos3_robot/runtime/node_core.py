@@ -120,7 +120,8 @@ class PolicyNodeCore:
         self._lock = threading.Lock()
 
     # ---- inputs (any thread) --------------------------------------------------------
-    def _reject(self, reason: str, detail: str) -> None:
+    def reject(self, reason: str, detail: str) -> None:
+        """Count an input problem under ``reason`` (the transports call it for undecodable messages)."""
         with self._lock:
             self.counts[reason] += 1
             self.last_problem = f"{reason}: {detail}"
@@ -128,14 +129,14 @@ class PolicyNodeCore:
     def on_image(self, camera: str, stamp: float, image: np.ndarray) -> bool:
         c = self.config
         if camera not in c.cameras:
-            self._reject("unknown_camera", f"{camera!r} not in {list(c.cameras)}")
+            self.reject("unknown_camera", f"{camera!r} not in {list(c.cameras)}")
             return False
         img = np.asarray(image)
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[-1] != 3:
-            self._reject("bad_image", f"{camera}: expected (H, W, 3) uint8, got {img.shape} {img.dtype}")
+            self.reject("bad_image", f"{camera}: expected (H, W, 3) uint8, got {img.shape} {img.dtype}")
             return False
         if c.image_size is not None and tuple(img.shape[:2]) != tuple(c.image_size):
-            self._reject("bad_image", f"{camera}: size {img.shape[1]}x{img.shape[0]}, expected "
+            self.reject("bad_image", f"{camera}: size {img.shape[1]}x{img.shape[0]}, expected "
                                       f"{c.image_size[1]}x{c.image_size[0]}")
             return False
         with self._lock:
@@ -146,11 +147,20 @@ class PolicyNodeCore:
         vals = {k: np.asarray(v, dtype=np.float64) for k, v in state.items()}
         bad = [k for k, v in vals.items() if not np.all(np.isfinite(v))]
         if bad:
-            self._reject("bad_state", f"non-finite values in {bad}")
+            self.reject("bad_state", f"non-finite values in {bad}")
             return False
         with self._lock:
             self.state = Stamped(float(stamp), self.clock(), vals)
         return True
+
+    def pose_state(self, xyz: Any, quat_wxyz: Any, width: int | None = None) -> np.ndarray:
+        """A pose state message -> the raw state vector ``[x y z, qw qx qy qz]``, padded up to
+        ``width`` with the gripper of the last command sent (0 before any)."""
+        v = np.r_[np.asarray(xyz, dtype=np.float64), np.asarray(quat_wxyz, dtype=np.float64)]
+        if width is not None and width > len(v):
+            last = self.safety.last_command
+            v = np.r_[v, np.full(width - len(v), float(last[-1]) if last is not None else 0.0)]
+        return v
 
     def on_instruction(self, text: str) -> None:
         with self._lock:
@@ -190,7 +200,7 @@ class PolicyNodeCore:
             if chunk.ndim != 2 or not np.all(np.isfinite(chunk)):
                 raise ValueError(f"policy returned {chunk.shape} with non-finite values")
         except Exception as exc:  # noqa: BLE001  (a failing policy must not stop the loop)
-            self._reject("policy_error", f"{type(exc).__name__}: {exc}")
+            self.reject("policy_error", f"{type(exc).__name__}: {exc}")
             return
         self.scheduler.record_latency(now - self._t_request)
         self.scheduler.add_chunk(s_obs, chunk)
@@ -204,7 +214,7 @@ class PolicyNodeCore:
         self._collect(now)
         inputs = self._fresh_inputs(now)
         if isinstance(inputs, str):
-            self._reject(inputs, f"at step {step}")
+            self.reject(inputs, f"at step {step}")
         elif self.scheduler.should_request(step) and self._future is None:
             state, frames = inputs
             prefix = self.scheduler.pending(step) if self.config.blend == "inpaint" else None
@@ -238,9 +248,8 @@ def policy_infer(policy: Any, state_key: str = "state") -> Callable[..., np.ndar
     ``infer``: first camera's frame, the raw state, the instruction, the pending prefix."""
 
     def infer(frames: list[np.ndarray], state: Mapping[str, Any], text: str, prefix: np.ndarray | None):
-        pre = {state_key: prefix[: policy.chunk]} if prefix is not None and len(prefix) else None
-        if pre is not None and len(pre[state_key]) >= policy.chunk:
-            pre = {state_key: prefix[: policy.chunk - 1]}
+        # pin at most chunk - 1 pending commands, so the new chunk always adds something
+        pre = {state_key: prefix[: policy.chunk - 1]} if prefix is not None and len(prefix) else None
         out = policy.infer(frames[0], state, text, prefix=pre)
         return np.asarray(out[state_key])
 

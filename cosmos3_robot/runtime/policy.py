@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from cosmos3_robot import embodiments
-from cosmos3_robot.data.windows import _frames_to_tensor
+from cosmos3_robot.data.windows import frames_to_tensor
 from cosmos3_robot.model.checkpoint import load_model
 from cosmos3_robot.model.cosmos3 import Cosmos3, WorldBatch
 from cosmos3_robot.normalize import QuantileNormalizer
@@ -119,7 +119,7 @@ class Cosmos3Policy:
             raise ValueError(f"frames: expected uint8 pixels 0..255, got {x.dtype}")
         if min(x.shape[1:3]) < 16:
             raise ValueError(f"frames: images of {x.shape[1]}x{x.shape[2]} px are too small (>= 16 px)")
-        return _frames_to_tensor(x, self.image_size)
+        return frames_to_tensor(x, self.image_size)
 
     def _start(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
         if not self.embodiment.codec.state_blocks:  # command-only layouts decode without a state
@@ -136,8 +136,9 @@ class Cosmos3Policy:
         except (KeyError, ValueError) as exc:
             raise ValueError(f"state: does not fit embodiment {self.embodiment.name!r} ({exc})") from None
 
-    def _encode_prefix(self, state: Mapping[str, Any], prefix: Mapping[str, Any]) -> np.ndarray:
-        """Raw targets ``(k, ...)`` -> normalised pseudo-actions ``(k, D)`` from the current state."""
+    def _encode_targets(self, state: Mapping[str, Any], prefix: Mapping[str, Any]) -> np.ndarray:
+        """Raw targets ``(k, ...)`` (a pinned prefix, or a chunk to imagine) -> normalised
+        pseudo-actions ``(k, D)`` from the current state."""
         raw = {}
         for key, v in prefix.items():
             a = np.asarray(v, dtype=np.float64)
@@ -209,7 +210,7 @@ class Cosmos3Policy:
         start = self._start(state)
         action_prefix = None
         if prefix is not None:
-            action_prefix = torch.as_tensor(self._encode_prefix(state, prefix), dtype=torch.float32)[None]
+            action_prefix = torch.as_tensor(self._encode_targets(state, prefix), dtype=torch.float32)[None]
         t1 = time.perf_counter()
         c = self.config
         mode = "policy_actions" if n_future_frames is None else "policy"
@@ -231,7 +232,7 @@ class Cosmos3Policy:
         ``(F, S, S, 3)`` uint8 if the robot executed ``actions`` (raw keys -> ``(chunk, ...)``
         targets from the current ``state``)."""
         video = self._frames(frames)[None].to(self.model.device)
-        x = torch.as_tensor(self._encode_prefix(state, actions), dtype=torch.float32)[None]
+        x = torch.as_tensor(self._encode_targets(state, actions), dtype=torch.float32)[None]
         if x.shape[1] != self.chunk:
             raise ValueError(f"actions: expected {self.chunk} steps (the model's chunk), got {x.shape[1]}")
         c = self.config
@@ -249,7 +250,7 @@ class Cosmos3Policy:
         fut = np.asarray(future)
         if fut.ndim != 4 or fut.shape[-1] != 3 or fut.dtype != np.uint8:
             raise ValueError(f"future: expected (F, H, W, 3) uint8 frames, got {fut.shape} {fut.dtype}")
-        video = torch.cat([ctx, _frames_to_tensor(fut, self.image_size)])[None].to(self.model.device)
+        video = torch.cat([ctx, frames_to_tensor(fut, self.image_size)])[None].to(self.model.device)
         c = self.config
         out = self.model.generate("inverse_dynamics", self._batch(video, instruction), steps=c.steps,
                                   sampler=c.sampler, seed=c.seed if seed is None else seed, n_actions=self.chunk,

@@ -74,7 +74,7 @@ class PolicyNode(Node):
             img = decode_compressed(bytes(msg.data), msg.format) if self.topics.compressed else \
                 decode_image(bytes(msg.data), msg.height, msg.width, msg.encoding)
         except ValueError as exc:
-            self.core._reject("bad_image", f"{cam}: {exc}")
+            self.core.reject("bad_image", f"{cam}: {exc}")
             return
         self.core.on_image(cam, _stamp(msg), img)
 
@@ -83,10 +83,7 @@ class PolicyNode(Node):
             v = np.asarray(msg.position, dtype=np.float64)
         else:
             p, q = msg.pose.position, msg.pose.orientation
-            v = np.array([p.x, p.y, p.z, q.w, q.x, q.y, q.z])
-            if self.topics.state_dim and self.topics.state_dim > len(v):
-                last = self.core.safety.last_command
-                v = np.r_[v, np.full(self.topics.state_dim - len(v), float(last[-1]) if last is not None else 0.0)]
+            v = self.core.pose_state([p.x, p.y, p.z], [q.w, q.x, q.y, q.z], self.topics.state_dim)
         self.core.on_state(_stamp(msg), {self.topics.state_key: v})
 
     def _tick(self):
