@@ -56,6 +56,7 @@ class Layout:
     pads: tuple[tuple[float, float], ...] = ()
     targets: tuple[tuple[float, float], ...] = ()
     colors: dict[str, str] | None = None  # object name -> colour name
+    goal: dict[str, str] | None = None  # role in the instruction -> object name ("cube": "cube1")
     hand: tuple[float, float, float] = (0.45, 0.0, TABLE_Z + 0.2)
 
 
@@ -143,10 +144,6 @@ class TableTopEnv(gym.Env):
     def released(self) -> bool:
         """Fingers (nearly) fully open: nothing is held, whatever a cube's yaw."""
         return self.finger_opening() > FINGER_OPEN - 0.005
-
-    def object_named(self, kind: str, color: str) -> str:
-        assert self.layout.colors is not None
-        return next(k for k, v in self.layout.colors.items() if v == color and k.startswith(kind))
 
     # ---- gymnasium API ---------------------------------------------------------------
     def _apply_layout(self, lay: Layout, rng: np.random.Generator) -> None:
@@ -275,14 +272,14 @@ class ReachEnv(TableTopEnv):
 
     def sample_layout(self, rng):
         pts = _spread(rng, 2, REGION_LOW, REGION_HIGH, 0.12)
-        c0, c1 = _two_colors(rng)
-        goal = c0 if rng.random() < 0.5 else c1
-        lay = Layout(targets=tuple(map(tuple, pts)), colors={"target0": c0, "target1": c1}, hand=_hand_start(rng))
-        return lay, f"reach the {goal} target"
+        c = _two_colors(rng)
+        g = int(rng.random() >= 0.5)
+        lay = Layout(targets=tuple(map(tuple, pts)), colors={"target0": c[0], "target1": c[1]},
+                     goal={"target": f"target{g}"}, hand=_hand_start(rng))
+        return lay, f"reach the {c[g]} target"
 
     def goal_pos(self) -> np.ndarray:
-        goal = self.instruction.split()[2]
-        return self.body_pos(self.object_named("target", goal))
+        return self.body_pos(self.layout.goal["target"])
 
     def is_success(self):
         return bool(np.linalg.norm(self.tcp_pos() - self.goal_pos()) < self.tolerance)
@@ -300,16 +297,17 @@ class PushEnv(TableTopEnv):
         off = rng.uniform(0.13, 0.15)
         zones = [cube + [off, rng.uniform(-0.02, 0.02)], cube - [off, rng.uniform(-0.02, 0.02)]]
         order = rng.permutation(2)
-        c0, c1 = _two_colors(rng)
-        goal = c0 if rng.random() < 0.5 else c1
-        cube_color = "red" if "red" not in (c0, c1) else ("blue" if "blue" not in (c0, c1) else "green")
+        c = _two_colors(rng)
+        g = int(rng.random() >= 0.5)
+        cube_color = "red" if "red" not in c else ("blue" if "blue" not in c else "green")
         lay = Layout(cubes=(tuple(cube),), cube_yaw=(float(rng.uniform(-0.2, 0.2)),),
                      pads=(tuple(zones[order[0]]), tuple(zones[order[1]])),
-                     colors={"cube0": cube_color, "pad0": c0, "pad1": c1}, hand=_hand_start(rng))
-        return lay, f"push the cube to the {goal} zone"
+                     colors={"cube0": cube_color, "pad0": c[0], "pad1": c[1]}, goal={"zone": f"pad{g}"},
+                     hand=_hand_start(rng))
+        return lay, f"push the cube to the {c[g]} zone"
 
     def goal_pos(self) -> np.ndarray:
-        return self.body_pos(self.object_named("pad", self.instruction.split()[-2]))
+        return self.body_pos(self.layout.goal["zone"])
 
     def is_success(self):
         d = np.abs(self.body_pos("cube0")[:2] - self.goal_pos()[:2])
@@ -328,15 +326,16 @@ class PickPlaceEnv(TableTopEnv):
         cubes = _spread(rng, 2, REGION_LOW, REGION_HIGH, 0.1, avoid=pads)
         cc = _two_colors(rng)
         pc = _two_colors(rng)
-        cube, pad = cc[int(rng.integers(2))], pc[int(rng.integers(2))]
+        i, j = int(rng.integers(2)), int(rng.integers(2))
         lay = Layout(cubes=tuple(map(tuple, cubes)), cube_yaw=tuple(rng.uniform(-0.3, 0.3, 2)),
                      pads=tuple(map(tuple, pads)),
-                     colors={"cube0": cc[0], "cube1": cc[1], "pad0": pc[0], "pad1": pc[1]}, hand=_hand_start(rng))
-        return lay, f"put the {cube} cube on the {pad} pad"
+                     colors={"cube0": cc[0], "cube1": cc[1], "pad0": pc[0], "pad1": pc[1]},
+                     goal={"cube": f"cube{i}", "pad": f"pad{j}"}, hand=_hand_start(rng))
+        return lay, f"put the {cc[i]} cube on the {pc[j]} pad"
 
     def objects(self) -> tuple[str, str]:
-        w = self.instruction.split()
-        return self.object_named("cube", w[2]), self.object_named("pad", w[-2])
+        """(the named cube, the named pad) body names."""
+        return self.layout.goal["cube"], self.layout.goal["pad"]
 
     def is_success(self):
         cube, pad = self.objects()

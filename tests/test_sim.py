@@ -409,3 +409,15 @@ def test_demo_end_to_end_writes_the_report(tmp_path):
     assert summary["train"]["steps"] >= 1 and np.isfinite(summary["imagination"]["psnr_model_db"])
     text = (report / "report.md").read_text()
     assert "95% CI (Wilson)" in text and "imagination.png" in text
+
+
+@pytest.mark.parametrize("task", ["reach", "push", "pick_place"])
+def test_the_instruction_names_the_goal_objects_colours(task):
+    env = TASKS[task](render_mode=None)
+    for seed in range(6):
+        _, info = env.reset(seed=seed)
+        lay = env.layout
+        for obj in lay.goal.values():
+            noun = obj.rstrip("0123456789")  # "cube1" -> "cube"
+            noun = "zone" if (task, noun) == ("push", "pad") else noun
+            assert f"{lay.colors[obj]} {noun}" in info["instruction"], (info["instruction"], obj)
