@@ -11,6 +11,7 @@ import torch
 from cosmos3_robot.model import MODES, Cosmos3, Mode, WorldBatch, load_model, preset, save_model
 from cosmos3_robot.model import rope
 from cosmos3_robot.model.flow import integrate, sample_time, shift_time
+from cosmos3_robot.model.mot import PrefixCache
 from cosmos3_robot.model.vae import ConvVideoAE, ExternalVAE
 
 
@@ -108,9 +109,64 @@ def test_block_causal_cached_generation_equals_recomputation():
     for mode in ("policy", "inverse_dynamics", "forward_dynamics"):
         kw = dict(steps=3, n_future_frames=2, n_actions=8, seed=3)
         fast = m.generate(mode, b, **kw)
-        slow = m.generate(mode, b, cache_clean=False, **kw)
+        slow = m.generate(mode, b, plain=True, **kw)
         for k in fast:
             assert torch.allclose(fast[k].float(), slow[k].float(), atol=1e-5), (mode, k)
+
+
+@pytest.mark.parametrize("block_causal", [False, True])
+def test_optimised_generation_equals_the_plain_path(block_causal):
+    """Per-request precomputation (positions, RoPE, the adaLN modulation table, the
+    block-causal clean K/V) changes no sample: same outputs as recomputing at every step."""
+    m = make_model(wake=True, block_causal=block_causal).eval()
+    b = random_batch()
+    cache: dict = {}
+    for mode in ("policy_actions", "policy", "forward_dynamics", "inverse_dynamics"):
+        for guidance, sampler in ((1.0, "euler"), (2.0, "heun")):
+            kw = dict(steps=3, n_future_frames=2, n_actions=8, action_dim=19, seed=3, guidance=guidance,
+                      sampler=sampler, shift=3.0)
+            fast = m.generate(mode, b, prefix_cache=cache, **kw)
+            again = m.generate(mode, b, prefix_cache=cache, **kw)  # table from the cache
+            slow = m.generate(mode, b, plain=True, **kw)
+            for k in slow:
+                assert torch.allclose(fast[k].float(), slow[k].float(), atol=1e-5), (mode, guidance, k)
+                assert torch.equal(fast[k], again[k])
+    assert any(k[0] == "modulation" for k in cache)
+
+
+def test_grouped_modulation_equals_per_token_modulation():
+    """One adaLN projection per stream (gathered, or broadcast for a single stream) gives the
+    same Generator outputs as projecting every token's time embedding."""
+    m = make_model(wake=True).eval()
+    c = m.config
+    B, Ld = 2, 10
+    g = torch.Generator().manual_seed(0)
+    _, cache, _ = m.encode_prefix(["a", "bb"])
+    dm = torch.randn(B, Ld, c.dim, generator=g)
+    pos = torch.arange(Ld, dtype=torch.float64)[None, :, None].expand(B, Ld, 3) + 50
+    cos, sin = m.rope.cos_sin(pos, dm.dtype)
+    stream_time = torch.tensor([[1.0, 0.3], [1.0, 0.7]])
+    group = torch.tensor([0] * 4 + [1] * 6)
+    temb_s = m.time_embed(stream_time)
+    noisy = (group == 1)[None].expand(B, Ld)
+    valid = torch.ones(B, Ld, dtype=torch.bool)
+    with torch.no_grad():
+        per_token, _, _ = m.core.forward_dm(dm, temb_s[:, group], cos, sin, cache, valid, noisy)
+        grouped, _, _ = m.core.forward_dm(dm, temb_s, cos, sin, cache, valid, noisy, group)
+        table = m.modulation_table(torch.tensor([1.0, 0.3]))
+        mods = table.take([1.0, 0.3])[0]
+        looked_up, _, _ = m.core.forward_dm(dm[:1], None, cos[:1], sin[:1], PrefixCache(
+            [k[:1] for k in cache.keys], [v[:1] for v in cache.values], cache.valid[:1]),
+            valid[:1], noisy[:1], group, mods)
+        one_stream, _, _ = m.core.forward_dm(dm[:, 4:], temb_s, cos[:, 4:], sin[:, 4:], cache, valid[:, 4:],
+                                             noisy[:, 4:], 1)
+        ref_one, _, _ = m.core.forward_dm(dm[:, 4:], temb_s[:, group[4:]], cos[:, 4:], sin[:, 4:], cache,
+                                          valid[:, 4:], noisy[:, 4:])
+    assert torch.allclose(per_token, grouped, atol=1e-6)
+    assert torch.allclose(looked_up, per_token[:1], atol=1e-6)
+    assert torch.allclose(one_stream, ref_one, atol=1e-6)
+    with pytest.raises(ValueError, match="flow times"):
+        table.take([0.5])
 
 
 # ---- FPS-modulated mRoPE --------------------------------------------------------------------
@@ -455,6 +511,7 @@ def test_prefix_cache_across_requests_gives_the_same_samples():
         other = m.generate("policy_actions", WorldBatch(**{**b.__dict__, "text": ["reach the blue target"]}),
                            prefix_cache=cache, **kw)["actions"]
     assert torch.equal(plain, first) and torch.equal(first, again)
-    assert len(cache) == 3  # one entry per distinct (text, guidance) prefix
+    prefixes = [k for k in cache if k[0] != "modulation"]
+    assert len(prefixes) == 3  # one entry per distinct (text, guidance) prefix
     assert torch.allclose(guided, m.generate("policy_actions", b, guidance=2.0, **kw)["actions"])
     assert not torch.allclose(other, plain)

@@ -20,9 +20,9 @@ from torch import nn
 
 from cosmos3_robot.model import rope
 from cosmos3_robot.model.config import Cosmos3Config
-from cosmos3_robot.model.flow import integrate, interpolate, sample_time
+from cosmos3_robot.model.flow import integrate, interpolate, sample_time, time_grid
 from cosmos3_robot.model.modes import Mode, get_mode
-from cosmos3_robot.model.mot import MoTCore, PrefixCache, RMSNorm
+from cosmos3_robot.model.mot import MoTCore, PrefixCache, RMSNorm, modulation
 from cosmos3_robot.model.tokenizers import (
     ActionProjections,
     ByteTokenizer,
@@ -75,8 +75,46 @@ class _Layout:
     tokens: torch.Tensor  # (B, L, dim) embedded inputs (noisy streams hold x_t)
     pos: torch.Tensor  # (B, L, 3)
     noisy: torch.Tensor  # (B, L) bool
-    time: torch.Tensor  # (B, L) flow time per token (1 = clean)
+    stream_time: torch.Tensor  # (B, S) flow time per stream (1 = clean)
+    group: torch.Tensor  # (L,) long: each token's stream index into stream_time
     spans: dict[str, slice] = field(default_factory=dict)
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos/sin of pos, when precomputed
+
+    @property
+    def time(self) -> torch.Tensor:
+        """``(B, L)`` flow time per token."""
+        return self.stream_time[:, self.group]
+
+
+@dataclass
+class ModulationTable:
+    """The Generator's adaLN parameters for a fixed set of flow times.
+
+    At batch 1 the denoising step is bound by reading weights, and a third of the
+    Generator's weights are the ``dim -> 6 dim`` adaLN projections, whose input is only the
+    flow time. The times a sampler visits are known before it starts (the time grid, plus
+    1 for clean streams), so generation computes the projections for all of them in one
+    pass and each step looks its rows up instead of reading those weights again.
+
+    Attributes:
+        times: the flow times, host floats (row ``i`` is ``times[i]``).
+        layers: per layer ``(U, 6 dim)``. final: ``(U, 2 dim)`` of the output norm.
+    """
+
+    times: list[float]
+    layers: list[torch.Tensor]
+    final: torch.Tensor
+
+    def take(self, stream_times: Sequence[float]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Rows for one time per stream -> per-layer ``(1, S, 6 dim)`` and ``(1, S, 2 dim)``."""
+        rows = []
+        for t in stream_times:  # float32 times: match to within float32 rounding
+            i = min(range(len(self.times)), key=lambda j: abs(self.times[j] - t))
+            if abs(self.times[i] - t) > 1e-6:
+                raise ValueError(f"flow times {list(stream_times)} are not all in the table {self.times}")
+            rows.append(i)
+        rows_t = torch.tensor(rows, device=self.final.device)
+        return [m[rows_t][None] for m in self.layers], self.final[rows_t][None]
 
 
 def _per_sample(x: float | torch.Tensor, B: int, name: str) -> torch.Tensor:
@@ -258,9 +296,9 @@ class Cosmos3(nn.Module):
         recomputation (they do not change across denoising steps)."""
         c = self.config
         g = c.latent_size // c.dm_patch
-        parts, pos, noisy, time, spans = [], [], [], [], {}
+        parts, pos, noisy, time, group, spans = [], [], [], [], [], {}
         start = 0
-        for stream, is_noisy in mode.streams:
+        for index, (stream, is_noisy) in enumerate(mode.streams):
             if stream == "actions":
                 assert actions is not None and domain is not None
                 emb = self.actions.embed(actions, domain) + self.modality[1]
@@ -280,12 +318,14 @@ class Cosmos3(nn.Module):
             L = emb.shape[1]
             parts.append(emb)
             noisy.append(torch.full((B, L), is_noisy, dtype=torch.bool, device=self.device))
-            t = times[stream][:, None].expand(B, L) if is_noisy else torch.ones(B, L, device=self.device)
-            time.append(t.to(self.device))
+            time.append(times[stream].to(self.device, torch.float32) if is_noisy
+                        else torch.ones(B, device=self.device))
+            group.append(torch.full((L,), index, dtype=torch.long))
             spans[stream] = slice(start, start + L)
             start += L
         all_pos = positions if positions is not None else torch.cat(pos, 1).to(self.device)
-        return _Layout(torch.cat(parts, 1), all_pos, torch.cat(noisy, 1), torch.cat(time, 1), spans)
+        return _Layout(torch.cat(parts, 1), all_pos, torch.cat(noisy, 1), torch.stack(time, 1),
+                       torch.cat(group).to(self.device), spans)
 
     def _t_now(self, n_ctx_lat: int, fps: float) -> float:
         """Position offset of the current (last context) frame."""
@@ -295,14 +335,22 @@ class Cosmos3(nn.Module):
         return (n_ctx_lat - 1) * rope.temporal_step(fps / c.temporal_compression, c.time_base_tps)
 
     def _run_dm(self, lay: _Layout, prefix: PrefixCache, select: slice | None = None,
+                mods: tuple[list[torch.Tensor], torch.Tensor] | None = None,
                 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """The Generator tower over ``lay``'s tokens (``select``: a slice of them). ``mods``:
+        the adaLN parameters per stream already looked up (:class:`ModulationTable`)."""
         sl = select or slice(None)
-        tokens, pos, noisy, time = lay.tokens[:, sl], lay.pos[:, sl], lay.noisy[:, sl], lay.time[:, sl]
-        temb = self.time_embed(time)
-        cos, sin = self.rope.cos_sin(pos, tokens.dtype)
+        tokens, noisy = lay.tokens[:, sl], lay.noisy[:, sl]
+        start, stop, _ = sl.indices(lay.tokens.shape[1])
+        inside = [i for i, span in enumerate(lay.spans.values()) if span.start < stop and span.stop > start]
+        group = inside[0] if len(inside) == 1 else lay.group[sl]  # one stream: broadcast its row
+        # One time embedding per stream (B, S, dim), unless the modulation is looked up.
+        temb = self.time_embed(lay.stream_time) if mods is None else None
+        cos, sin = lay.rope if lay.rope is not None else self.rope.cos_sin(lay.pos, tokens.dtype)
         valid = torch.ones(noisy.shape, dtype=torch.bool, device=self.device)
-        h, k, v = self.core.forward_dm(tokens, temb, cos, sin, prefix, valid, noisy)
-        shift, scale = self.dm_final_ada(temb).chunk(2, -1)
+        h, k, v = self.core.forward_dm(tokens, temb, cos[:, sl], sin[:, sl], prefix, valid, noisy, group,
+                                       None if mods is None else mods[0])
+        shift, scale = modulation(self.dm_final_ada, temb, group, None if mods is None else mods[1]).chunk(2, -1)
         return self.dm_final_norm(h) * (1 + scale) + shift, k, v
 
     def _heads(self, h: torch.Tensor, lay: _Layout, offset: int, domain: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -311,6 +359,14 @@ class Cosmos3(nn.Module):
             part = h[:, sl.start - offset: sl.stop - offset]
             out[stream] = self.actions.project(part, domain) if stream == "actions" else self.video_out(part)
         return out
+
+    def modulation_table(self, times: torch.Tensor) -> "ModulationTable":
+        """Every layer's adaLN parameters for the flow times ``times`` ``(U,)``, computed in
+        one pass (see :class:`ModulationTable`)."""
+        times = times.to(self.device, torch.float32)
+        temb = self.time_embed(times)
+        return ModulationTable([float(t) for t in times.cpu()],
+                               [layer.generator.ada(temb) for layer in self.core.layers], self.dm_final_ada(temb))
 
     # ---- training ----------------------------------------------------------------------
     def forward(self, mode: str | Mode, batch: WorldBatch, generator: torch.Generator | None = None,
@@ -411,7 +467,7 @@ class Cosmos3(nn.Module):
                  sampler: Literal["euler", "heun"] = "euler", guidance: float = 1.0,
                  shift: float | None = None, seed: int = 0, n_actions: int | None = None,
                  action_dim: int | None = None, n_future_frames: int | None = None,
-                 cache_clean: bool = True, action_prefix: torch.Tensor | None = None,
+                 plain: bool = False, action_prefix: torch.Tensor | None = None,
                  prefix_cache: dict | None = None) -> dict[str, torch.Tensor]:
         """Sample the mode's noisy streams given its clean ones.
 
@@ -419,8 +475,13 @@ class Cosmos3(nn.Module):
         ``block_causal`` the clean DM tokens are also run once and cached, and each step runs
         only the noisy tokens. Returns ``actions`` ``(B, T, D)`` (D from ``action_dim``, the
         given actions or mask) and/or ``video`` ``(B, F_future, 3, H, W)`` in pixels.
-        Deterministic for a given ``seed``. ``cache_clean=False`` recomputes the clean DM
-        tokens at every step even when block-causal (the reference path for tests).
+        Deterministic for a given ``seed``.
+
+        Per-request work is done once, not per step: token positions and their RoPE angles,
+        the adaLN modulation for every flow time of the grid (:class:`ModulationTable`,
+        cached in ``prefix_cache`` across requests), and with ``block_causal`` the clean DM
+        tokens' K/V. ``plain=True`` recomputes all of it at every step: the reference path
+        the tests compare the optimised default against.
 
         ``action_prefix`` ``(B, k, D)`` (normalised, like training actions): inpainting-style
         continuation. The first ``k`` generated actions are pinned to it (their velocity is
@@ -532,34 +593,56 @@ class Cosmos3(nn.Module):
         def split(x: torch.Tensor) -> dict[str, torch.Tensor]:
             return {k: part.reshape(noise[k].shape) for k, part in zip(names, torch.split(x, sizes, dim=1))}
 
-        positions: list[torch.Tensor] = []  # filled by the first layout, reused by every step
+        # Positions and their RoPE angles are the same at every step: computed by the first
+        # layout and reused (``plain``: recomputed).
+        fixed: dict[str, object] = {}
 
         def layout(x_noisy: dict[str, torch.Tensor], t: torch.Tensor) -> _Layout:
             inputs = {**clean_r, **{k: rep(v) for k, v in x_noisy.items()}}
             times = {k: t.expand(B * nb).to(self.device) for k in names}
             lay = self._layout(mode, B * nb, t0, fps_r, hz_r,
                                {k: v for k, v in inputs.items() if k != "actions"}, n_ctx_lat,
-                               inputs.get("actions"), dom_r, times, positions[0] if positions else None)
-            if not positions:
-                positions.append(lay.pos)
+                               inputs.get("actions"), dom_r, times, fixed.get("pos"))  # type: ignore[arg-type]
+            if not plain:
+                if "pos" not in fixed:
+                    fixed["pos"], fixed["rope"] = lay.pos, self.rope.cos_sin(lay.pos, lay.tokens.dtype)
+                lay.rope = fixed["rope"]  # type: ignore[assignment]
             return lay
+
+        # The adaLN modulation of every flow time the sampler visits, in one pass; kept in
+        # the caller's cache across requests (it depends on the weights and the grid only).
+        table = None
+        if not plain:
+            tkey = ("modulation", steps, float(shift), str(self.device), self.special.dtype)
+            table = prefix_cache.get(tkey) if prefix_cache is not None else None
+            if table is None:
+                table = self.modulation_table(torch.cat([time_grid(steps, shift), torch.ones(1)]))
+                if prefix_cache is not None:
+                    prefix_cache[tkey] = table
+        clean_time = tuple(1.0 for _ in mode.streams)
+
+        def mods(t: float) -> tuple[list[torch.Tensor], torch.Tensor] | None:
+            if table is None:
+                return None
+            return table.take([t if s in mode.noisy else 1.0 for s, _ in mode.streams])
 
         # Block-causal: clean DM tokens see no noisy key, so run them once and cache their K/V.
         noisy_start = None
         dm_prefix = prefix
-        if c.block_causal and mode.clean and cache_clean:
+        if c.block_causal and mode.clean and not plain:
             probe = layout({k: noise[k] for k in names}, torch.zeros(()))
             noisy_start = min(probe.spans[k].start for k in names)
-            _, ck, cv = self._run_dm(probe, prefix, slice(0, noisy_start))
+            _, ck, cv = self._run_dm(probe, prefix, slice(0, noisy_start), table and table.take(clean_time))
             dm_prefix = prefix.extend(ck, cv, torch.ones(B * nb, noisy_start, dtype=torch.bool, device=self.device))
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             lay = layout(split(x), t)
+            m = mods(float(t))
             if noisy_start is not None:
-                h, _, _ = self._run_dm(lay, dm_prefix, slice(noisy_start, None))
+                h, _, _ = self._run_dm(lay, dm_prefix, slice(noisy_start, None), m)
                 pred = self._heads(h, lay, noisy_start, dom_r)
             else:
-                h, _, _ = self._run_dm(lay, prefix)
+                h, _, _ = self._run_dm(lay, prefix, None, m)
                 pred = self._heads(h, lay, 0, dom_r)
             v = {k: pred[k] for k in names}
             if "actions" in v:

@@ -95,6 +95,24 @@ class PrefixCache:
                            self.valid.repeat(n, 1))
 
 
+def modulation(ada: nn.Module, temb: torch.Tensor, group: torch.Tensor | int | None,
+               precomputed: torch.Tensor | None = None) -> torch.Tensor:
+    """adaLN parameters per token.
+
+    ``temb`` is per token ``(B, L, dim)`` when ``group`` is ``None``; otherwise per time group
+    ``(B, S, dim)``, with ``group`` an ``(L,)`` long tensor giving each token's group, or one
+    int when all L tokens share a group (broadcast, nothing gathered). Every token of a
+    stream shares one flow time, so the grouped form runs the ``dim -> k dim`` projection on
+    S rows instead of L (the same values). ``precomputed``: ``ada(temb)`` already known
+    (inference looks it up per flow time)."""
+    out = ada(temb) if precomputed is None else precomputed
+    if group is None:
+        return out
+    if isinstance(group, int):
+        return out[:, group:group + 1]
+    return out.index_select(1, group)
+
+
 class MoTLayer(nn.Module):
     def __init__(self, dim: int, n_heads: int, ffn_hidden: int):
         super().__init__()
@@ -113,9 +131,9 @@ class MoTLayer(nn.Module):
         x = x + r.ffn(r.norm2(x))
         return x, k, v
 
-    def forward_dm(self, x, temb, cos, sin, prefix_k, prefix_v, mask):
+    def forward_dm(self, x, temb, cos, sin, prefix_k, prefix_v, mask, group=None, mod=None):
         g = self.generator
-        shift1, scale1, gate1, shift2, scale2, gate2 = g.ada(temb).chunk(6, -1)
+        shift1, scale1, gate1, shift2, scale2, gate2 = modulation(g.ada, temb, group, mod).chunk(6, -1)
         q, k, v = g.qkv_heads(g.norm1(x) * (1 + scale1) + shift1, cos, sin)
         out = attend(q, torch.cat([prefix_k, k], 2), torch.cat([prefix_v, v], 2), mask)
         x = x + gate1 * g.merge(out)
@@ -141,13 +159,18 @@ class MoTCore(nn.Module):
             values.append(v)
         return x, PrefixCache(keys, values, valid)
 
-    def forward_dm(self, x, temb, cos, sin, prefix: PrefixCache, valid, noisy,
+    def forward_dm(self, x, temb, cos, sin, prefix: PrefixCache, valid, noisy, group: torch.Tensor | int | None = None,
+                   mods: list[torch.Tensor] | None = None,
                    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """DM tokens ``(B, Ld, dim)`` against ``prefix`` -> outputs and their per-layer K/V."""
+        """DM tokens ``(B, Ld, dim)`` against ``prefix`` -> outputs and their per-layer K/V.
+
+        ``temb``: ``(B, Ld, dim)`` per token, or ``(B, S, dim)`` per time group with ``group``
+        ``(Ld,)`` (see :func:`modulation`). ``mods``: each layer's ``ada(temb)`` when already
+        known (then ``temb`` is unused)."""
         mask = dm_mask(prefix.valid, valid, noisy, self.block_causal)
         keys, values = [], []
-        for layer, pk, pv in zip(self.layers, prefix.keys, prefix.values):
-            x, k, v = layer("dm", x, temb, cos, sin, pk, pv, mask)
+        for i, (layer, pk, pv) in enumerate(zip(self.layers, prefix.keys, prefix.values)):
+            x, k, v = layer("dm", x, temb, cos, sin, pk, pv, mask, group, None if mods is None else mods[i])
             keys.append(k)
             values.append(v)
         return x, keys, values
