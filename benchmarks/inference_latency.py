@@ -1,25 +1,32 @@
 """Latency per action chunk, ours and LeRobot's ACT / Diffusion Policy, in the same run.
 
-For each preset, mode (actions only, the same with the instruction's prefix cached across
-requests as the policy runtime does, video + actions, forward dynamics) and number of
-denoising steps: median and p95 milliseconds per chunk for one observation (batch 1),
-after warm-up; then LeRobot's ACT and Diffusion Policy (random weights, no pretrained
-backbone, the same image size and chunk length) on the same observation, and the ratio of
-each of ours to ACT. Peak RSS (and peak CUDA memory on a GPU) at the end.
+For each preset, mode (actions only; the same with the instruction's prefix cached across
+requests as the policy runtime does; video + actions; forward dynamics), number of
+denoising steps and Generator backend (torch eager; torch.compile; onnxruntime fp32 and
+int8 on a CPU; bf16 and bf16 with CUDA graphs on a GPU): median and p95 milliseconds per
+chunk for one observation (batch 1) after warm-up, timed with CUDA events on a GPU. Then
+LeRobot's ACT and Diffusion Policy (random weights, no pretrained backbone, the same image
+size and chunk length) on the same observation, and the ratio of each row to ACT. Peak RSS
+(and peak CUDA memory on a GPU) at the end.
 
-    .venv/bin/python benchmarks/inference_latency.py                       # tiny + small, CPU
-    .venv/bin/python benchmarks/inference_latency.py --presets small --steps 4 --device cuda
+    .venv/bin/python benchmarks/inference_latency.py                    # the issue's CPU table
+    .venv/bin/python benchmarks/inference_latency.py --presets compact --device cuda \\
+        --backends torch torch-bf16 torch-bf16-graphs
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import resource
 import statistics
+import tempfile
 import time
 from typing import Callable
 
 import torch
+
+BACKENDS = ("torch", "torch-compile", "onnxruntime", "onnxruntime-int8", "torch-bf16", "torch-bf16-graphs")
 
 
 def timed(fn: Callable[[], object], repeat: int, warmup: int, device: str) -> tuple[float, float]:
@@ -43,30 +50,42 @@ def timed(fn: Callable[[], object], repeat: int, warmup: int, device: str) -> tu
     return statistics.median(out), out[min(len(out) - 1, int(round(0.95 * (len(out) - 1))))]
 
 
-def ours(preset_name: str, mode: str, steps: int, chunk: int, device: str, repeat: int, warmup: int):
+def inference_config(backend: str, device: str):
+    from cosmos3_robot.runtime.policy import InferenceConfig
+
+    return InferenceConfig(device=device, backend="onnxruntime" if backend.startswith("onnxruntime") else "torch",
+                           int8=backend.endswith("int8"), compile=backend in ("torch-compile", "torch-bf16-graphs"),
+                           dtype="bfloat16" if "bf16" in backend else "float32")
+
+
+def ours(preset_name: str, mode: str, steps: int, chunk: int, device: str, repeat: int, warmup: int,
+         backend: str = "torch"):
     from cosmos3_robot.model import Cosmos3, WorldBatch, preset
+    from cosmos3_robot.runtime.policy import generator_backend
 
     cfg = preset(preset_name)
     torch.manual_seed(0)
     model = Cosmos3(cfg).to(device).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        step_backend = generator_backend(model, inference_config(backend, device), tmp)
     S = cfg.image_size
-    n_future = cfg.temporal_compression
     video = torch.rand(1, 1, 3, S, S, device=device) * 2 - 1
     actions = torch.rand(1, chunk, 10, device=device) * 2 - 1 if mode == "forward_dynamics" else None
     batch = WorldBatch(text=["put the red cube on the green pad"], embodiment=["sim_arm"], video=video,
                        n_context_frames=1, actions=actions, fps=10.0, control_hz=10.0)
-    kw = {"steps": steps, "n_actions": chunk, "action_dim": 10}
-    if mode.endswith("+cache"):  # the instruction's AR prefix K/V reused across requests
-        mode = mode[: -len("+cache")]
+    kw = {"steps": steps, "n_actions": chunk, "action_dim": 10, "backend": step_backend}
+    if mode.endswith("+cache") or backend != "torch":  # the instruction's AR prefix K/V reused
         kw["prefix_cache"] = {}
+    mode = mode.removesuffix("+cache")
     if mode != "policy_actions":
-        kw["n_future_frames"] = n_future
+        kw["n_future_frames"] = cfg.temporal_compression
 
     @torch.inference_mode()
     def run():
         model.generate(mode, batch, **kw)
 
-    return timed(run, repeat, warmup, device), model.num_parameters(), S
+    result = timed(run, repeat, warmup + (2 if "compile" in backend or "graphs" in backend else 0), device)
+    return result, model.num_parameters(), S
 
 
 def lerobot_peers(image_size: int, chunk: int, device: str, repeat: int, warmup: int, diffusion_steps: int):
@@ -109,47 +128,61 @@ def lerobot_peers(image_size: int, chunk: int, device: str, repeat: int, warmup:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    ap.add_argument("--presets", nargs="+", default=["small"])
     ap.add_argument("--modes", nargs="+", default=["policy_actions", "policy_actions+cache", "policy",
                                                    "forward_dynamics"],
-                    help="generation modes; '+cache' reuses the instruction's AR prefix across requests")
+                    help="generation modes; '+cache' reuses the instruction's AR prefix across requests "
+                         "(always on for backends other than torch)")
     ap.add_argument("--steps", nargs="+", type=int, default=[1, 4, 10])
+    ap.add_argument("--backends", nargs="+", choices=BACKENDS,
+                    help="Generator backends (default: torch, onnxruntime, onnxruntime-int8 on a CPU; "
+                         "torch, torch-bf16, torch-bf16-graphs on CUDA)")
+    ap.add_argument("--backend-modes", nargs="+", default=["policy_actions"],
+                    help="modes measured with the non-default backends")
     ap.add_argument("--chunk", type=int, default=16)
-    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--diffusion-steps", type=int, default=10)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    cuda = args.device.startswith("cuda")
+    backends = args.backends or (["torch", "torch-bf16", "torch-bf16-graphs"] if cuda else
+                                 ["torch", "onnxruntime", "onnxruntime-int8"])
     rows = []
     for name in args.presets:
-        for mode in args.modes:
-            for steps in args.steps:
-                (med, p95), params, size = ours(name, mode, steps, args.chunk, args.device, args.repeat, args.warmup)
-                rows.append((f"cosmos3 {name}", mode, str(steps), size, params, med, p95))
+        for backend in backends:
+            modes = args.modes if backend == "torch" else args.backend_modes
+            for mode in modes:
+                for steps in args.steps:
+                    (med, p95), params, size = ours(name, mode, steps, args.chunk, args.device, args.repeat,
+                                                    args.warmup, backend)
+                    rows.append((f"cosmos3 {name}", mode, backend, str(steps), size, params, med, p95))
+                    gc.collect()
     peers = lerobot_peers(64, args.chunk, args.device, args.repeat, args.warmup, args.diffusion_steps)
     act_med = peers["LeRobot ACT"][0][0] if "LeRobot ACT" in peers else None
     for label, ((med, p95), params) in peers.items():
-        rows.append((label, "actions", "-", 64, params, med, p95))
+        rows.append((label, "actions", "torch", "-", 64, params, med, p95))
     table = Table(title=f"Latency per action chunk (batch 1, chunk {args.chunk}, {args.device}, "
                         f"{torch.get_num_threads()} threads)")
-    for col in ("model", "mode", "steps", "image", "params", "median ms", "p95 ms", "vs ACT"):
-        table.add_column(col, justify="right" if col not in ("model", "mode") else "left")
-    for model, mode, steps, size, params, med, p95 in rows:
+    for col in ("model", "mode", "backend", "steps", "image", "params", "median ms", "p95 ms", "vs ACT"):
+        table.add_column(col, justify="right" if col not in ("model", "mode", "backend") else "left")
+    for model, mode, backend, steps, size, params, med, p95 in rows:
         ratio = f"{med / act_med:.2f}x" if act_med else "-"
-        table.add_row(model, mode, steps, f"{size}px", f"{params / 1e6:.2f}M", f"{med:.1f}", f"{p95:.1f}", ratio)
-    console = Console(width=max(Console().width, 120))
+        table.add_row(model, mode, backend, steps, f"{size}px", f"{params / 1e6:.2f}M", f"{med:.1f}", f"{p95:.1f}",
+                      ratio)
+    console = Console(width=max(Console().width, 130))
     console.print(table)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     mem = f"peak RSS {rss:.0f} MiB"
-    if args.device.startswith("cuda"):
+    if cuda:
         mem += f", peak CUDA {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
     console.print(mem)
     if not peers:

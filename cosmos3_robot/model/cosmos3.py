@@ -11,8 +11,9 @@ Positions follow :mod:`cosmos3_robot.model.rope`; DM time starts after the AR pr
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from cosmos3_robot.model import rope
 from cosmos3_robot.model.config import Cosmos3Config
 from cosmos3_robot.model.flow import integrate, interpolate, sample_time, time_grid
 from cosmos3_robot.model.modes import Mode, get_mode
+from cosmos3_robot.model.attention import dm_mask
 from cosmos3_robot.model.mot import MoTCore, PrefixCache, RMSNorm, modulation
 from cosmos3_robot.model.tokenizers import (
     ActionProjections,
@@ -105,8 +107,8 @@ class ModulationTable:
     layers: list[torch.Tensor]
     final: torch.Tensor
 
-    def take(self, stream_times: Sequence[float]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Rows for one time per stream -> per-layer ``(1, S, 6 dim)`` and ``(1, S, 2 dim)``."""
+    def take(self, stream_times: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows for one time per stream -> ``(n_layers, 1, S, 6 dim)`` and ``(1, S, 2 dim)``."""
         rows = []
         for t in stream_times:  # float32 times: match to within float32 rounding
             i = min(range(len(self.times)), key=lambda j: abs(self.times[j] - t))
@@ -114,7 +116,29 @@ class ModulationTable:
                 raise ValueError(f"flow times {list(stream_times)} are not all in the table {self.times}")
             rows.append(i)
         rows_t = torch.tensor(rows, device=self.final.device)
-        return [m[rows_t][None] for m in self.layers], self.final[rows_t][None]
+        return torch.stack([m[rows_t][None] for m in self.layers]), self.final[rows_t][None]
+
+
+class GeneratorBackend(Protocol):
+    """Runs the Generator tower in place of the torch modules (e.g. an onnxruntime session
+    of the exported step, :mod:`cosmos3_robot.runtime.export`). Shapes:
+
+    ``tokens (B, L, dim)``; ``prefix_k``/``prefix_v`` ``(n_layers, B, H, Lp, head_dim)``;
+    ``cos``/``sin`` ``(B, L, head_dim / 2)``; ``bias`` ``(B, 1, L, Lp + L)`` additive
+    attention bias (0 visible, -inf hidden); ``mods`` ``(n_layers, 1, S, 6 dim)`` and
+    ``final_mod`` ``(1, S, 2 dim)`` adaLN parameters per stream; ``group`` ``(L,)`` int64
+    stream of each token. Returns the normalised outputs ``(B, L, dim)`` and the tokens'
+    keys and values ``(n_layers, B, H, L, head_dim)``.
+    """
+
+    def __call__(self, tokens: torch.Tensor, prefix_k: torch.Tensor, prefix_v: torch.Tensor, cos: torch.Tensor,
+                 sin: torch.Tensor, bias: torch.Tensor, mods: torch.Tensor, final_mod: torch.Tensor,
+                 group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+def attention_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Boolean may-attend mask -> additive bias (0 visible, -inf hidden)."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
 def _per_sample(x: float | torch.Tensor, B: int, name: str) -> torch.Tensor:
@@ -301,14 +325,14 @@ class Cosmos3(nn.Module):
         for index, (stream, is_noisy) in enumerate(mode.streams):
             if stream == "actions":
                 assert actions is not None and domain is not None
-                emb = self.actions.embed(actions, domain) + self.modality[1]
+                emb = self._embed(stream, actions, domain)
                 if positions is None:
                     pos.append(torch.stack([
                         rope.action_positions(actions.shape[1], float(hz[b]), t0 + self._t_now(n_ctx_lat, float(fps[b])))
                         for b in range(B)]))
             else:
                 tok = video_tokens[stream]
-                emb = self.video_in(tok) + self.modality[0]
+                emb = self._embed(stream, tok, domain)
                 n_frames = tok.shape[1] // c.tokens_per_latent_frame
                 first = 0 if stream == "video_context" else n_ctx_lat
                 if positions is None:
@@ -327,6 +351,12 @@ class Cosmos3(nn.Module):
         return _Layout(torch.cat(parts, 1), all_pos, torch.cat(noisy, 1), torch.stack(time, 1),
                        torch.cat(group).to(self.device), spans)
 
+    def _embed(self, stream: str, x: torch.Tensor, domain: torch.Tensor | None) -> torch.Tensor:
+        """One stream's inputs (latent tokens or padded actions) -> ``(B, L, dim)`` tokens."""
+        if stream == "actions":
+            return self.actions.embed(x, domain) + self.modality[1]
+        return self.video_in(x) + self.modality[0]
+
     def _t_now(self, n_ctx_lat: int, fps: float) -> float:
         """Position offset of the current (last context) frame."""
         if n_ctx_lat == 0:
@@ -335,19 +365,27 @@ class Cosmos3(nn.Module):
         return (n_ctx_lat - 1) * rope.temporal_step(fps / c.temporal_compression, c.time_base_tps)
 
     def _run_dm(self, lay: _Layout, prefix: PrefixCache, select: slice | None = None,
-                mods: tuple[list[torch.Tensor], torch.Tensor] | None = None,
+                mods: tuple[torch.Tensor, torch.Tensor] | None = None, backend: GeneratorBackend | None = None,
                 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """The Generator tower over ``lay``'s tokens (``select``: a slice of them). ``mods``:
-        the adaLN parameters per stream already looked up (:class:`ModulationTable`)."""
+        the adaLN parameters per stream already looked up (:class:`ModulationTable`);
+        ``backend``: run the tower there instead (needs ``mods``)."""
         sl = select or slice(None)
         tokens, noisy = lay.tokens[:, sl], lay.noisy[:, sl]
         start, stop, _ = sl.indices(lay.tokens.shape[1])
         inside = [i for i, span in enumerate(lay.spans.values()) if span.start < stop and span.stop > start]
         group = inside[0] if len(inside) == 1 else lay.group[sl]  # one stream: broadcast its row
-        # One time embedding per stream (B, S, dim), unless the modulation is looked up.
-        temb = self.time_embed(lay.stream_time) if mods is None else None
         cos, sin = lay.rope if lay.rope is not None else self.rope.cos_sin(lay.pos, tokens.dtype)
         valid = torch.ones(noisy.shape, dtype=torch.bool, device=self.device)
+        if backend is not None:
+            if mods is None:
+                raise ValueError("a Generator backend needs the looked-up modulation (not the plain path)")
+            bias = attention_bias(dm_mask(prefix.valid, valid, noisy, self.core.block_causal), tokens.dtype)
+            pk, pv = prefix.stacked()
+            h, k, v = backend(tokens, pk, pv, cos[:, sl], sin[:, sl], bias, mods[0], mods[1], lay.group[sl])
+            return h, list(k.unbind(0)), list(v.unbind(0))
+        # One time embedding per stream (B, S, dim), unless the modulation is looked up.
+        temb = self.time_embed(lay.stream_time) if mods is None else None
         h, k, v = self.core.forward_dm(tokens, temb, cos[:, sl], sin[:, sl], prefix, valid, noisy, group,
                                        None if mods is None else mods[0])
         shift, scale = modulation(self.dm_final_ada, temb, group, None if mods is None else mods[1]).chunk(2, -1)
@@ -468,7 +506,8 @@ class Cosmos3(nn.Module):
                  shift: float | None = None, seed: int = 0, n_actions: int | None = None,
                  action_dim: int | None = None, n_future_frames: int | None = None,
                  plain: bool = False, action_prefix: torch.Tensor | None = None,
-                 prefix_cache: dict | None = None) -> dict[str, torch.Tensor]:
+                 prefix_cache: dict | None = None, backend: GeneratorBackend | None = None,
+                 ) -> dict[str, torch.Tensor]:
         """Sample the mode's noisy streams given its clean ones.
 
         The AR prefix is computed once (twice with guidance: with and without text); with
@@ -481,7 +520,8 @@ class Cosmos3(nn.Module):
         the adaLN modulation for every flow time of the grid (:class:`ModulationTable`,
         cached in ``prefix_cache`` across requests), and with ``block_causal`` the clean DM
         tokens' K/V. ``plain=True`` recomputes all of it at every step: the reference path
-        the tests compare the optimised default against.
+        the tests compare the optimised default against. ``backend``: run the Generator
+        tower there (:class:`GeneratorBackend`, e.g. onnxruntime) instead of in torch.
 
         ``action_prefix`` ``(B, k, D)`` (normalised, like training actions): inpainting-style
         continuation. The first ``k`` generated actions are pinned to it (their velocity is
@@ -593,25 +633,38 @@ class Cosmos3(nn.Module):
         def split(x: torch.Tensor) -> dict[str, torch.Tensor]:
             return {k: part.reshape(noise[k].shape) for k, part in zip(names, torch.split(x, sizes, dim=1))}
 
-        # Positions and their RoPE angles are the same at every step: computed by the first
-        # layout and reused (``plain``: recomputed).
-        fixed: dict[str, object] = {}
+        # Positions, RoPE angles and the clean streams' embeddings are the same at every
+        # step: the first layout keeps them and later steps embed only the noisy streams
+        # (``plain``: everything laid out again at every step).
+        fixed: dict[str, _Layout] = {}
 
         def layout(x_noisy: dict[str, torch.Tensor], t: torch.Tensor) -> _Layout:
-            inputs = {**clean_r, **{k: rep(v) for k, v in x_noisy.items()}}
             times = {k: t.expand(B * nb).to(self.device) for k in names}
+            first = fixed.get("layout")
+            if first is not None:  # only the noisy streams change: embed them, keep the rest
+                tokens = torch.cat([first.tokens[:, :first_noisy]] + [self._embed(k, rep(x_noisy[k]), dom_r)
+                                                                    for k in names], 1)
+                stream_time = first.stream_time.clone()
+                stream_time[:, first_noisy_stream:] = t.to(stream_time)
+                return dataclasses.replace(first, tokens=tokens, stream_time=stream_time)
+            inputs = {**clean_r, **{k: rep(v) for k, v in x_noisy.items()}}
             lay = self._layout(mode, B * nb, t0, fps_r, hz_r,
                                {k: v for k, v in inputs.items() if k != "actions"}, n_ctx_lat,
-                               inputs.get("actions"), dom_r, times, fixed.get("pos"))  # type: ignore[arg-type]
-            if not plain:
-                if "pos" not in fixed:
-                    fixed["pos"], fixed["rope"] = lay.pos, self.rope.cos_sin(lay.pos, lay.tokens.dtype)
-                lay.rope = fixed["rope"]  # type: ignore[assignment]
+                               inputs.get("actions"), dom_r, times)
+            if not plain:  # positions, RoPE angles and clean embeddings are fixed from now on
+                lay.rope = self.rope.cos_sin(lay.pos, lay.tokens.dtype)
+                fixed["layout"] = lay
             return lay
+
+        # Clean streams precede noisy ones (a rule of modes), so the noisy ones are a tail.
+        first_noisy_stream = len(mode.clean)
+        first_noisy = 0  # token index where the noisy tail starts, set by the first layout
 
         # The adaLN modulation of every flow time the sampler visits, in one pass; kept in
         # the caller's cache across requests (it depends on the weights and the grid only).
         table = None
+        if plain and backend is not None:
+            raise ValueError("backend: the plain reference path runs in torch only")
         if not plain:
             tkey = ("modulation", steps, float(shift), str(self.device), self.special.dtype)
             table = prefix_cache.get(tkey) if prefix_cache is not None else None
@@ -629,20 +682,22 @@ class Cosmos3(nn.Module):
         # Block-causal: clean DM tokens see no noisy key, so run them once and cache their K/V.
         noisy_start = None
         dm_prefix = prefix
-        if c.block_causal and mode.clean and not plain:
+        if not plain:
             probe = layout({k: noise[k] for k in names}, torch.zeros(()))
-            noisy_start = min(probe.spans[k].start for k in names)
-            _, ck, cv = self._run_dm(probe, prefix, slice(0, noisy_start), table and table.take(clean_time))
+            first_noisy = min(probe.spans[k].start for k in names)
+        if c.block_causal and mode.clean and not plain:
+            noisy_start = first_noisy
+            _, ck, cv = self._run_dm(probe, prefix, slice(0, noisy_start), table and table.take(clean_time), backend)
             dm_prefix = prefix.extend(ck, cv, torch.ones(B * nb, noisy_start, dtype=torch.bool, device=self.device))
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             lay = layout(split(x), t)
             m = mods(float(t))
             if noisy_start is not None:
-                h, _, _ = self._run_dm(lay, dm_prefix, slice(noisy_start, None), m)
+                h, _, _ = self._run_dm(lay, dm_prefix, slice(noisy_start, None), m, backend)
                 pred = self._heads(h, lay, noisy_start, dom_r)
             else:
-                h, _, _ = self._run_dm(lay, prefix, None, m)
+                h, _, _ = self._run_dm(lay, prefix, None, m, backend)
                 pred = self._heads(h, lay, 0, dom_r)
             v = {k: pred[k] for k in names}
             if "actions" in v:

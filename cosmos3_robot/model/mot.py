@@ -12,7 +12,7 @@ construction, and the prefix is computed once per request at inference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -83,11 +83,18 @@ class PrefixCache:
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     valid: torch.Tensor  # (B, Lp) bool
+    _stacked: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False, compare=False)
 
     def extend(self, keys: list[torch.Tensor], values: list[torch.Tensor], valid: torch.Tensor) -> "PrefixCache":
         return PrefixCache([torch.cat([a, b], 2) for a, b in zip(self.keys, keys)],
                            [torch.cat([a, b], 2) for a, b in zip(self.values, values)],
                            torch.cat([self.valid, valid], 1))
+
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values as ``(n_layers, B, H, Lp, D)`` tensors (made once per cache)."""
+        if self._stacked is None:
+            self._stacked = (torch.stack(self.keys), torch.stack(self.values))
+        return self._stacked
 
     def repeat(self, n: int) -> "PrefixCache":
         """The same cache for ``n`` copies of the batch (batch-major)."""
