@@ -280,11 +280,11 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from cosmos3_robot.runtime import Cosmos3Policy, InferenceConfig
+    from cosmos3_robot.runtime import Cosmos3Policy
     from cosmos3_robot.runtime.server import ObservationKeys, PolicyServer, ServerConfig, policy_infer_fn
 
     try:
-        policy = Cosmos3Policy.from_checkpoint(args.checkpoint, InferenceConfig(steps=args.steps, device=args.device))
+        policy = Cosmos3Policy.from_checkpoint(args.checkpoint, _inference_config(args))
         state = dict(kv.split("=", 1) for kv in args.state_key) if args.state_key else {"state": "observation/state"}
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -313,8 +313,79 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-key", action="append", metavar="RAW=KEY",
                    help="embodiment raw key = request key (default state=observation/state)")
     p.add_argument("--prompt-key", default="prompt", help="request key of the instruction")
+    _inference_args(p)
+
+
+def _inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=4, help="denoising steps per chunk")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="where the Generator runs per denoising step (onnxruntime: CPU, exported once and cached "
+                        "in the checkpoint's export/ folder)")
+    p.add_argument("--int8", action="store_true", help="int8 Generator weights (with --backend onnxruntime)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the Generator (CUDA graphs on a GPU)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="bfloat16: on CUDA")
+
+
+def _inference_config(args: argparse.Namespace):
+    from cosmos3_robot.runtime import InferenceConfig
+
+    return InferenceConfig(steps=args.steps, device=args.device, backend=args.backend, int8=args.int8,
+                           compile=args.compile, dtype=args.dtype)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from cosmos3_robot.runtime.export import export_generator_step
+    from cosmos3_robot.runtime.policy import Cosmos3Policy, InferenceConfig
+
+    try:
+        policy = Cosmos3Policy.from_checkpoint(args.checkpoint, InferenceConfig())
+        report = export_generator_step(policy.model, args.out, int8=args.int8, opset=args.opset)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report.to_json())
+    print(f"[export] {report.path}: onnxruntime vs torch max abs error {report.max_abs_error:.2e} "
+          f"(outputs up to {report.max_abs_reference:.2f}). TensorRT: trtexec --onnx={report.path} --fp16 "
+          f"--minShapes/--optShapes/--maxShapes for tokens, prefix_k, prefix_v, cos, sin, bias, group")
+    return 0
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="run or checkpoint folder")
+    p.add_argument("--out", required=True, help="the .onnx file to write (a .json report goes beside it)")
+    p.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the linear weights")
+    p.add_argument("--opset", type=int, default=17)
+
+
+BENCHMARKS = {
+    "latency": "inference_latency.py",
+    "train": "training_throughput.py",
+    "codec": "codec_roundtrip.py",
+}
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    if not folder.is_dir():
+        print("error: the benchmarks/ folder is not here; run from a source checkout (pip install -e .)",
+              file=sys.stderr)
+        return 2
+    names = list(BENCHMARKS) if args.name == "all" else [args.name]
+    rc = 0
+    for name in names:  # one process each, so each prints its own peak memory
+        print(f"[bench] {name}: {BENCHMARKS[name]} {' '.join(args.args)}", flush=True)
+        rc |= subprocess.call([sys.executable, str(folder / BENCHMARKS[name]), *args.args])
+    return rc
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", choices=[*BENCHMARKS, "all"],
+                   help="latency per chunk (vs ACT / Diffusion Policy), training samples/s, codec throughput")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark script (see its --help)")
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
@@ -375,6 +446,10 @@ SUBCOMMANDS: list[Subcommand] = [
     ("serve", "serve a checkpoint over websockets (openpi protocol)", _serve_args, _cmd_serve),
     ("node", "run the policy node over DDS with ROS 2 topics and types (no ROS install needed)",
      _node_args, _cmd_node),
+    ("export", "export a checkpoint's Generator step to ONNX (onnxruntime / TensorRT), with a parity report",
+     _export_args, _cmd_export),
+    ("bench", "benchmarks: latency per chunk, training throughput, codec; tables with peers", _bench_args,
+     _cmd_bench),
 ]
 
 

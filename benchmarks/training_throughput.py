@@ -1,0 +1,143 @@
+"""Training throughput (samples/s) of our presets and of LeRobot's ACT / Diffusion Policy.
+
+One optimiser step = loss, backward and AdamW update on a batch held in memory (no data
+loading, so the numbers compare the models, not the loaders). Ours cycles the default
+training mixture (policy 2 : forward dynamics 1 : inverse dynamics 1) on clips of one
+context frame plus one latent frame of future video and a 16-step 10D action chunk; the
+peers train on the same image size, batch size and chunk length. Peak RSS at the end
+(and peak CUDA memory on a GPU).
+
+    .venv/bin/python benchmarks/training_throughput.py [--presets tiny small] [--batch 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def samples_per_s(step: Callable[[int], None], batch: int, steps: int, warmup: int, device: str) -> tuple[float, float]:
+    for i in range(warmup):
+        step(i)
+    times = []
+    for i in range(steps):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step(i)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return batch / med, 1e3 * med
+
+
+def ours(name: str, batch: int, chunk: int, device: str, steps: int, warmup: int):
+    from cosmos3_robot.model import Cosmos3, WorldBatch, preset
+
+    cfg = preset(name)
+    torch.manual_seed(0)
+    model = Cosmos3(cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    S, tc = cfg.image_size, cfg.temporal_compression
+    g = torch.Generator().manual_seed(0)
+    data = WorldBatch(text=["put the red cube on the green pad"] * batch, embodiment=["sim_arm"] * batch,
+                      video=(torch.rand(batch, 1 + tc, 3, S, S, generator=g) * 2 - 1).to(device), n_context_frames=1,
+                      actions=torch.randn(batch, chunk, 10, generator=g).to(device), fps=10.0, control_hz=10.0)
+    cycle = ["policy", "forward_dynamics", "policy", "inverse_dynamics"]
+    amp = torch.autocast("cuda", torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+
+    def step(i: int) -> None:
+        with amp:
+            loss, _ = model.loss(cycle[i % len(cycle)], data)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return samples_per_s(step, batch, steps, warmup, device), model.num_parameters(), S
+
+
+def lerobot_peers(image_size: int, batch: int, chunk: int, device: str, steps: int, warmup: int):
+    try:
+        from lerobot.configs.types import FeatureType, PolicyFeature
+        from lerobot.policies.act.configuration_act import ACTConfig
+        from lerobot.policies.act.modeling_act import ACTPolicy
+        from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
+        from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+    except ImportError:
+        return {}
+    feats_in = {"observation.images.front": PolicyFeature(type=FeatureType.VISUAL, shape=(3, image_size, image_size)),
+                "observation.state": PolicyFeature(type=FeatureType.STATE, shape=(10,))}
+    feats_out = {"action": PolicyFeature(type=FeatureType.ACTION, shape=(10,))}
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(batch, 3, image_size, image_size, generator=g).to(device)
+    state = torch.randn(batch, 10, generator=g).to(device)
+    action = torch.randn(batch, chunk, 10, generator=g).to(device)
+    pad = torch.zeros(batch, chunk, dtype=torch.bool, device=device)
+    out = {}
+    torch.manual_seed(0)
+    act = ACTPolicy(ACTConfig(input_features=feats_in, output_features=feats_out, chunk_size=chunk,
+                              n_action_steps=chunk, pretrained_backbone_weights=None, device=device)).to(device).train()
+    act_batch = {"observation.images.front": img, "observation.state": state, "action": action, "action_is_pad": pad}
+    diff = DiffusionPolicy(DiffusionConfig(input_features=feats_in, output_features=feats_out, horizon=chunk,
+                                           n_action_steps=8, n_obs_steps=2, crop_shape=None,
+                                           pretrained_backbone_weights=None, device=device)).to(device).train()
+    diff_batch = {"observation.images.front": torch.stack([img, img], 1), "observation.state": torch.stack([state, state], 1),
+                  "action": action, "action_is_pad": pad}
+    for label, policy, data in (("LeRobot ACT", act, act_batch), ("LeRobot Diffusion", diff, diff_batch)):
+        opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
+
+        def step(i: int, policy=policy, data=data, opt=opt) -> None:
+            loss, _ = policy.forward(dict(data))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        out[label] = (samples_per_s(step, batch, steps, warmup, device), sum(p.numel() for p in policy.parameters()))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--chunk", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=10, help="timed optimiser steps per model")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args(argv)
+    rows = []
+    for name in args.presets:
+        (sps, ms), params, size = ours(name, args.batch, args.chunk, args.device, args.steps, args.warmup)
+        rows.append((f"cosmos3 {name}", size, params, sps, ms))
+    peers = lerobot_peers(64, args.batch, args.chunk, args.device, args.steps, args.warmup)
+    for label, ((sps, ms), params) in peers.items():
+        rows.append((label, 64, params, sps, ms))
+    act = peers.get("LeRobot ACT")
+    table = Table(title=f"Training throughput (batch {args.batch}, chunk {args.chunk}, {args.device}, "
+                        f"{torch.get_num_threads()} threads)")
+    for col in ("model", "image", "params", "ms / step", "samples/s", "vs ACT"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for label, size, params, sps, ms in rows:
+        ratio = f"{sps / act[0][0]:.2f}x" if act else "-"
+        table.add_row(label, f"{size}px", f"{params / 1e6:.2f}M", f"{ms:.0f}", f"{sps:.1f}", ratio)
+    console = Console(width=max(Console().width, 110))
+    console.print(table)
+    mem = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    if args.device.startswith("cuda"):
+        mem += f", peak CUDA {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
+    console.print(mem)
+    if not peers:
+        console.print("(lerobot not installed: no ACT / Diffusion Policy comparison)")
+
+
+if __name__ == "__main__":
+    main()
