@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     from rich.table import Table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--presets", nargs="+", default=["small"])
+    ap.add_argument("--presets", nargs="+", default=["tiny", "small"])
     ap.add_argument("--modes", nargs="+", default=["policy_actions", "policy_actions+cache", "policy",
                                                    "forward_dynamics"],
                     help="generation modes; '+cache' reuses the instruction's AR prefix across requests "

@@ -131,13 +131,16 @@ def export_generator_step(model: Cosmos3, path: str | os.PathLike[str], *, int8:
 
 class OrtGeneratorStep:
     """An exported Generator step run by onnxruntime; a ``GeneratorBackend`` for
-    :meth:`Cosmos3.generate`. Tensors in and out are CPU float32 (numpy views, no copies)."""
+    :meth:`Cosmos3.generate`. Tensors in and out are CPU float32 (numpy views, no copies).
+    ``threads``: onnxruntime's intra-op threads; ``spin``: let them busy-wait between runs."""
 
-    def __init__(self, path: str | os.PathLike[str], threads: int | None = None, spin: bool = False):
+    def __init__(self, path: str | os.PathLike[str], threads: int = 1, spin: bool = False):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        # One thread by default: at batch 1 the step's GEMMs are too small to split well,
+        # and measured on 2 cores more threads were slower or erratic (with spinning).
+        opts.intra_op_num_threads = threads
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Between steps torch runs (embeddings, sampler): by default ORT's workers sleep
         # instead of spinning, which would take the cores from it.
