@@ -52,11 +52,16 @@ PY="$VENV/bin/python"
 # ---- Python packages -----------------------------------------------------------------------
 # Reinstall only when pyproject.toml or the extras change (a stamp records the last install).
 stamp="$VENV/.cosmos3-robot-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"
+PLUGIN=plugins/lerobot_policy_cosmos3   # LeRobot policy plugin, installed with the lerobot extra
+want="$(cat pyproject.toml "$PLUGIN/pyproject.toml" | sha256sum | cut -d' ' -f1) $EXTRAS"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! "$PY" -c 'import cosmos3_robot' 2>/dev/null; then
   log "installing Python packages (extras: $EXTRAS); the first time takes several minutes"
   "$PY" -m pip install --quiet --upgrade "pip>=24" "setuptools>=69" wheel
   "$PY" -m pip install --quiet -e ".[$EXTRAS]"
+  if [[ ",$EXTRAS," == *",lerobot,"* || ",$EXTRAS," == *",all,"* ]]; then
+    # a second distribution: LeRobot discovers plugins by distribution name (lerobot_policy_*)
+    "$PY" -m pip install --quiet --no-deps -e "$PLUGIN"
+  fi
   echo "$want" > "$stamp"
 else
   log "Python packages up to date ($VENV)"

@@ -1,0 +1,116 @@
+"""``Cosmos3Policy``: the cosmos3-robot model behind LeRobot's ``PreTrainedPolicy`` API.
+
+Batches arrive from LeRobot's pre-processor (normalised state/action, pixels in [0, 1],
+``task`` strings); the model's own code does the rest (:class:`cosmos3_robot.model.Cosmos3`):
+``forward`` is its flow-matching loss, ``predict_action_chunk`` its ``generate`` in the
+actions-only policy mode, and ``select_action`` serves that chunk step by step from a queue
+(``n_action_steps`` per chunk, like ACT).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cosmos3_robot.model import Cosmos3, WorldBatch
+from lerobot.policies.pretrained import PreTrainedPolicy
+from lerobot.utils.constants import ACTION
+from lerobot_policy_cosmos3.configuration_cosmos3 import DOMAIN, Cosmos3Config
+
+TRAIN_MIXTURE = ("policy", "forward_dynamics", "policy", "inverse_dynamics")
+"""Modes cycled by training step when future frames are loaded (policy 2 : FD 1 : ID 1)."""
+
+
+class Cosmos3Policy(PreTrainedPolicy):
+    config_class = Cosmos3Config
+    name = "cosmos3"
+
+    def __init__(self, config: Cosmos3Config, dataset_stats=None, dataset_meta=None, **kwargs):
+        super().__init__(config)
+        config.validate_features()
+        if dataset_meta is not None and getattr(dataset_meta, "fps", None):
+            config.fps = float(dataset_meta.fps)
+        self.config = config
+        self.model = Cosmos3(config.model_config())
+        self._steps = itertools.count()
+        self.reset()
+
+    # ---- LeRobot API -------------------------------------------------------------------
+    def get_optim_params(self) -> dict:
+        return self.parameters()
+
+    def reset(self) -> None:
+        self._queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
+        self._prefix_cache: dict = {}  # the task's AR prefix K/V, reused while it stays the same
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
+        """Flow-matching loss on one batch: actions only, or (``future_frames``) the
+        world-model mixture cycled by step."""
+        self._prefix_cache.clear()  # the weights are changing
+        mode = "policy_actions"
+        if self.config.future_frames:
+            mode = TRAIN_MIXTURE[next(self._steps) % len(TRAIN_MIXTURE)]
+        loss, parts = self.model.loss(mode, self._world_batch(batch, with_actions=True))
+        return loss, parts
+
+    @torch.no_grad()
+    def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs) -> Tensor:
+        """``(B, chunk_size, action_dim)`` normalised actions for the current observation."""
+        self.eval()
+        c = self.config
+        out = self.model.generate("policy_actions", self._world_batch(batch, with_actions=False),
+                                  steps=c.num_inference_steps, sampler=c.sampler, guidance=c.guidance,
+                                  n_actions=c.chunk_size, action_dim=c.action_feature.shape[0],
+                                  prefix_cache=self._prefix_cache, seed=int(kwargs.get("seed", 0)))
+        return out["actions"]
+
+    @torch.no_grad()
+    def select_action(self, batch: dict[str, Tensor], **kwargs) -> Tensor:
+        """One ``(B, action_dim)`` action; a new chunk is sampled when the queue is empty."""
+        self.eval()
+        if not self._queue:
+            chunk = self.predict_action_chunk(batch, **kwargs)[:, : self.config.n_action_steps]
+            self._queue.extend(chunk.transpose(0, 1))
+        return self._queue.popleft()
+
+    # ---- batch conversion --------------------------------------------------------------
+    def _world_batch(self, batch: dict[str, Tensor], with_actions: bool) -> WorldBatch:
+        c = self.config
+        key = c.camera_key
+        if key not in batch:
+            raise ValueError(f"{key}: the camera the policy was configured with is missing from the batch "
+                             f"(keys: {sorted(batch)})")
+        frames = batch[key]
+        if frames.dim() == 4:  # (B, 3, H, W): the current frame only
+            frames = frames[:, None]
+        if frames.dim() != 5 or frames.shape[2] != 3:
+            raise ValueError(f"{key}: expected (B, 3, H, W) or (B, T, 3, H, W) pixels in [0, 1], "
+                             f"got {tuple(frames.shape)}")
+        if not with_actions or not c.future_frames:
+            frames = frames[:, :1]
+        elif frames.shape[1] != 1 + c.future_frames:
+            raise ValueError(f"{key}: expected {1 + c.future_frames} frames (current + future_frames), "
+                             f"got {frames.shape[1]}")
+        B, T = frames.shape[:2]
+        S = self.model.config.image_size
+        x = frames.reshape(B * T, *frames.shape[2:]).float()
+        if x.shape[-2:] != (S, S):
+            x = F.interpolate(x, size=(S, S), mode="bilinear", antialias=True, align_corners=False)
+        video = (x.clamp(0, 1) * 2 - 1).reshape(B, T, 3, S, S)
+        task = batch.get("task")
+        text = [str(t) for t in task] if isinstance(task, (list, tuple)) else [""] * B
+        if len(text) != B:
+            raise ValueError(f"task: expected {B} strings, got {len(text)}")
+        actions = None
+        if with_actions:
+            if ACTION not in batch:
+                raise ValueError("action: training batches need (B, chunk_size, action_dim) actions")
+            actions = batch[ACTION].float()
+            if actions.dim() != 3 or actions.shape[1] != c.chunk_size:
+                raise ValueError(f"action: expected (B, {c.chunk_size}, D), got {tuple(actions.shape)}")
+        return WorldBatch(text=text, embodiment=[DOMAIN] * B, video=video, n_context_frames=1, actions=actions,
+                          fps=c.fps, control_hz=c.fps)
