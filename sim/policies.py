@@ -3,7 +3,8 @@
 Every policy answers ``act(obs, instruction) -> (n, 8)``: a chunk of env actions (see
 :mod:`.tasks` for the layout), of which the evaluator executes up to ``replan`` before
 asking again. ``make_policy`` builds one from a spec string: ``scripted`` (the task's
-expert), ``random`` (uniform targets inside the workspace), or a checkpoint / run folder.
+expert), ``random`` (uniform targets inside the workspace), ``lerobot:<folder>`` (a policy
+saved by LeRobot), or a checkpoint / run folder.
 """
 
 from __future__ import annotations
@@ -97,11 +98,56 @@ class CheckpointPolicy:
         return next(iter(out.values())).astype(np.float32)
 
 
+class LeRobotPolicy:
+    """A LeRobot policy saved with ``save_pretrained`` (ACT, Diffusion Policy, the cosmos3
+    plugin, ...) with its saved processors, one action per call through its own
+    ``select_action`` (which keeps its action queue and observation history).
+
+    Observations go in as LeRobot's env processing makes them: ``observation.images.<camera>``
+    (3, H, W) float in [0, 1] for each camera the policy was trained on, ``observation.state``
+    and the instruction as ``task``.
+    """
+
+    def __init__(self, path: str, device: str = "cpu"):
+        import torch
+        from lerobot.configs.policies import PreTrainedConfig
+        from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+        from lerobot.utils.import_utils import register_third_party_plugins
+
+        register_third_party_plugins()  # a cosmos3 plugin checkpoint needs its policy type
+        cfg = PreTrainedConfig.from_pretrained(path)
+        cfg.device = device
+        self.policy = get_policy_class(cfg.type).from_pretrained(path, config=cfg).eval()
+        self.pre, self.post = make_pre_post_processors(cfg, pretrained_path=path,
+                                                       preprocessor_overrides={"device_processor": {"device": device}})
+        self.cameras = [k.rsplit(".", 1)[-1] for k in cfg.image_features]
+        self.torch = torch
+
+    def reset(self, env, seed):
+        missing = [c for c in self.cameras if c not in env.unwrapped.cameras]
+        if missing:
+            raise ValueError(f"policy cameras {missing} are not rendered by the env ({env.unwrapped.cameras})")
+        self.policy.reset()
+        self.torch.manual_seed(seed)  # Diffusion Policy samples with the global generator
+
+    def act(self, obs, instruction):
+        torch = self.torch
+        batch: dict[str, Any] = {f"observation.images.{c}": torch.from_numpy(obs[c]).permute(2, 0, 1).float() / 255
+                                 for c in self.cameras}
+        batch["observation.state"] = torch.from_numpy(np.asarray(obs["state"], np.float32))
+        batch["task"] = instruction
+        with torch.inference_mode():
+            action = self.post(self.policy.select_action(self.pre(batch)))
+        return action.cpu().numpy().reshape(1, -1).astype(np.float32)
+
+
 def make_policy(spec: str, **kwargs: Any) -> SimPolicy:
-    """``"scripted"``, ``"random"`` or a checkpoint/run folder path."""
+    """``"scripted"``, ``"random"``, ``"lerobot:<pretrained folder>"`` or a checkpoint/run folder path."""
     if spec == "scripted":
         return ScriptedPolicy(noise=kwargs.get("noise", 0.0))
     if spec == "random":
         return RandomPolicy()
+    if spec.startswith("lerobot:"):
+        return LeRobotPolicy(spec[len("lerobot:"):], device=kwargs.get("device", "cpu"))
     return CheckpointPolicy(spec, steps=kwargs.get("steps", 4), guidance=kwargs.get("guidance", 1.0),
                             device=kwargs.get("device", "cpu"))

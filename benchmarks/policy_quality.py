@@ -1,0 +1,340 @@
+"""Learning quality side by side: our policy vs LeRobot's ACT and Diffusion Policy, and the
+world model against simple baselines. CPU by default; everything is made here.
+
+1. Scripted-expert demonstrations of the built-in tasks (one LeRobot dataset, front
+   camera, 64 px, 10 Hz) and held-out expert episodes (other seeds) for the world model.
+2. The same wall-clock training budget for each policy on this machine:
+   - cosmos3: our trainer and recipe (``recipes/sim/builtin_tasks.yaml``: ``sim_arm``
+     relative pseudo-actions, the policy / FD / ID mixture, EMA), cosine fitted to the budget;
+   - LeRobot ACT and Diffusion Policy (and, with ``--plugin``, our model through the
+     LeRobot plugin): their configs, processors and optimiser presets, trained by the loop
+     below with the schedule fitted to the budget the same way. No pretrained backbones.
+3. Closed-loop success on the same evaluation seeds (``100000 + i``) with Wilson 95%
+   intervals (:mod:`cosmos3_robot.sim.evaluate`).
+4. World model on held-out windows: forward dynamics (PSNR / SSIM of the imagined future
+   frames vs copying the last frame) and inverse dynamics (error of the actions the future
+   frames pin down vs ground truth, against a ridge regression on the two frames' pixels and
+   against predicting the mean action).
+
+    .venv/bin/python benchmarks/policy_quality.py --tasks reach push --minutes 10 --episodes 20
+    .venv/bin/python benchmarks/policy_quality.py --quick      # a smoke run of a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "sim" / "builtin_tasks.yaml"
+REPO_ID = "local/cosmos3_sim"
+CAMERA = "front"
+HELD_OUT_SEED = 500_000
+
+
+def log(msg: str) -> None:
+    print(f"[quality] {msg}", flush=True)
+
+
+# ---- 1. data ------------------------------------------------------------------------------
+def record_data(out: Path, tasks: list[str], demos: int, image_size: int) -> dict[str, Any]:
+    from cosmos3_robot.sim.record import record
+
+    data = out / "data"
+    if (data / "meta" / "info.json").exists():
+        log(f"demonstrations already at {data}")
+        return json.loads((out / "record.json").read_text())
+    shutil.rmtree(data, ignore_errors=True)
+    st = record(tasks, demos, data, repo_id=REPO_ID, use_videos=False, image_size=image_size, cameras=(CAMERA,),
+                noise=0.004)
+    info = {"kept": st.kept, "failed": st.failed, "frames": st.frames}
+    (out / "record.json").write_text(json.dumps(info))
+    return info
+
+
+# ---- 2. training on a wall-clock budget ---------------------------------------------------
+def train_cosmos3(data: Path, run: Path, preset: str, minutes: float, batch: int) -> dict[str, Any]:
+    from cosmos3_robot.model import preset as model_preset
+    from cosmos3_robot.train.recipe import run as train_run
+
+    shutil.rmtree(run, ignore_errors=True)
+    t0 = time.perf_counter()
+    train_run(RECIPE, run, overrides=[
+        f"data.0.root={data.resolve()}", f"data.0.repo_id={REPO_ID}",
+        f"data.0.layout.cameras={{{CAMERA}: observation.images.{CAMERA}}}", f"window.camera={CAMERA}",
+        f"model.preset={preset}", f"window.image_size={model_preset(preset).image_size}",
+        f"train.max_minutes={minutes}", f"train.batch_size={batch}"])
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return {"steps": metrics[-1]["step"] if metrics else 0, "seconds": time.perf_counter() - t0,
+            "first_loss": metrics[0]["loss"] if metrics else None, "last_loss": metrics[-1]["loss"] if metrics else None}
+
+
+def lerobot_config(kind: str, chunk: int, n_action_steps: int, preset: str):
+    """ACT / Diffusion / cosmos3 configs for 64 px frames, no pretrained weights."""
+    from lerobot.policies.factory import make_policy_config
+
+    if kind == "act":
+        return make_policy_config("act", device="cpu", push_to_hub=False, chunk_size=chunk,
+                                  n_action_steps=n_action_steps, pretrained_backbone_weights=None)
+    if kind == "diffusion":
+        # LeRobot's defaults crop 84 px from 96; our frames are 64 px: crop 56 (random at
+        # training, centre at inference), horizon = chunk.
+        return make_policy_config("diffusion", device="cpu", push_to_hub=False, horizon=chunk,
+                                  n_action_steps=n_action_steps, crop_shape=(56, 56), pretrained_backbone_weights=None)
+    return make_policy_config("cosmos3", device="cpu", push_to_hub=False, preset=preset, chunk_size=chunk,
+                              n_action_steps=n_action_steps)
+
+
+def train_lerobot(kind: str, data: Path, out: Path, minutes: float, batch: int, chunk: int, n_action_steps: int,
+                  preset: str, seed: int = 0) -> dict[str, Any]:
+    """LeRobot's policy, processors and optimiser preset; steps until the budget is spent,
+    with the scheduler (if the policy has one) fitted to the steps the budget allows, as
+    ``train.max_minutes`` does for ours (rate measured over the first steps)."""
+    from lerobot.configs.types import FeatureType
+    from lerobot.datasets.factory import resolve_delta_timestamps
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+    from lerobot.datasets.utils import dataset_to_policy_features
+    from lerobot.policies.factory import make_policy, make_pre_post_processors
+    from lerobot.utils.import_utils import register_third_party_plugins
+
+    register_third_party_plugins()
+    torch.manual_seed(seed)
+    meta = LeRobotDatasetMetadata(REPO_ID, root=data)
+    cfg = lerobot_config(kind, chunk, n_action_steps, preset)
+    feats = dataset_to_policy_features(meta.features)
+    cfg.output_features = {k: f for k, f in feats.items() if f.type is FeatureType.ACTION}
+    cfg.input_features = {k: f for k, f in feats.items()
+                          if k in (f"observation.images.{CAMERA}", "observation.state")}
+    policy = make_policy(cfg, ds_meta=meta)
+    ds = LeRobotDataset(REPO_ID, root=data, delta_timestamps=resolve_delta_timestamps(cfg, meta))
+    pre, post = make_pre_post_processors(cfg, dataset_stats=ds.meta.stats)
+    opt_cfg = cfg.get_optimizer_preset()
+    opt = opt_cfg.build(policy.get_optim_params())
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=0, drop_last=True,
+                                         generator=torch.Generator().manual_seed(seed))
+    budget = 60 * minutes
+    t0 = time.perf_counter()
+    steps, sched, losses = 0, None, []
+    policy.train()
+    while time.perf_counter() - t0 < budget:
+        for item in loader:
+            loss, _ = policy.forward(pre(item))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), opt_cfg.grad_clip_norm)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            steps += 1
+            losses.append(float(loss))
+            elapsed = time.perf_counter() - t0
+            if steps == 5 and cfg.get_scheduler_preset() is not None:  # fit the schedule to the budget
+                total = max(steps + 1, int(budget / (elapsed / steps)))
+                sched = cfg.get_scheduler_preset().build(opt, total)
+                for _ in range(steps):
+                    sched.step()
+            if elapsed >= budget:
+                break
+    out.mkdir(parents=True, exist_ok=True)
+    policy.save_pretrained(out)
+    pre.save_pretrained(out)
+    post.save_pretrained(out)
+    first, last = np.mean(losses[:10]), np.mean(losses[-10:])
+    return {"steps": steps, "seconds": time.perf_counter() - t0, "first_loss": float(first), "last_loss": float(last)}
+
+
+# ---- 3. closed loop -----------------------------------------------------------------------
+def closed_loop(spec: str, tasks: list[str], episodes: int, out: Path, workers: int, replan: int) -> dict[str, Any]:
+    from cosmos3_robot.sim.evaluate import EvalConfig, evaluate
+    from cosmos3_robot.sim.report import write_report
+
+    cfg = EvalConfig(tasks=tuple(tasks), episodes=episodes, workers=workers, replan=replan, videos=1,
+                     image_size=64, policy_kwargs={"steps": 4})
+    res = evaluate(spec, cfg, out)
+    return write_report(res, out, title=spec)
+
+
+# ---- 4. world model -----------------------------------------------------------------------
+def held_out_windows(run: Path, tasks: list[str], episodes: int, seed: int, normalizer):
+    from cosmos3_robot.data.windows import WindowDataset, WindowSpec
+    from cosmos3_robot.runtime.policy import resolve_checkpoint
+    from cosmos3_robot.sim.record import RecordStats, expert_episodes
+
+    w = json.loads((resolve_checkpoint(run) / "trainer.json").read_text())["windows"][0]
+    spec = WindowSpec(embodiment=w["embodiment"], camera=w["camera"], fps=w.get("fps"), n_context=1,
+                      n_future=int(w["n_future"]), chunk=int(w["chunk"]), image_size=int(w["image_size"]),
+                      stride=int(w["n_future"]))
+    eps = list(expert_episodes(tasks, episodes, RecordStats(), seed=seed, image_size=int(w["image_size"]),
+                               cameras=(w["camera"],), hold_steps=spec.chunk))
+    return WindowDataset(eps, spec, normalizer=normalizer), spec
+
+
+def ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closed-form ridge regression on standardised features (a few lines of numpy; the
+    project carries no scikit-learn): returns (mean, scale, weights with bias row)."""
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    z = np.c_[(x - mu) / sd, np.ones(len(x))]
+    reg = lam * np.eye(z.shape[1])
+    reg[-1, -1] = 0
+    return mu, sd, np.linalg.solve(z.T @ z + reg, z.T @ y)
+
+
+def id_features(video: torch.Tensor) -> np.ndarray:
+    """``(B, F, 3, S, S)`` clips -> the context frame and the last future frame at 16 px."""
+    pair = torch.stack([video[:, 0], video[:, -1]], 1).flatten(0, 1)
+    small = torch.nn.functional.interpolate(pair, size=(16, 16), mode="area")
+    return small.reshape(video.shape[0], -1).numpy()
+
+
+def world_model(run: Path, tasks: list[str], episodes: int, steps: int) -> dict[str, Any]:
+    from skimage.metrics import structural_similarity
+
+    from cosmos3_robot.data.windows import collate
+    from cosmos3_robot.runtime import Cosmos3Policy, InferenceConfig
+
+    pol = Cosmos3Policy.from_checkpoint(run, InferenceConfig(steps=steps))
+    model = pol.model
+    test, spec = held_out_windows(run, tasks, episodes, HELD_OUT_SEED, pol.normalizer)
+    fit, _ = held_out_windows(run, tasks, episodes, HELD_OUT_SEED + 50_000, pol.normalizer)
+
+    def to_u8(x: torch.Tensor) -> np.ndarray:
+        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+    def batches(ds, n=8):
+        for i in range(0, len(ds), n):
+            yield collate([ds[j] for j in range(i, min(len(ds), i + n))])
+
+    k = spec.n_future  # the actions the future frames pin down
+
+    def targets(b) -> torch.Tensor:  # (B, k, D): collated actions are padded to the model's width
+        return b.actions[:, :k, : int(b.action_mask[0].sum())]
+
+    fx, fy = [], []
+    for b in batches(fit):
+        fx.append(id_features(b.video))
+        fy.append(targets(b).flatten(1).numpy())
+    fx_a, fy_a = np.concatenate(fx), np.concatenate(fy)
+    mu, sd, w = ridge(fx_a, fy_a, lam=float(len(fx_a)))
+    mean_action = fy_a.mean(0)
+    psnr = {"model": [], "copy_last": []}
+    ssim = {"model": [], "copy_last": []}
+    err = {"model": [], "ridge": [], "mean": []}
+    with torch.inference_mode():
+        for i, b in enumerate(batches(test)):
+            fut = model.generate("forward_dynamics", b, steps=steps, seed=i, n_future_frames=k)["video"]
+            gt = targets(b)
+            ida = model.generate("inverse_dynamics", b, steps=steps, seed=i, n_actions=spec.chunk)["actions"][:, :k]
+            err["model"].append((ida - gt).abs().mean((1, 2)).numpy())
+            pred = np.c_[(id_features(b.video) - mu) / sd, np.ones(len(gt))] @ w
+            err["ridge"].append(np.abs(pred - gt.flatten(1).numpy()).mean(1))
+            err["mean"].append(np.abs(mean_action[None] - gt.flatten(1).numpy()).mean(1))
+            for j in range(len(gt)):
+                real = to_u8(b.video[j, 1:])
+                for name, frames in (("model", to_u8(fut[j])), ("copy_last", np.repeat(to_u8(b.video[j, :1]), k, 0))):
+                    for r, f in zip(real, frames):
+                        mse = float(np.mean((r.astype(np.float64) - f.astype(np.float64)) ** 2))
+                        psnr[name].append(99.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse))
+                        ssim[name].append(structural_similarity(r, f, channel_axis=-1, data_range=255))
+    return {"windows": len(test), "fit_windows": len(fit), "future_frames": k,
+            "fd_psnr_db": {n: float(np.mean(v)) for n, v in psnr.items()},
+            "fd_ssim": {n: float(np.mean(v)) for n, v in ssim.items()},
+            "id_mae_normalised": {n: float(np.mean(np.concatenate(v))) for n, v in err.items()}}
+
+
+# ---- report -------------------------------------------------------------------------------
+def print_tables(results: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(Console().width, 120))
+    cfg = results["config"]
+    tasks = cfg["tasks"]
+    t = Table(title=f"Closed-loop success, {cfg['episodes']} episodes per task, seeds 100000+i "
+                    f"({cfg['minutes']:g} min of training each on {cfg['threads']} CPU threads)")
+    for col in ["policy", "train steps", *tasks, "overall"]:
+        t.add_column(col, justify="left" if col == "policy" else "right")
+    for name, r in results["policies"].items():
+        s = r["eval"]
+        cells = []
+        for task in [*tasks, "overall"]:
+            x = s["overall"] if task == "overall" else s["tasks"][task]
+            lo, hi = x["ci95"]
+            cells.append(f"{100 * x['success_rate']:.0f}% [{100 * lo:.0f}-{100 * hi:.0f}]")
+        t.add_row(name, str(r["train"].get("steps", "-")), *cells)
+    console.print(t)
+    wm = results.get("world_model")
+    if wm:
+        w = Table(title=f"World model on {wm['windows']} held-out windows ({wm['future_frames']} future frames)")
+        for col in ("metric", "cosmos3", "baseline", "baseline value", "ratio"):
+            w.add_column(col, justify="left" if col in ("metric", "baseline") else "right")
+        p, s, e = wm["fd_psnr_db"], wm["fd_ssim"], wm["id_mae_normalised"]
+        w.add_row("FD PSNR (dB, higher better)", f"{p['model']:.2f}", "copy last frame", f"{p['copy_last']:.2f}",
+                  f"{p['model'] - p['copy_last']:+.2f} dB")
+        w.add_row("FD SSIM (higher better)", f"{s['model']:.3f}", "copy last frame", f"{s['copy_last']:.3f}",
+                  f"{s['model'] / max(s['copy_last'], 1e-9):.2f}x")
+        for base, label in (("ridge", "ridge on pixels"), ("mean", "mean action")):
+            w.add_row("ID action MAE (normalised, lower better)", f"{e['model']:.3f}", label, f"{e[base]:.3f}",
+                      f"{e['model'] / max(e[base], 1e-9):.2f}x")
+        console.print(w)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/quality")
+    ap.add_argument("--tasks", nargs="+", default=["reach", "push"])
+    ap.add_argument("--demos", type=int, default=40, help="expert demonstrations per task")
+    ap.add_argument("--minutes", type=float, default=10.0, help="training budget per policy")
+    ap.add_argument("--episodes", type=int, default=20, help="evaluation episodes per task")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--chunk", type=int, default=16)
+    ap.add_argument("--replan", type=int, default=8, help="actions executed per chunk (all policies)")
+    ap.add_argument("--workers", type=int, default=2, help="evaluation worker processes")
+    ap.add_argument("--policies", nargs="+", default=["cosmos3", "act", "diffusion"],
+                    choices=["cosmos3", "act", "diffusion", "cosmos3-lerobot"])
+    ap.add_argument("--wm-episodes", type=int, default=4, help="held-out expert episodes per task for the world model")
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny preset, reach only, 1 min each")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.tasks, args.demos, args.minutes, args.episodes, args.preset, args.batch = ["reach"], 6, 1.0, 4, "tiny", 8
+        args.wm_episodes = 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"config": {**vars(args), "threads": torch.get_num_threads()}, "policies": {}}
+    log(f"recording {args.demos} demos x {args.tasks}")
+    results["record"] = record_data(out, args.tasks, args.demos, 64)
+    data = out / "data"
+    specs = {}
+    for name in args.policies:
+        log(f"training {name} for {args.minutes:g} min")
+        if name == "cosmos3":
+            train = train_cosmos3(data, out / "cosmos3", args.preset, args.minutes, args.batch)
+            specs[name] = str(out / "cosmos3")
+        else:
+            kind = "cosmos3" if name == "cosmos3-lerobot" else name
+            train = train_lerobot(kind, data, out / name, args.minutes, args.batch, args.chunk, args.replan, args.preset)
+            specs[name] = f"lerobot:{out / name}"
+        results["policies"][name] = {"train": train}
+        log(f"{name}: {train['steps']} steps, loss {train['first_loss']:.3f} -> {train['last_loss']:.3f}")
+    for name, spec in specs.items():
+        log(f"evaluating {name}")
+        results["policies"][name]["eval"] = closed_loop(spec, args.tasks, args.episodes, out / "eval" / name,
+                                                        args.workers, args.replan)
+    if "cosmos3" in specs:
+        log("world model: forward and inverse dynamics on held-out episodes")
+        results["world_model"] = world_model(out / "cosmos3", args.tasks, args.wm_episodes, steps=4)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    print_tables(results)
+    log(f"results: {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
