@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import resource
 import statistics
 import tempfile
 import time
@@ -90,47 +89,36 @@ def ours(preset_name: str, mode: str, steps: int, chunk: int, device: str, repea
 
 def lerobot_peers(image_size: int, chunk: int, device: str, repeat: int, warmup: int, diffusion_steps: int):
     """ACT and Diffusion Policy from LeRobot on one observation; {} when lerobot is missing."""
-    try:
-        from lerobot.configs.types import FeatureType, PolicyFeature
-        from lerobot.policies.act.configuration_act import ACTConfig
-        from lerobot.policies.act.modeling_act import ACTPolicy
-        from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
-        from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
-    except ImportError:
-        return {}
-    feats_in = {"observation.images.front": PolicyFeature(type=FeatureType.VISUAL, shape=(3, image_size, image_size)),
-                "observation.state": PolicyFeature(type=FeatureType.STATE, shape=(8,))}
-    feats_out = {"action": PolicyFeature(type=FeatureType.ACTION, shape=(8,))}
-    out = {}
-    torch.manual_seed(0)
-    act = ACTPolicy(ACTConfig(input_features=feats_in, output_features=feats_out, chunk_size=chunk,
-                              n_action_steps=chunk, pretrained_backbone_weights=None, device=device)).to(device).eval()
+    from common import make_peers
+
+    peers = make_peers(image_size, chunk, device, diffusion_steps=diffusion_steps)
     obs = {"observation.images.front": torch.rand(1, 3, image_size, image_size, device=device),
            "observation.state": torch.rand(1, 8, device=device)}
+    out = {}
+    if "LeRobot ACT" in peers:
+        act = peers["LeRobot ACT"].eval()
 
-    @torch.inference_mode()
-    def run_act():
-        act.predict_action_chunk(obs)
+        @torch.inference_mode()
+        def run_act():
+            act.predict_action_chunk(obs)
 
-    out["LeRobot ACT"] = (timed(run_act, repeat, warmup, device), sum(p.numel() for p in act.parameters()))
-    dcfg = DiffusionConfig(input_features=feats_in, output_features=feats_out, horizon=chunk, n_action_steps=8,
-                           n_obs_steps=2, crop_shape=None, pretrained_backbone_weights=None,
-                           num_inference_steps=diffusion_steps, device=device)
-    diff = DiffusionPolicy(dcfg).to(device).eval()
-    dobs = {k: torch.stack([v, v], 1) for k, v in obs.items()}  # (B, n_obs_steps, ...)
+        out["LeRobot ACT"] = (timed(run_act, repeat, warmup, device), sum(p.numel() for p in act.parameters()))
+        diff = peers["LeRobot Diffusion"].eval()
+        dobs = {k: torch.stack([v, v], 1) for k, v in obs.items()}  # (B, n_obs_steps, ...)
 
-    @torch.inference_mode()
-    def run_diff():
-        diff.diffusion.generate_actions({**dobs, "observation.images": dobs["observation.images.front"][:, :, None]})
+        @torch.inference_mode()
+        def run_diff():
+            diff.diffusion.generate_actions({**dobs, "observation.images": dobs["observation.images.front"][:, :, None]})
 
-    out[f"LeRobot Diffusion ({diffusion_steps} steps)"] = (timed(run_diff, repeat, warmup, device),
-                                                           sum(p.numel() for p in diff.parameters()))
+        out[f"LeRobot Diffusion ({diffusion_steps} steps)"] = (timed(run_diff, repeat, warmup, device),
+                                                               sum(p.numel() for p in diff.parameters()))
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from common import print_results
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["tiny", "small"])
@@ -178,15 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         ratio = f"{med / act_med:.2f}x" if act_med else "-"
         table.add_row(model, mode, backend, steps, f"{size}px", f"{params / 1e6:.2f}M", f"{med:.1f}", f"{p95:.1f}",
                       ratio)
-    console = Console(width=max(Console().width, 130))
-    console.print(table)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    mem = f"peak RSS {rss:.0f} MiB"
-    if cuda:
-        mem += f", peak CUDA {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
-    console.print(mem)
-    if not peers:
-        console.print("(lerobot not installed: no ACT / Diffusion Policy comparison)")
+    print_results(table, args.device, bool(peers), width=130)
 
 
 if __name__ == "__main__":

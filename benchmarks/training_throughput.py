@@ -13,7 +13,6 @@ peers train on the same image size, batch size and chunk length. Peak RSS at the
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import time
 from typing import Callable
@@ -63,37 +62,26 @@ def ours(name: str, batch: int, chunk: int, device: str, steps: int, warmup: int
 
 
 def lerobot_peers(image_size: int, batch: int, chunk: int, device: str, steps: int, warmup: int):
-    try:
-        from lerobot.configs.types import FeatureType, PolicyFeature
-        from lerobot.policies.act.configuration_act import ACTConfig
-        from lerobot.policies.act.modeling_act import ACTPolicy
-        from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
-        from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
-    except ImportError:
-        return {}
-    feats_in = {"observation.images.front": PolicyFeature(type=FeatureType.VISUAL, shape=(3, image_size, image_size)),
-                "observation.state": PolicyFeature(type=FeatureType.STATE, shape=(10,))}
-    feats_out = {"action": PolicyFeature(type=FeatureType.ACTION, shape=(10,))}
+    """Samples/s of ACT and Diffusion Policy training steps; {} when lerobot is missing."""
+    from common import make_peers
+
     g = torch.Generator().manual_seed(0)
     img = torch.rand(batch, 3, image_size, image_size, generator=g).to(device)
-    state = torch.randn(batch, 10, generator=g).to(device)
-    action = torch.randn(batch, chunk, 10, generator=g).to(device)
+    state = torch.randn(batch, 8, generator=g).to(device)
+    action = torch.randn(batch, chunk, 8, generator=g).to(device)
     pad = torch.zeros(batch, chunk, dtype=torch.bool, device=device)
+    data = {"LeRobot ACT": {"observation.images.front": img, "observation.state": state, "action": action,
+                            "action_is_pad": pad},
+            "LeRobot Diffusion": {"observation.images.front": torch.stack([img, img], 1),  # n_obs_steps = 2
+                                  "observation.state": torch.stack([state, state], 1), "action": action,
+                                  "action_is_pad": pad}}
     out = {}
-    torch.manual_seed(0)
-    act = ACTPolicy(ACTConfig(input_features=feats_in, output_features=feats_out, chunk_size=chunk,
-                              n_action_steps=chunk, pretrained_backbone_weights=None, device=device)).to(device).train()
-    act_batch = {"observation.images.front": img, "observation.state": state, "action": action, "action_is_pad": pad}
-    diff = DiffusionPolicy(DiffusionConfig(input_features=feats_in, output_features=feats_out, horizon=chunk,
-                                           n_action_steps=8, n_obs_steps=2, crop_shape=None,
-                                           pretrained_backbone_weights=None, device=device)).to(device).train()
-    diff_batch = {"observation.images.front": torch.stack([img, img], 1), "observation.state": torch.stack([state, state], 1),
-                  "action": action, "action_is_pad": pad}
-    for label, policy, data in (("LeRobot ACT", act, act_batch), ("LeRobot Diffusion", diff, diff_batch)):
+    for label, policy in make_peers(image_size, chunk, device).items():
+        policy.train()
         opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
 
-        def step(i: int, policy=policy, data=data, opt=opt) -> None:
-            loss, _ = policy.forward(dict(data))
+        def step(i: int, policy=policy, batch=data[label], opt=opt) -> None:
+            loss, _ = policy.forward(dict(batch))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -103,8 +91,9 @@ def lerobot_peers(image_size: int, batch: int, chunk: int, device: str, steps: i
 
 
 def main(argv: list[str] | None = None) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from common import print_results
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["tiny", "small"])
@@ -129,14 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     for label, size, params, sps, ms in rows:
         ratio = f"{sps / act[0][0]:.2f}x" if act else "-"
         table.add_row(label, f"{size}px", f"{params / 1e6:.2f}M", f"{ms:.0f}", f"{sps:.1f}", ratio)
-    console = Console(width=max(Console().width, 110))
-    console.print(table)
-    mem = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
-    if args.device.startswith("cuda"):
-        mem += f", peak CUDA {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
-    console.print(mem)
-    if not peers:
-        console.print("(lerobot not installed: no ACT / Diffusion Policy comparison)")
+    print_results(table, args.device, bool(peers), width=110)
 
 
 if __name__ == "__main__":
