@@ -312,12 +312,10 @@ class Cosmos3(nn.Module):
     # ---- layout ------------------------------------------------------------------------
     def _layout(self, mode: Mode, B: int, t0: float, fps: torch.Tensor, hz: torch.Tensor,
                 video_tokens: dict[str, torch.Tensor], n_ctx_lat: int, actions: torch.Tensor | None,
-                domain: torch.Tensor | None, times: dict[str, torch.Tensor],
-                positions: torch.Tensor | None = None) -> _Layout:
+                domain: torch.Tensor | None, times: dict[str, torch.Tensor]) -> _Layout:
         """Embed streams in the mode's order. ``video_tokens``/``actions`` hold the inputs as
         the network sees them (x_t for noisy streams); ``times`` the per-sample flow times.
-        ``positions`` ``(B, L, 3)`` from an earlier layout of the same shapes skips their
-        recomputation (they do not change across denoising steps)."""
+        (Generation lays out once per request and then re-embeds only the noisy streams.)"""
         c = self.config
         g = c.latent_size // c.dm_patch
         parts, pos, noisy, time, group, spans = [], [], [], [], [], {}
@@ -326,19 +324,17 @@ class Cosmos3(nn.Module):
             if stream == "actions":
                 assert actions is not None and domain is not None
                 emb = self._embed(stream, actions, domain)
-                if positions is None:
-                    pos.append(torch.stack([
-                        rope.action_positions(actions.shape[1], float(hz[b]), t0 + self._t_now(n_ctx_lat, float(fps[b])))
-                        for b in range(B)]))
+                pos.append(torch.stack([
+                    rope.action_positions(actions.shape[1], float(hz[b]), t0 + self._t_now(n_ctx_lat, float(fps[b])))
+                    for b in range(B)]))
             else:
                 tok = video_tokens[stream]
                 emb = self._embed(stream, tok, domain)
                 n_frames = tok.shape[1] // c.tokens_per_latent_frame
                 first = 0 if stream == "video_context" else n_ctx_lat
-                if positions is None:
-                    pos.append(torch.stack([
-                        rope.video_positions(n_frames, g, g, float(fps[b]), c.temporal_compression, t0, first)
-                        for b in range(B)]))
+                pos.append(torch.stack([
+                    rope.video_positions(n_frames, g, g, float(fps[b]), c.temporal_compression, t0, first)
+                    for b in range(B)]))
             L = emb.shape[1]
             parts.append(emb)
             noisy.append(torch.full((B, L), is_noisy, dtype=torch.bool, device=self.device))
@@ -347,7 +343,7 @@ class Cosmos3(nn.Module):
             group.append(torch.full((L,), index, dtype=torch.long))
             spans[stream] = slice(start, start + L)
             start += L
-        all_pos = positions if positions is not None else torch.cat(pos, 1).to(self.device)
+        all_pos = torch.cat(pos, 1).to(self.device)
         return _Layout(torch.cat(parts, 1), all_pos, torch.cat(noisy, 1), torch.stack(time, 1),
                        torch.cat(group).to(self.device), spans)
 
@@ -672,9 +668,7 @@ class Cosmos3(nn.Module):
                 table = self.modulation_table(torch.cat([time_grid(steps, shift), torch.ones(1)]))
                 if prefix_cache is not None:
                     prefix_cache[tkey] = table
-        clean_time = tuple(1.0 for _ in mode.streams)
-
-        def mods(t: float) -> tuple[list[torch.Tensor], torch.Tensor] | None:
+        def mods(t: float) -> tuple[torch.Tensor, torch.Tensor] | None:
             if table is None:
                 return None
             return table.take([t if s in mode.noisy else 1.0 for s, _ in mode.streams])
@@ -687,7 +681,7 @@ class Cosmos3(nn.Module):
             first_noisy = min(probe.spans[k].start for k in names)
         if c.block_causal and mode.clean and not plain:
             noisy_start = first_noisy
-            _, ck, cv = self._run_dm(probe, prefix, slice(0, noisy_start), table and table.take(clean_time), backend)
+            _, ck, cv = self._run_dm(probe, prefix, slice(0, noisy_start), mods(1.0), backend)
             dm_prefix = prefix.extend(ck, cv, torch.ones(B * nb, noisy_start, dtype=torch.bool, device=self.device))
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
