@@ -97,6 +97,21 @@ def test_policy_backends_agree_and_the_export_is_cached(tmp_path):
     assert path.stat().st_mtime_ns != mtime  # other weights: exported again
 
 
+def test_backend_without_an_export_folder_leaves_no_file(tmp_path, monkeypatch):
+    import tempfile
+
+    from cosmos3_robot.runtime.policy import generator_backend
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    m = woken()
+    step = generator_backend(m, InferenceConfig(backend="onnxruntime"))
+    assert list(tmp_path.iterdir()) == []  # exported, loaded, removed
+    kw = dict(steps=2, n_actions=8, action_dim=10, seed=0)
+    ref = m.generate("policy_actions", batch(), plain=True, **kw)["actions"]
+    got = m.generate("policy_actions", batch(), backend=step, prefix_cache={}, **kw)["actions"]
+    assert torch.allclose(got, ref, atol=1e-4)
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(backend="tensorrt"), "backend"),
     (dict(dtype="float16"), "dtype"),

@@ -81,6 +81,9 @@ class _Layout:
     group: torch.Tensor  # (L,) long: each token's stream index into stream_time
     spans: dict[str, slice] = field(default_factory=dict)
     rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos/sin of pos, when precomputed
+    # attention biases by (prefix, token range) for a Generator backend; shared by the
+    # per-step copies of one request's layout, so each is built once per request
+    biases: dict = field(default_factory=dict)
 
     @property
     def time(self) -> torch.Tensor:
@@ -106,9 +109,17 @@ class ModulationTable:
     times: list[float]
     layers: list[torch.Tensor]
     final: torch.Tensor
+    _taken: dict = field(default_factory=dict, repr=False, compare=False)
 
     def take(self, stream_times: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows for one time per stream -> ``(n_layers, 1, S, 6 dim)`` and ``(1, S, 2 dim)``."""
+        """Rows for one time per stream -> ``(n_layers, 1, S, 6 dim)`` and ``(1, S, 2 dim)``
+        (gathered once per distinct tuple of times; later steps and requests reuse them)."""
+        key = tuple(stream_times)
+        if key not in self._taken:
+            self._taken[key] = self._gather(key)
+        return self._taken[key]
+
+    def _gather(self, stream_times: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         rows = []
         for t in stream_times:  # float32 times: match to within float32 rounding
             i = min(range(len(self.times)), key=lambda j: abs(self.times[j] - t))
@@ -376,7 +387,11 @@ class Cosmos3(nn.Module):
         if backend is not None:
             if mods is None:
                 raise ValueError("a Generator backend needs the looked-up modulation (not the plain path)")
-            bias = attention_bias(dm_mask(prefix.valid, valid, noisy, self.core.block_causal), tokens.dtype)
+            key = (id(prefix), start, stop)
+            if key not in lay.biases:
+                lay.biases[key] = attention_bias(dm_mask(prefix.valid, valid, noisy, self.core.block_causal),
+                                                 tokens.dtype)
+            bias = lay.biases[key]
             pk, pv = prefix.stacked()
             h, k, v = backend(tokens, pk, pv, cos[:, sl], sin[:, sl], bias, mods[0], mods[1], lay.group[sl])
             return h, list(k.unbind(0)), list(v.unbind(0))
@@ -635,7 +650,6 @@ class Cosmos3(nn.Module):
         fixed: dict[str, _Layout] = {}
 
         def layout(x_noisy: dict[str, torch.Tensor], t: torch.Tensor) -> _Layout:
-            times = {k: t.expand(B * nb).to(self.device) for k in names}
             first = fixed.get("layout")
             if first is not None:  # only the noisy streams change: embed them, keep the rest
                 tokens = torch.cat([first.tokens[:, :first_noisy]] + [self._embed(k, rep(x_noisy[k]), dom_r)
@@ -644,6 +658,7 @@ class Cosmos3(nn.Module):
                 stream_time[:, first_noisy_stream:] = t.to(stream_time)
                 return dataclasses.replace(first, tokens=tokens, stream_time=stream_time)
             inputs = {**clean_r, **{k: rep(v) for k, v in x_noisy.items()}}
+            times = {k: t.expand(B * nb).to(self.device) for k in names}
             lay = self._layout(mode, B * nb, t0, fps_r, hz_r,
                                {k: v for k, v in inputs.items() if k != "actions"}, n_ctx_lat,
                                inputs.get("actions"), dom_r, times)

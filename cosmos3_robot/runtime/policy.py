@@ -104,10 +104,12 @@ def generator_backend(model: Cosmos3, config: InferenceConfig, export_dir: str |
                 folder = None
         except OSError:
             folder = None
-    if folder is None:
+    if folder is None:  # no place to keep it: export, load, and remove the file again
         import tempfile
 
-        folder = Path(tempfile.mkdtemp(prefix="cosmos3-export-"))
+        with tempfile.TemporaryDirectory(prefix="cosmos3-export-") as tmp:
+            export_generator_step(model, Path(tmp) / name, int8=config.int8)
+            return OrtGeneratorStep(Path(tmp) / name)
     path = folder / name
     stamp = path.with_suffix(".source")
     if not (path.exists() and stamp.exists() and stamp.read_text() == source) or not source:
