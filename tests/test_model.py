@@ -170,6 +170,37 @@ def test_grouped_modulation_equals_per_token_modulation():
 
 
 # ---- FPS-modulated mRoPE --------------------------------------------------------------------
+def test_joint_qk_norm_rope_and_folded_scale_equal_separate_ones():
+    """``qkv_heads`` normalises and rotates q and k together with the attention scale folded
+    into the q weight; attention then equals the textbook form (separate q/k RMSNorm, RoPE
+    on each, SDPA's default 1/sqrt(d) scale), also under ONNX export's explicit form."""
+    import torch.nn.functional as F
+
+    from cosmos3_robot.model import attention
+    from cosmos3_robot.model.mot import TowerBlock
+
+    torch.manual_seed(0)
+    blk = TowerBlock(64, 4, 128, adaln=False)
+    with torch.no_grad():
+        blk.q_norm.weight.uniform_(0.5, 1.5)
+        blk.k_norm.weight.uniform_(0.5, 1.5)
+    h = torch.randn(2, 7, 64)
+    angles = torch.randn(2, 7, 8) * 3
+    cos, sin = angles.cos(), angles.sin()
+    q, k, v = blk.qkv_heads(h, cos, sin)
+    ref_q, ref_k, ref_v = blk.qkv(h).view(2, 7, 3, 4, 16).permute(2, 0, 3, 1, 4)
+    ref_q = rope.apply_rope(blk.q_norm(ref_q), cos[:, None], sin[:, None])
+    ref_k = rope.apply_rope(blk.k_norm(ref_k), cos[:, None], sin[:, None])
+    assert torch.allclose(q * 16 ** 0.5, ref_q, atol=1e-5) and torch.allclose(k, ref_k, atol=1e-6)
+    assert torch.equal(v, ref_v)
+    mask = torch.rand(2, 1, 7, 7) > 0.3
+    mask |= torch.eye(7, dtype=torch.bool)
+    ref = F.scaled_dot_product_attention(ref_q, ref_k, ref_v, attn_mask=mask)
+    assert torch.allclose(attention.attend(q, k, v, mask), ref, atol=1e-5)
+    explicit = attention.attend_explicit(q, k, v, attention.attention_bias(mask, q.dtype))
+    assert torch.allclose(explicit, ref, atol=1e-5)
+
+
 def test_same_physical_time_same_temporal_position():
     # Raw frames (no temporal compression): the frame one second in, at 16, 24 and 30 fps.
     for fps in (16, 24, 30):

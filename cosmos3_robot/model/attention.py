@@ -50,6 +50,22 @@ def dm_mask(prefix_valid: torch.Tensor, dm_valid: torch.Tensor, dm_noisy: torch.
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``(B, H, Lq, D)`` attention output with a boolean mask, through PyTorch SDPA
-    (flash / memory-efficient kernels on CUDA, the math kernel on CPU)."""
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    """``(B, H, Lq, D)`` attention output. ``q`` comes pre-scaled (``TowerBlock.qkv_heads``
+    folds ``D ** -0.5`` into the q-norm weight); ``mask`` is boolean (True = may attend) or
+    an additive float bias. Through PyTorch SDPA (flash / memory-efficient kernels on CUDA,
+    the math kernel on CPU); while exporting to ONNX, as its four ops (SDPA's exporter
+    emits dozens, mostly shape arithmetic, and a batch-1 CPU step is bound by op count)."""
+    if torch.onnx.is_in_onnx_export():
+        return attend_explicit(q, k, v, mask if mask.dtype != torch.bool else attention_bias(mask, q.dtype))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+
+
+def attend_explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The same attention as :func:`attend` (pre-scaled ``q``) with an additive ``bias``,
+    written out as matmul, add, softmax, matmul: the form exported to ONNX."""
+    return torch.softmax(q @ k.transpose(-1, -2) + bias, -1) @ v
+
+
+def attention_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Boolean may-attend mask -> additive bias (0 visible, -inf hidden)."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))

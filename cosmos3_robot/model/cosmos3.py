@@ -23,7 +23,7 @@ from cosmos3_robot.model import rope
 from cosmos3_robot.model.config import Cosmos3Config
 from cosmos3_robot.model.flow import integrate, interpolate, sample_time, time_grid
 from cosmos3_robot.model.modes import Mode, get_mode
-from cosmos3_robot.model.attention import dm_mask
+from cosmos3_robot.model.attention import attention_bias, dm_mask
 from cosmos3_robot.model.mot import MoTCore, PrefixCache, RMSNorm, modulation
 from cosmos3_robot.model.tokenizers import (
     ActionProjections,
@@ -146,10 +146,6 @@ class GeneratorBackend(Protocol):
                  sin: torch.Tensor, bias: torch.Tensor, mods: torch.Tensor, final_mod: torch.Tensor,
                  group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
-
-def attention_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Boolean may-attend mask -> additive bias (0 visible, -inf hidden)."""
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
 def _per_sample(x: float | torch.Tensor, B: int, name: str) -> torch.Tensor:
@@ -399,7 +395,8 @@ class Cosmos3(nn.Module):
         temb = self.time_embed(lay.stream_time) if mods is None else None
         h, k, v = self.core.forward_dm(tokens, temb, cos[:, sl], sin[:, sl], prefix, valid, noisy, group,
                                        None if mods is None else mods[0])
-        shift, scale = modulation(self.dm_final_ada, temb, group, None if mods is None else mods[1]).chunk(2, -1)
+        shift, scale = modulation(self.dm_final_ada, temb, group, None if mods is None else mods[1]).split(
+            [self.config.dim] * 2, -1)
         return self.dm_final_norm(h) * (1 + scale) + shift, k, v
 
     def _heads(self, h: torch.Tensor, lay: _Layout, offset: int, domain: torch.Tensor | None) -> dict[str, torch.Tensor]:

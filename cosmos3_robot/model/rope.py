@@ -88,7 +88,9 @@ class MRoPE(torch.nn.Module):
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` ``(B, H, N, D)`` by angles given as ``cos``/``sin`` ``(B, N, D/2)``."""
-    x1, x2 = x.chunk(2, dim=-1)
-    c, s = cos[:, None], sin[:, None]
-    return torch.cat([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1)
+    """Rotate ``x`` ``(..., D)`` by angles given as ``cos``/``sin`` ``(..., D/2)`` that
+    broadcast against it (e.g. ``x`` ``(B, N, 2, H, D)`` with ``(B, N, 1, 1, D/2)``).
+    Pair ``i`` is ``(x[i], x[i + D/2])``."""
+    half = cos.shape[-1]
+    x1, x2 = x.split([half, half], -1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)

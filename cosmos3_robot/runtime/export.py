@@ -49,7 +49,7 @@ class GeneratorStep(nn.Module):
             x, k, v = layer.forward_dm(x, None, cos, sin, prefix_k[i], prefix_v[i], bias, group, mods[i])
             keys.append(k)
             values.append(v)
-        shift, scale = final_mod.index_select(1, group).chunk(2, -1)
+        shift, scale = final_mod.index_select(1, group).split([m.config.dim] * 2, -1)
         return m.dm_final_norm(x) * (1 + scale) + shift, torch.stack(keys), torch.stack(values)
 
 
