@@ -182,12 +182,15 @@ PRESETS: dict[str, Cosmos3Config] = {
     "tiny": Cosmos3Config(name="tiny", dim=64, n_layers=2, n_heads=4, image_size=32, vit_patch=8,
                           dm_patch=4, max_text_len=48, max_actions=32),
     # CPU demo: ~25M parameters, 64 px frames, the compact conv autoencoder (8x spatial).
-    "small": Cosmos3Config(name="small", dim=320, n_layers=8, n_heads=5, ffn_mult=2.5,
+    # The deployable presets are block-causal (like pi0's prefix/suffix attention): clean
+    # conditioning runs once per chunk and each denoising step runs only the noisy tokens,
+    # half the tokens of a policy step (benchmarks/inference_latency.py).
+    "small": Cosmos3Config(name="small", dim=320, n_layers=8, n_heads=5, ffn_mult=2.5, block_causal=True,
                            image_size=64, vit_patch=8, video_encoder="conv_ae",
                            latent_channels=8, spatial_compression=8, temporal_compression=4,
                            dm_patch=2, max_text_len=64, max_actions=32),
     # Jetson Orin / RTX class: ~250M parameters, 128 px frames.
-    "compact": Cosmos3Config(name="compact", dim=768, n_layers=14, n_heads=12, ffn_mult=2.75,
+    "compact": Cosmos3Config(name="compact", dim=768, n_layers=14, n_heads=12, ffn_mult=2.75, block_causal=True,
                              image_size=128, vit_patch=16, video_encoder="conv_ae",
                              latent_channels=16, spatial_compression=16, temporal_compression=4,
                              dm_patch=2, max_text_len=96, max_actions=64),

@@ -399,9 +399,13 @@ class Cosmos3(nn.Module):
             [self.config.dim] * 2, -1)
         return self.dm_final_norm(h) * (1 + scale) + shift, k, v
 
-    def _heads(self, h: torch.Tensor, lay: _Layout, offset: int, domain: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _heads(self, h: torch.Tensor, lay: _Layout, offset: int, domain: torch.Tensor | None,
+               streams: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Output heads of ``streams`` (the noisy ones: clean streams have no target) from the
+        Generator outputs ``h``, which start at token ``offset`` of ``lay``."""
         out = {}
-        for stream, sl in lay.spans.items():
+        for stream in streams:
+            sl = lay.spans[stream]
             part = h[:, sl.start - offset: sl.stop - offset]
             out[stream] = self.actions.project(part, domain) if stream == "actions" else self.video_out(part)
         return out
@@ -453,7 +457,7 @@ class Cosmos3(nn.Module):
             lay = self._layout(mode, B, t0, fps, hz, {k: v for k, v in inputs.items() if k != "actions"},
                                n_ctx_lat, inputs.get("actions"), domain, times)
             h, _, _ = self._run_dm(lay, prefix)
-            pred = self._heads(h, lay, 0, domain)
+            pred = self._heads(h, lay, 0, domain, mode.noisy)
             for s in mode.noisy:
                 err = (pred[s] - (clean[s] - noise[s])) ** 2
                 if s == "actions":
@@ -701,10 +705,10 @@ class Cosmos3(nn.Module):
             m = mods(float(t))
             if noisy_start is not None:
                 h, _, _ = self._run_dm(lay, dm_prefix, slice(noisy_start, None), m, backend)
-                pred = self._heads(h, lay, noisy_start, dom_r)
+                pred = self._heads(h, lay, noisy_start, dom_r, names)
             else:
                 h, _, _ = self._run_dm(lay, prefix, None, m, backend)
-                pred = self._heads(h, lay, 0, dom_r)
+                pred = self._heads(h, lay, 0, dom_r, names)
             v = {k: pred[k] for k in names}
             if "actions" in v:
                 v["actions"] = v["actions"] * mask_r[:, None]

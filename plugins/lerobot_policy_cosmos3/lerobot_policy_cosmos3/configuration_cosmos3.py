@@ -29,7 +29,7 @@ class Cosmos3Config(PreTrainedConfig):
         preset: model preset of cosmos3-robot (``tiny``, ``small``, ``compact``; see
             ``cosmos3-robot models``).
         block_causal: clean conditioning tokens do not attend to noisy ones (their K/V are
-            then computed once per chunk).
+            then computed once per chunk); ``None``: the preset's choice.
         camera: the image feature the model sees; ``None``: the first image feature.
         chunk_size: actions per sampled chunk. n_action_steps: how many of them are
             executed before sampling the next chunk (ACT's action queue).
@@ -46,7 +46,7 @@ class Cosmos3Config(PreTrainedConfig):
 
     n_obs_steps: int = 1
     preset: str = "small"
-    block_causal: bool = False
+    block_causal: bool | None = None
     camera: str | None = None
     chunk_size: int = 16
     n_action_steps: int = 8
@@ -92,7 +92,8 @@ class Cosmos3Config(PreTrainedConfig):
         from cosmos3_robot.model import PRESETS
 
         base = PRESETS[self.preset]
-        return base.replace(block_causal=self.block_causal, action_domains=(DOMAIN,),
+        block_causal = base.block_causal if self.block_causal is None else self.block_causal
+        return base.replace(block_causal=block_causal, action_domains=(DOMAIN,),
                             max_actions=max(base.max_actions, self.chunk_size))
 
     def get_optimizer_preset(self) -> AdamWConfig:
