@@ -392,6 +392,32 @@ def test_conv_autoencoder_shapes_and_frame_rule():
     assert float(loss.detach()) < first / 2
 
 
+def test_anchored_autoencoder_codes_later_frames_as_differences_from_the_first():
+    torch.manual_seed(0)
+    ae = ConvVideoAE(latent_channels=4, spatial_compression=4, temporal_compression=4, width=16, anchored=True)
+    video = torch.rand(2, 9, 3, 16, 16) * 0.6 - 0.3
+    z = ae.encode(video)
+    assert z.shape == (2, 3, 4, 4, 4)
+    # A brightness shift of the whole clip changes the first latent only: later groups see
+    # differences from the first frame.
+    z2 = ae.encode(video + 0.2)
+    assert torch.allclose(z[:, 1:], z2[:, 1:], atol=1e-5) and not torch.allclose(z[:, :1], z2[:, :1])
+    # Later frames are decoded onto the given anchor (the real first frame), else the decoded one.
+    out = ae.decode(z, anchor=video[:, 0])
+    moved = ae.decode(z, anchor=video[:, 0] + 0.05)
+    inside = (out[:, 1:].abs() < 0.9) & (moved[:, 1:].abs() < 0.9)
+    assert inside.float().mean() > 0.5
+    assert torch.allclose((moved - out)[:, 1:][inside], torch.full_like(out[:, 1:][inside], 0.05), atol=1e-5)
+    assert torch.equal(out[:, :1], moved[:, :1]) and torch.equal(ae.decode(z)[:, :1], out[:, :1])
+    assert out.shape == video.shape and float(out.abs().max()) <= 1
+    # The presets that deploy use it; a config saved before the field existed loads unanchored.
+    assert preset("small").video_anchored and not preset("tiny").video_anchored
+    from cosmos3_robot.model.config import Cosmos3Config
+
+    old = {k: v for k, v in preset("small").to_dict().items() if k != "video_anchored"}
+    assert not Cosmos3Config.from_dict(old).video_anchored
+
+
 def test_model_with_conv_ae_and_external_vae_adapter():
     cfg = preset("tiny", video_encoder="conv_ae", latent_channels=4, spatial_compression=4,
                  temporal_compression=4, dm_patch=2)

@@ -74,6 +74,11 @@ class Cosmos3Config:
             video autoencoder) or ``"external"`` (an adapter around a user's VAE).
         latent_channels, spatial_compression, temporal_compression: the encoder's latent
             shape; clips must have ``1 + k * temporal_compression`` frames.
+        video_anchored: with ``conv_ae``, frame groups after the first are coded as their
+            differences from the clip's first frame and decoded onto the real first frame
+            when known (see :class:`~cosmos3_robot.model.vae.ConvVideoAE`). Off by default so
+            checkpoints saved before the field existed load with the coding they were
+            trained with.
         dm_patch: latent patch side grouped into one DM token.
         max_action_width: padded action width (64 in the reference).
         n_action_domains: one input/output projection per embodiment domain (32).
@@ -99,6 +104,7 @@ class Cosmos3Config:
     latent_channels: int = 3
     spatial_compression: int = 1
     temporal_compression: int = 1
+    video_anchored: bool = False
     dm_patch: int = 8
     max_action_width: int = 64
     n_action_domains: int = 32
@@ -188,12 +194,12 @@ PRESETS: dict[str, Cosmos3Config] = {
     "small": Cosmos3Config(name="small", dim=320, n_layers=8, n_heads=5, ffn_mult=2.5, block_causal=True,
                            image_size=64, vit_patch=8, video_encoder="conv_ae",
                            latent_channels=8, spatial_compression=8, temporal_compression=4,
-                           dm_patch=2, max_text_len=64, max_actions=32),
+                           video_anchored=True, dm_patch=2, max_text_len=64, max_actions=32),
     # Jetson Orin / RTX class: ~250M parameters, 128 px frames.
     "compact": Cosmos3Config(name="compact", dim=768, n_layers=14, n_heads=12, ffn_mult=2.75, block_causal=True,
                              image_size=128, vit_patch=16, video_encoder="conv_ae",
                              latent_channels=16, spatial_compression=16, temporal_compression=4,
-                             dm_patch=2, max_text_len=96, max_actions=64),
+                             video_anchored=True, dm_patch=2, max_text_len=96, max_actions=64),
 }
 
 

@@ -173,7 +173,8 @@ class Cosmos3(nn.Module):
             if c.video_encoder == "patchify":
                 video_encoder = RawPatchify()
             elif c.video_encoder == "conv_ae":
-                video_encoder = ConvVideoAE(c.latent_channels, c.spatial_compression, c.temporal_compression)
+                video_encoder = ConvVideoAE(c.latent_channels, c.spatial_compression, c.temporal_compression,
+                                            anchored=c.video_anchored)
             else:
                 raise ValueError("video_encoder 'external': pass the ExternalVAE instance to Cosmos3(...)")
         enc = video_encoder
@@ -311,7 +312,7 @@ class Cosmos3(nn.Module):
         if self.training and any(p.requires_grad for p in self.video_encoder.parameters()):
             # A trainable encoder learns from reconstruction only; the flow sees detached
             # latents, otherwise it could shrink them to make the flow loss trivial.
-            recon = F.mse_loss(self.video_encoder.decode(lat), video)
+            recon = F.mse_loss(self.video_encoder.decode(lat, anchor=video[:, 0]), video)
             lat = lat.detach()
         n_ctx_lat = 0 if n_ctx == 0 else 1 + (n_ctx - 1) // tc
         return lat, n_ctx_lat, recon
@@ -727,7 +728,9 @@ class Cosmos3(nn.Module):
             out["actions"] = x1["actions"][..., :D] if D < c.max_action_width else x1["actions"]
             out["action_mask"] = mask
         if "video_future" in x1:
-            out["video"] = self.decode_video(x1["video_future"], clean.get("video_context"))
+            ctx = clean.get("video_context")
+            anchor = None if ctx is None else batch.video[:, 0].to(self.device, self.special.dtype)
+            out["video"] = self.decode_video(x1["video_future"], ctx, anchor)
         return out
 
     @torch.no_grad()
@@ -757,15 +760,17 @@ class Cosmos3(nn.Module):
                     new[i] += bytes([tok])
         return [n.decode("utf-8", errors="replace") for n in new]
 
-    def decode_video(self, future_tokens: torch.Tensor, context_tokens: torch.Tensor | None) -> torch.Tensor:
+    def decode_video(self, future_tokens: torch.Tensor, context_tokens: torch.Tensor | None,
+                     anchor: torch.Tensor | None = None) -> torch.Tensor:
         """Future latent tokens -> future frames in pixels ``(B, F, 3, H, W)`` (decoded with the
-        context latents in front, as causal video decoders expect, then sliced)."""
+        context latents in front, as causal video decoders expect, then sliced). ``anchor``
+        ``(B, 3, H, W)``: the real first context frame, for encoders that decode onto it."""
         c = self.config
         g = c.latent_size
         tokens = future_tokens if context_tokens is None else torch.cat([context_tokens, future_tokens], 1)
         n_lat = tokens.shape[1] // c.tokens_per_latent_frame
         lat = unpatchify(tokens, n_lat, c.latent_channels, g, g, c.dm_patch)
-        video = self.video_encoder.decode(lat)
+        video = self.video_encoder.decode(lat, anchor)
         if context_tokens is None:
             return video
         n_ctx_lat = context_tokens.shape[1] // c.tokens_per_latent_frame

@@ -33,7 +33,9 @@ class VideoEncoder(nn.Module):
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents -> pixels. ``anchor`` ``(B, 3, H, W)``: the clip's real first frame when
+        it is known (encoders that code frames relative to it use it; others ignore it)."""
         raise NotImplementedError
 
 
@@ -43,7 +45,7 @@ class RawPatchify(VideoEncoder):
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         return video
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
         return latents
 
 
@@ -70,11 +72,18 @@ class ConvVideoAE(VideoEncoder):
     compression ``tc`` by encoding each group of ``tc`` frames stacked on channels, the
     first frame on its own (so a single image is a valid clip). Train it with
     :meth:`reconstruction_loss`.
+
+    ``anchored``: each later group is coded as its difference from the clip's first frame
+    and decoded back onto that frame (the real one when known, else the decoded one). A
+    robot scene changes little between frames, so the differences are sparse and small: an
+    untrained group latent decodes to "nothing moved" (copying the first frame) rather than
+    to noise, and the reconstruction of the static scene is as sharp as the first frame.
     """
 
     def __init__(self, latent_channels: int = 8, spatial_compression: int = 8,
-                 temporal_compression: int = 4, width: int = 64):
+                 temporal_compression: int = 4, width: int = 64, anchored: bool = False):
         super().__init__()
+        self.anchored = anchored
         n = spatial_compression.bit_length() - 1
         if 2 ** n != spatial_compression:
             raise ValueError(f"spatial_compression must be a power of two, got {spatial_compression}")
@@ -93,23 +102,32 @@ class ConvVideoAE(VideoEncoder):
         first = self.enc_first(video[:, 0])[:, None]
         if k == 0:
             return first
-        groups = video[:, 1:].reshape(B * k, tc * C, H, W)
-        rest = self.enc_group(groups)
+        later = video[:, 1:] - video[:, :1] if self.anchored else video[:, 1:]
+        rest = self.enc_group(later.reshape(B * k, tc * C, H, W))
         return torch.cat([first, rest.reshape(B, k, *rest.shape[1:])], 1)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, F', C, h, w)`` -> ``(B, 1 + (F' - 1) * tc, 3, H, W)`` in [-1, 1]. With
+        ``anchored``, later frames are ``anchor`` (else the decoded first frame) plus the
+        decoded differences."""
         B, Fl, C, h, w = latents.shape
         tc = self.temporal_compression
-        first = self.dec_first(latents[:, 0])[:, None]
+        first = torch.tanh(self.dec_first(latents[:, 0]))[:, None]
         if Fl == 1:
-            return torch.tanh(first)
+            return first
         rest = self.dec_group(latents[:, 1:].reshape(B * (Fl - 1), C, h, w))
         H, W = rest.shape[-2:]
         rest = rest.reshape(B, (Fl - 1) * tc, 3, H, W)
-        return torch.tanh(torch.cat([first, rest], 1))
+        if not self.anchored:
+            return torch.cat([first, torch.tanh(rest)], 1)
+        base = first if anchor is None else anchor[:, None].to(rest.dtype)
+        # Differences of [-1, 1] frames lie in [-2, 2]; the sum is clipped to the pixel range.
+        return torch.cat([first, (base + 2 * torch.tanh(rest / 2)).clamp(-1, 1)], 1)
 
     def reconstruction_loss(self, video: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(self.decode(self.encode(video)), video)
+        """MSE of the round trip, later frames decoded onto the real first frame (as they
+        are at inference when the context frame is real)."""
+        return F.mse_loss(self.decode(self.encode(video), anchor=video[:, 0]), video)
 
 
 class ExternalVAE(VideoEncoder):
@@ -147,6 +165,6 @@ class ExternalVAE(VideoEncoder):
         return ((z - self.shift_factor) * self.scaling_factor).transpose(1, 2)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
         z = latents.transpose(1, 2) / self.scaling_factor + self.shift_factor
         return self._unwrap(self.vae.decode(z), "sample").transpose(1, 2)
