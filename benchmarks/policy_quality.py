@@ -12,7 +12,8 @@ world model against simple baselines. CPU by default; everything is made here.
 3. Closed-loop success on the same evaluation seeds (``100000 + i``) with Wilson 95%
    intervals (:mod:`cosmos3_robot.sim.evaluate`).
 4. World model on held-out windows: forward dynamics (PSNR / SSIM of the imagined future
-   frames vs copying the last frame) and inverse dynamics (error of the actions the future
+   frames vs copying the last frame, and the real future frames through the video
+   autoencoder as the ceiling imagined frames can reach) and inverse dynamics (error of the actions the future
    frames pin down vs ground truth, against a ridge regression on the two frames' pixels and
    against predicting the mean action).
 
