@@ -362,7 +362,13 @@ BENCHMARKS = {
     "latency": "inference_latency.py",
     "train": "training_throughput.py",
     "codec": "codec_roundtrip.py",
+    "quality": "policy_quality.py",
+    "sampler": "sampler_steps.py",
+    "curve": "train_curve.py",
 }
+QUICK_BENCHMARKS = ("latency", "train", "codec")
+"""What ``bench all`` runs: minutes each. ``quality`` trains policies for a wall-clock budget,
+``sampler`` studies a run ``quality`` trained, and ``curve`` trains for hundreds of steps."""
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -374,7 +380,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print("error: the benchmarks/ folder is not here; run from a source checkout (pip install -e .)",
               file=sys.stderr)
         return 2
-    names = list(BENCHMARKS) if args.name == "all" else [args.name]
+    names = list(QUICK_BENCHMARKS) if args.name == "all" else [args.name]
     rc = 0
     for name in names:  # one process each, so each prints its own peak memory
         print(f"[bench] {name}: {BENCHMARKS[name]} {' '.join(args.args)}", flush=True)
@@ -384,7 +390,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", choices=[*BENCHMARKS, "all"],
-                   help="latency per chunk (vs ACT / Diffusion Policy), training samples/s, codec throughput")
+                   help="latency per chunk (vs ACT / Diffusion Policy), training samples/s, codec throughput; "
+                        "quality: success and world model vs ACT / Diffusion on a training budget; sampler: "
+                        "action error and success against steps and sampler; curve: a training curve; "
+                        "all: latency, train and codec")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark script (see its --help)")
 
 

@@ -73,11 +73,12 @@ class CheckpointPolicy:
     same seeds reproduces the same actions.
     """
 
-    def __init__(self, path: str, steps: int = 4, guidance: float = 1.0, device: str = "cpu"):
+    def __init__(self, path: str, steps: int = 4, guidance: float = 1.0, device: str = "cpu",
+                 sampler: str = "euler"):
         from cosmos3_robot.runtime import Cosmos3Policy, InferenceConfig
 
         self.policy = Cosmos3Policy.from_checkpoint(path, InferenceConfig(steps=steps, guidance=guidance,
-                                                                          device=device))
+                                                                          device=device, sampler=sampler))
         self.camera = self.policy.window.get("camera", "front")
         # embodiments whose codec integrates from a state read it from the env's ``state``;
         # command-only layouts (LIBERO's deltas) need none. The output key is the one raw key.
@@ -150,4 +151,4 @@ def make_policy(spec: str, **kwargs: Any) -> SimPolicy:
     if spec.startswith("lerobot:"):
         return LeRobotPolicy(spec[len("lerobot:"):], device=kwargs.get("device", "cpu"))
     return CheckpointPolicy(spec, steps=kwargs.get("steps", 4), guidance=kwargs.get("guidance", 1.0),
-                            device=kwargs.get("device", "cpu"))
+                            device=kwargs.get("device", "cpu"), sampler=kwargs.get("sampler", "euler"))

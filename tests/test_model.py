@@ -418,6 +418,51 @@ def test_anchored_autoencoder_codes_later_frames_as_differences_from_the_first()
     assert not Cosmos3Config.from_dict(old).video_anchored
 
 
+def test_shared_instruction_prefix_equals_one_pass_per_sample():
+    """Samples with the same text share one Reasoner pass: the same hidden states, K/V and
+    gradients as running every sample on its own."""
+    texts = ["pick the cube", "open the drawer", "pick the cube", "pick the cube"]
+    grads = []
+    for dedupe in (True, False):
+        m = make_model(wake=True)
+        if dedupe:
+            h, cache, tok = m.encode_prefix(texts)
+        else:  # the reference: one pass per sample
+            outs = [m.encode_prefix([t]) for t in texts]
+            h = torch.cat([o[0] for o in outs])
+            cache = PrefixCache([torch.cat([o[1].keys[i] for o in outs]) for i in range(m.config.n_layers)],
+                                [torch.cat([o[1].values[i] for o in outs]) for i in range(m.config.n_layers)],
+                                torch.cat([o[1].valid for o in outs]))
+            tok = torch.cat([o[2] for o in outs])
+        (h.square().mean() + sum(k.mean() for k in cache.keys) + cache.values[-1].square().mean()).backward()
+        grads.append((h.detach(), [k.detach() for k in cache.keys], cache.valid, tok,
+                      [p.grad.clone() for p in m.core.parameters() if p.grad is not None]))
+    (h1, k1, v1, t1, g1), (h2, k2, v2, t2, g2) = grads
+    assert torch.allclose(h1, h2, atol=1e-5) and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(k1, k2))
+    assert torch.equal(v1, v2) and torch.equal(t1, t2)
+    assert len(g1) == len(g2) > 0 and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g1, g2))
+
+
+def test_reconstruction_on_a_sub_batch_keeps_every_clips_latents():
+    """``recon_samples``: the autoencoder trains on the first clips only, and the flow still
+    sees every clip's latents (the same as encoding the whole batch)."""
+    cfg = preset("tiny", video_encoder="conv_ae", latent_channels=4, spatial_compression=4,
+                 temporal_compression=4, dm_patch=2, flow={"recon_samples": 2})
+    torch.manual_seed(0)
+    m = Cosmos3(cfg).train()
+    b = random_batch(B=5, frames=9)
+    b.n_context_frames = 5
+    lat, _, recon = m._split_video(b, 5)
+    with torch.no_grad():
+        assert torch.allclose(lat, m.video_encoder.encode(b.video), atol=1e-5)
+        expect = m.video_encoder.reconstruction_loss(b.video[:2])
+    assert torch.allclose(recon, expect, atol=1e-6) and recon.requires_grad and not lat.requires_grad
+    full = Cosmos3(cfg.replace(flow={"recon_samples": 0}))
+    full.load_state_dict(m.state_dict())
+    _, _, recon_all = full.train()._split_video(b, 5)
+    assert torch.allclose(recon_all, m.video_encoder.reconstruction_loss(b.video), atol=1e-6)
+
+
 def test_model_with_conv_ae_and_external_vae_adapter():
     cfg = preset("tiny", video_encoder="conv_ae", latent_channels=4, spatial_compression=4,
                  temporal_compression=4, dm_patch=2)

@@ -20,7 +20,7 @@ spec.loader.exec_module(quality)
 
 
 @pytest.mark.slow
-def test_quality_pipeline_on_a_tiny_budget(tmp_path):
+def test_quality_pipeline_on_a_tiny_budget(tmp_path, monkeypatch):
     rec = quality.record_data(tmp_path, ["reach"], 3, 64)
     assert rec["kept"]["reach"] == 3
     data = tmp_path / "data"
@@ -40,3 +40,20 @@ def test_quality_pipeline_on_a_tiny_budget(tmp_path):
     for table in ("fd_psnr_db", "fd_ssim", "id_mae_normalised"):
         assert all(math.isfinite(v) for v in wm[table].values()), wm
     assert wm["fd_psnr_db"]["copy_last"] > 10  # consecutive frames of a reach are alike
+
+    # The sampler study on that run: every setting answers the same requests (same noise),
+    # so Euler at the reference's step count reproduces the reference exactly.
+    monkeypatch.syspath_prepend(str(Path(quality.__file__).parent))
+    sampler = importlib.util.module_from_spec(importlib.util.spec_from_file_location(
+        "sampler_steps", Path(quality.__file__).parent / "sampler_steps.py"))
+    sampler.__spec__.loader.exec_module(sampler)
+    res = sampler.main(["--run", str(tmp_path / "cosmos3"), "--tasks", "reach", "--wm-episodes", "1",
+                        "--windows", "2", "--steps", "1", "3", "--reference-steps", "3", "--episodes", "1",
+                        "--workers", "0"])
+    assert set(res["errors"]) == {"euler 1", "euler 3", "heun 3"}
+    assert res["errors"]["euler 3"]["reference_mae"] == 0 < res["errors"]["euler 1"]["reference_mae"]
+    assert all(math.isfinite(e["expert_mae"]) and e["ms"] > 0 for e in res["errors"].values())
+    assert res["success"]["heun 3"]["overall"]["episodes"] == 1
+    assert (tmp_path / "cosmos3" / "sampler_steps" / "results.json").exists()
+    with pytest.raises(SystemExit):
+        sampler.main(["--run", str(tmp_path / "missing")])

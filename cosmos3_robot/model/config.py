@@ -39,6 +39,9 @@ class FlowConfig:
         text_dropout: probability of training a sample with empty text (for guidance).
         recon_loss_weight: weight of the reconstruction loss that trains a trainable video
             encoder (the conv autoencoder) alongside; the flow itself sees detached latents.
+        recon_samples: clips per batch that train the encoder by reconstruction (its
+            backward at full resolution is a third of a ``small`` training step on a CPU);
+            the others are encoded without grad. ``0``: every clip.
     """
 
     timestep_sampling: Literal["logit_normal", "uniform", "beta"] = "logit_normal"
@@ -50,6 +53,7 @@ class FlowConfig:
     text_loss_weight: float = 0.0
     text_dropout: float = 0.1
     recon_loss_weight: float = 1.0
+    recon_samples: int = 4
 
 
 @dataclass(frozen=True)

@@ -234,7 +234,17 @@ class Cosmos3(nn.Module):
     def encode_prefix(self, text: Sequence[str], ar_images: torch.Tensor | None = None,
                       add_eos: bool = True) -> tuple[torch.Tensor, PrefixCache, torch.Tensor]:
         """Run the Reasoner once: returns AR hidden states, the K/V prefix cache and the
-        text tokens. DM time positions start at the prefix length."""
+        text tokens. DM time positions start at the prefix length.
+
+        Samples with the same text and no AR images share one Reasoner pass (a robot batch
+        repeats a few instructions; the results are gathered per sample, gradients included).
+        """
+        if ar_images is None:
+            unique = list(dict.fromkeys(text))
+            if len(unique) < len(text):
+                h, cache, tokens = self.encode_prefix(unique, None, add_eos)
+                index = torch.tensor([unique.index(t) for t in text], device=self.device)
+                return h.index_select(0, index), cache.select(index), tokens.index_select(0, index)
         tokens, valid = self.tokenizer.encode(text, add_eos=add_eos)
         tokens, valid = tokens.to(self.device), valid.to(self.device)
         B = tokens.shape[0]
@@ -307,13 +317,21 @@ class Cosmos3(nn.Module):
             raise ValueError(f"video: {n_future} future frames do not fit the temporal compression {tc}; "
                              f"expected a multiple of {tc}")
         video = v.to(self.device, self.special.dtype)
-        lat = self.video_encoder.encode(video)
         recon = None
         if self.training and any(p.requires_grad for p in self.video_encoder.parameters()):
             # A trainable encoder learns from reconstruction only; the flow sees detached
-            # latents, otherwise it could shrink them to make the flow loss trivial.
-            recon = F.mse_loss(self.video_encoder.decode(lat, anchor=video[:, 0]), video)
+            # latents, otherwise it could shrink them to make the flow loss trivial. The
+            # round trip (forward and backward through the full-resolution convolutions)
+            # runs on the first ``recon_samples`` clips; the rest are encoded without grad.
+            n = B if self.config.flow.recon_samples <= 0 else min(B, self.config.flow.recon_samples)
+            lat = self.video_encoder.encode(video[:n])
+            recon = F.mse_loss(self.video_encoder.decode(lat, anchor=video[:n, 0]), video[:n])
             lat = lat.detach()
+            if n < B:
+                with torch.no_grad():
+                    lat = torch.cat([lat, self.video_encoder.encode(video[n:])])
+        else:
+            lat = self.video_encoder.encode(video)
         n_ctx_lat = 0 if n_ctx == 0 else 1 + (n_ctx - 1) // tc
         return lat, n_ctx_lat, recon
 

@@ -114,6 +114,11 @@ class PrefixCache:
             self._stacked = (torch.stack(self.keys), torch.stack(self.values))
         return self._stacked
 
+    def select(self, index: torch.Tensor) -> "PrefixCache":
+        """The cache of the samples ``index`` ``(B',)`` long (repeats allowed; differentiable)."""
+        return PrefixCache([k.index_select(0, index) for k in self.keys],
+                           [v.index_select(0, index) for v in self.values], self.valid.index_select(0, index))
+
     def repeat(self, n: int) -> "PrefixCache":
         """The same cache for ``n`` copies of the batch (batch-major)."""
         return PrefixCache([k.repeat(n, 1, 1, 1) for k in self.keys], [v.repeat(n, 1, 1, 1) for v in self.values],
