@@ -195,6 +195,17 @@ def id_features(video: torch.Tensor) -> np.ndarray:
     return small.reshape(video.shape[0], -1).numpy()
 
 
+def to_u8(x: torch.Tensor) -> np.ndarray:
+    """``(F, 3, S, S)`` frames in [-1, 1] -> ``(F, S, S, 3)`` uint8."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def psnr(real: np.ndarray, fake: np.ndarray) -> float:
+    """PSNR in dB of one uint8 frame against another (99 when identical)."""
+    mse = float(np.mean((real.astype(np.float64) - fake.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
 def world_model(run: Path, tasks: list[str], episodes: int, steps: int) -> dict[str, Any]:
     from skimage.metrics import structural_similarity
 
@@ -205,9 +216,6 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int) -> dict[
     model = pol.model
     test, spec = held_out_windows(run, tasks, episodes, HELD_OUT_SEED, pol.normalizer)
     fit, _ = held_out_windows(run, tasks, episodes, HELD_OUT_SEED + 50_000, pol.normalizer)
-
-    def to_u8(x: torch.Tensor) -> np.ndarray:
-        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
     def batches(ds, n=8):
         for i in range(0, len(ds), n):
@@ -227,7 +235,7 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int) -> dict[
     mean_action = fy_a.mean(0)
     # "autoencoder": the real future frames through the video autoencoder, the ceiling of
     # what imagined frames can score (the encoder is trained within the same budget).
-    psnr = {"model": [], "copy_last": [], "autoencoder": []}
+    psnrs = {"model": [], "copy_last": [], "autoencoder": []}
     ssim = {"model": [], "copy_last": [], "autoencoder": []}
     err = {"model": [], "ridge": [], "mean": []}
     with torch.inference_mode():
@@ -246,11 +254,10 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int) -> dict[
                 for name, frames in (("model", to_u8(fut[j])), ("copy_last", np.repeat(to_u8(b.video[j, :1]), k, 0)),
                                      ("autoencoder", to_u8(rec[j]))):
                     for r, f in zip(real, frames):
-                        mse = float(np.mean((r.astype(np.float64) - f.astype(np.float64)) ** 2))
-                        psnr[name].append(99.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse))
+                        psnrs[name].append(psnr(r, f))
                         ssim[name].append(structural_similarity(r, f, channel_axis=-1, data_range=255))
     return {"windows": len(test), "fit_windows": len(fit), "future_frames": k,
-            "fd_psnr_db": {n: float(np.mean(v)) for n, v in psnr.items()},
+            "fd_psnr_db": {n: float(np.mean(v)) for n, v in psnrs.items()},
             "fd_ssim": {n: float(np.mean(v)) for n, v in ssim.items()},
             "id_mae_normalised": {n: float(np.mean(np.concatenate(v))) for n, v in err.items()}}
 

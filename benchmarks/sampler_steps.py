@@ -8,6 +8,10 @@ number of steps, on held-out expert windows of the built-in tasks (the seeds of
   the model's error plus the sampler's);
 - the sampler's own error: the same request (same noise) against a fine reference
   integration (Euler, ``--reference-steps``), i.e. what fewer steps cost with the model fixed;
+- forward dynamics: PSNR of the imagined future frames against the real ones (the
+  ``forward_dynamics`` mode with the same sampler and steps; copying the last frame as the
+  baseline). One Euler step from noise lands on the model's estimate of the mean future,
+  which PSNR favours over a sharp sample;
 - milliseconds per chunk (batch 1, torch, instruction prefix and modulation table cached as
   the policy runtime does), median over the windows, and the ratio to 4 Euler steps;
 - with ``--episodes > 0``: closed-loop success on the evaluation seeds (Wilson 95%).
@@ -30,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policy_quality import HELD_OUT_SEED, held_out_windows
+from policy_quality import HELD_OUT_SEED, held_out_windows, psnr, to_u8
 
 SAMPLERS = ("euler", "heun")
 
@@ -75,7 +79,9 @@ def action_errors(run: Path, tasks: list[str], episodes: int, grid: list[Setting
     test, spec = held_out_windows(run, tasks, episodes, HELD_OUT_SEED, pol.normalizer)
     n = len(test) if windows <= 0 else min(windows, len(test))
     cache: dict = {}
-    res = {s.label: {"expert": [], "reference": [], "ms": []} for s in grid}
+    res = {s.label: {"expert": [], "reference": [], "ms": [], "psnr": []} for s in grid}
+    copy_last = []
+    k = spec.n_future
     with torch.inference_mode():
         for i in range(n):
             b = collate([test[i]])
@@ -83,15 +89,22 @@ def action_errors(run: Path, tasks: list[str], episodes: int, grid: list[Setting
             truth = b.actions[:, :, :D]
             req = dict(steps=reference_steps, seed=i, n_actions=spec.chunk, prefix_cache=cache)
             ref = model.generate("policy_actions", b, **req)["actions"]
+            real = to_u8(b.video[0, 1:])
+            copy_last += [psnr(r, to_u8(b.video[0, :1])[0]) for r in real]
             for s in grid:
-                model.generate("policy_actions", b, **{**req, "steps": s.steps, "sampler": s.sampler})  # warm
+                setting = {**req, "steps": s.steps, "sampler": s.sampler}
+                model.generate("policy_actions", b, **setting)  # warm
                 t0 = time.perf_counter()
-                a = model.generate("policy_actions", b, **{**req, "steps": s.steps, "sampler": s.sampler})["actions"]
+                a = model.generate("policy_actions", b, **setting)["actions"]
                 res[s.label]["ms"].append(1000 * (time.perf_counter() - t0))
                 res[s.label]["expert"].append(float((a - truth).abs().mean()))
                 res[s.label]["reference"].append(float((a - ref).abs().mean()))
-    return {k: {"expert_mae": float(np.mean(v["expert"])), "reference_mae": float(np.mean(v["reference"])),
-                "ms": statistics.median(v["ms"]), "windows": n} for k, v in res.items()}
+                fut = model.generate("forward_dynamics", b, **{**setting, "n_future_frames": k})["video"]
+                res[s.label]["psnr"] += [psnr(r, f) for r, f in zip(real, to_u8(fut[0]))]
+    return {**{lab: {"expert_mae": float(np.mean(v["expert"])), "reference_mae": float(np.mean(v["reference"])),
+                     "fd_psnr_db": float(np.mean(v["psnr"])), "ms": statistics.median(v["ms"]), "windows": n}
+               for lab, v in res.items()},
+            "copy_last": {"fd_psnr_db": float(np.mean(copy_last)), "windows": n}}
 
 
 def closed_loop(run: Path, tasks: list[str], episodes: int, s: Setting, out: Path, workers: int) -> dict:
@@ -139,10 +152,11 @@ def print_table(results: dict, grid: list[Setting]) -> None:
 
     errors, success = results["errors"], results["success"]
     base = errors.get("euler 4", {}).get("ms")
-    n = next(iter(errors.values()))["windows"]
-    t = Table(title=f"Sampler and steps, policy_actions on {n} held-out windows ({results['run']})")
-    cols = ["sampler", "steps", "velocity evals", "MAE vs expert", f"MAE vs {results['reference_steps']}-step ref",
-            "ms / chunk", "vs euler 4"]
+    n = errors["copy_last"]["windows"]
+    t = Table(title=f"Sampler and steps on {n} held-out windows ({results['run']}); FD PSNR of copying the last "
+                    f"frame: {errors['copy_last']['fd_psnr_db']:.2f} dB")
+    cols = ["sampler", "steps", "velocity evals", "action MAE vs expert",
+            f"action MAE vs {results['reference_steps']}-step ref", "FD PSNR dB", "ms / action chunk", "vs euler 4"]
     if success:
         cols.append("closed-loop success")
     for col in cols:
@@ -150,7 +164,7 @@ def print_table(results: dict, grid: list[Setting]) -> None:
     for s in grid:
         e = errors[s.label]
         row = [s.sampler, str(s.steps), str(s.evaluations), f"{e['expert_mae']:.3f}", f"{e['reference_mae']:.4f}",
-               f"{e['ms']:.1f}", f"{e['ms'] / base:.2f}x" if base else "-"]
+               f"{e['fd_psnr_db']:.2f}", f"{e['ms']:.1f}", f"{e['ms'] / base:.2f}x" if base else "-"]
         if success:
             o = success[s.label]["overall"]
             lo, hi = o["ci95"]

@@ -414,7 +414,7 @@ def test_anchored_autoencoder_codes_later_frames_as_differences_from_the_first()
     assert preset("small").video_anchored and not preset("tiny").video_anchored
     from cosmos3_robot.model.config import Cosmos3Config
 
-    old = {k: v for k, v in preset("small").to_dict().items() if k != "video_anchored"}
+    old = {k: v for k, v in preset("small").to_dict().items() if k not in ("video_anchored", "video_gated")}
     assert not Cosmos3Config.from_dict(old).video_anchored
 
 
@@ -461,6 +461,34 @@ def test_reconstruction_on_a_sub_batch_keeps_every_clips_latents():
     full.load_state_dict(m.state_dict())
     _, _, recon_all = full.train()._split_video(b, 5)
     assert torch.allclose(recon_all, m.video_encoder.reconstruction_loss(b.video), atol=1e-6)
+
+
+def test_gated_autoencoder_copies_the_anchor_until_trained_and_learns_motion():
+    torch.manual_seed(0)
+    ae = ConvVideoAE(latent_channels=4, spatial_compression=4, temporal_compression=4, width=16, anchored=True,
+                     gated=True)
+    video, _ = square_clips(2, frames=9, side=8)
+    out = ae.decode(ae.encode(video), anchor=video[:, 0])
+    # Nearly shut gates: later frames are the anchor to within the gate's opening (< 2%
+    # of the largest difference, 2), static background included.
+    assert (out[:, 1:] - video[:, :1]).abs().max() < 0.04
+    opt = torch.optim.Adam(ae.parameters(), lr=3e-3)
+    first = float(ae.reconstruction_loss(video).detach())
+    for _ in range(100):
+        loss = ae.reconstruction_loss(video)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < first / 2  # the gates opened where the square moved
+    with pytest.raises(ValueError, match="gated needs anchored"):
+        ConvVideoAE(anchored=False, gated=True)
+    from cosmos3_robot.model.config import Cosmos3Config
+
+    assert preset("small").video_gated and preset("compact").video_gated
+    old = {k: v for k, v in preset("small").to_dict().items() if k != "video_gated"}
+    assert not Cosmos3Config.from_dict(old).video_gated  # checkpoints from before load ungated
+    with pytest.raises(ValueError, match="video_gated needs video_anchored"):
+        preset("small", video_anchored=False)
 
 
 def test_model_with_conv_ae_and_external_vae_adapter():

@@ -50,9 +50,12 @@ def test_quality_pipeline_on_a_tiny_budget(tmp_path, monkeypatch):
     res = sampler.main(["--run", str(tmp_path / "cosmos3"), "--tasks", "reach", "--wm-episodes", "1",
                         "--windows", "2", "--steps", "1", "3", "--reference-steps", "3", "--episodes", "1",
                         "--workers", "0"])
-    assert set(res["errors"]) == {"euler 1", "euler 3", "heun 3"}
-    assert res["errors"]["euler 3"]["reference_mae"] == 0 < res["errors"]["euler 1"]["reference_mae"]
-    assert all(math.isfinite(e["expert_mae"]) and e["ms"] > 0 for e in res["errors"].values())
+    errors = res["errors"]
+    assert set(errors) == {"euler 1", "euler 3", "heun 3", "copy_last"}
+    assert errors["euler 3"]["reference_mae"] == 0 < errors["euler 1"]["reference_mae"]
+    assert errors["copy_last"]["fd_psnr_db"] > 10
+    assert all(math.isfinite(errors[k]["expert_mae"]) and math.isfinite(errors[k]["fd_psnr_db"])
+               and errors[k]["ms"] > 0 for k in ("euler 1", "euler 3", "heun 3"))
     assert res["success"]["heun 3"]["overall"]["episodes"] == 1
     assert (tmp_path / "cosmos3" / "sampler_steps" / "results.json").exists()
     with pytest.raises(SystemExit):

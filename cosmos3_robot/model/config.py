@@ -83,6 +83,9 @@ class Cosmos3Config:
             when known (see :class:`~cosmos3_robot.model.vae.ConvVideoAE`). Off by default so
             checkpoints saved before the field existed load with the coding they were
             trained with.
+        video_gated: with ``video_anchored``, the decoder blends its differences onto the
+            anchor through a per-pixel gate (static pixels stay exactly the anchor's). Off by
+            default for the same reason.
         dm_patch: latent patch side grouped into one DM token.
         max_action_width: padded action width (64 in the reference).
         n_action_domains: one input/output projection per embodiment domain (32).
@@ -109,6 +112,7 @@ class Cosmos3Config:
     spatial_compression: int = 1
     temporal_compression: int = 1
     video_anchored: bool = False
+    video_gated: bool = False
     dm_patch: int = 8
     max_action_width: int = 64
     n_action_domains: int = 32
@@ -131,6 +135,7 @@ class Cosmos3Config:
         latent = self.image_size // self.spatial_compression
         need(self.image_size % self.spatial_compression == 0 and latent % self.dm_patch == 0,
              f"image_size / spatial_compression = {latent} must be a multiple of dm_patch {self.dm_patch}")
+        need(not self.video_gated or self.video_anchored, "video_gated needs video_anchored")
         need(self.video_encoder != "patchify" or (self.spatial_compression, self.temporal_compression) == (1, 1),
              "the raw 'patchify' encoder has no compression (spatial and temporal 1)")
         need(self.n_action_domains >= 1 and self.max_action_width >= 1, "action domains and width must be >= 1")
@@ -198,12 +203,12 @@ PRESETS: dict[str, Cosmos3Config] = {
     "small": Cosmos3Config(name="small", dim=320, n_layers=8, n_heads=5, ffn_mult=2.5, block_causal=True,
                            image_size=64, vit_patch=8, video_encoder="conv_ae",
                            latent_channels=8, spatial_compression=8, temporal_compression=4,
-                           video_anchored=True, dm_patch=2, max_text_len=64, max_actions=32),
+                           video_anchored=True, video_gated=True, dm_patch=2, max_text_len=64, max_actions=32),
     # Jetson Orin / RTX class: ~250M parameters, 128 px frames.
     "compact": Cosmos3Config(name="compact", dim=768, n_layers=14, n_heads=12, ffn_mult=2.75, block_causal=True,
                              image_size=128, vit_patch=16, video_encoder="conv_ae",
                              latent_channels=16, spatial_compression=16, temporal_compression=4,
-                             video_anchored=True, dm_patch=2, max_text_len=96, max_actions=64),
+                             video_anchored=True, video_gated=True, dm_patch=2, max_text_len=96, max_actions=64),
 }
 
 

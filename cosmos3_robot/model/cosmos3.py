@@ -174,7 +174,7 @@ class Cosmos3(nn.Module):
                 video_encoder = RawPatchify()
             elif c.video_encoder == "conv_ae":
                 video_encoder = ConvVideoAE(c.latent_channels, c.spatial_compression, c.temporal_compression,
-                                            anchored=c.video_anchored)
+                                            anchored=c.video_anchored, gated=c.video_gated)
             else:
                 raise ValueError("video_encoder 'external': pass the ExternalVAE instance to Cosmos3(...)")
         enc = video_encoder

@@ -78,12 +78,23 @@ class ConvVideoAE(VideoEncoder):
     robot scene changes little between frames, so the differences are sparse and small: an
     untrained group latent decodes to "nothing moved" (copying the first frame) rather than
     to noise, and the reconstruction of the static scene is as sharp as the first frame.
+
+    ``gated`` (with ``anchored``): the decoder also outputs a per-pixel gate in (0, 1) for
+    each later frame and adds ``gate * difference`` to the anchor, the compositing mask of
+    video predictors such as CDNA. A decoder cannot output exactly zero differences over a
+    static background, so without the gate its small errors cover the whole frame; a
+    sigmoid gate saturates shut there (initialised nearly shut: an untrained decoder copies
+    the anchor) and opens where something moved.
     """
 
+    GATE_INIT_BIAS = -4.0  # sigmoid(-4) = 0.018: an untrained gated decoder copies the anchor
+
     def __init__(self, latent_channels: int = 8, spatial_compression: int = 8,
-                 temporal_compression: int = 4, width: int = 64, anchored: bool = False):
+                 temporal_compression: int = 4, width: int = 64, anchored: bool = False, gated: bool = False):
         super().__init__()
-        self.anchored = anchored
+        if gated and not anchored:
+            raise ValueError("ConvVideoAE: gated needs anchored (the gate blends differences onto the anchor)")
+        self.anchored, self.gated = anchored, gated
         n = spatial_compression.bit_length() - 1
         if 2 ** n != spatial_compression:
             raise ValueError(f"spatial_compression must be a power of two, got {spatial_compression}")
@@ -93,7 +104,11 @@ class ConvVideoAE(VideoEncoder):
         self.enc_first = _conv_stack(3, latent_channels, n, width)
         self.enc_group = _conv_stack(3 * tc, latent_channels, n, width)
         self.dec_first = _deconv_stack(latent_channels, 3, n, width)
-        self.dec_group = _deconv_stack(latent_channels, 3 * tc, n, width)
+        self.dec_group = _deconv_stack(latent_channels, (4 if gated else 3) * tc, n, width)
+        if gated:
+            with torch.no_grad():
+                self.dec_group[-1].weight[3 * tc:] = 0  # the same opening everywhere until trained
+                self.dec_group[-1].bias[3 * tc:] = self.GATE_INIT_BIAS
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         B, F_, C, H, W = video.shape
@@ -117,12 +132,17 @@ class ConvVideoAE(VideoEncoder):
             return first
         rest = self.dec_group(latents[:, 1:].reshape(B * (Fl - 1), C, h, w))
         H, W = rest.shape[-2:]
+        gate = None
+        if self.gated:
+            rest, gate = rest.split([3 * tc, tc], 1)
+            gate = torch.sigmoid(gate.reshape(B, (Fl - 1) * tc, 1, H, W))
         rest = rest.reshape(B, (Fl - 1) * tc, 3, H, W)
         if not self.anchored:
             return torch.cat([first, torch.tanh(rest)], 1)
         base = first if anchor is None else anchor[:, None].to(rest.dtype)
         # Differences of [-1, 1] frames lie in [-2, 2]; the sum is clipped to the pixel range.
-        return torch.cat([first, (base + 2 * torch.tanh(rest / 2)).clamp(-1, 1)], 1)
+        diff = 2 * torch.tanh(rest / 2)
+        return torch.cat([first, (base + (diff if gate is None else gate * diff)).clamp(-1, 1)], 1)
 
     def reconstruction_loss(self, video: torch.Tensor) -> torch.Tensor:
         """MSE of the round trip, later frames decoded onto the real first frame (as they
