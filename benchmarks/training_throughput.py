@@ -3,7 +3,9 @@
 One optimiser step = loss, backward and AdamW update on a batch held in memory (no data
 loading, so the numbers compare the models, not the loaders). Ours cycles the default
 training mixture (policy 2 : forward dynamics 1 : inverse dynamics 1) on clips of one
-context frame plus one latent frame of future video and a 16-step 10D action chunk; the
+context frame plus one latent frame of future video and a 16-step 10D action chunk, with
+four instructions spread over the batch (a multi-task robot batch repeats a few; samples
+that share one share a Reasoner pass, so one instruction for all would flatter us); the
 peers train on the same image size, batch size and chunk length. Peak RSS at the end
 (and peak CUDA memory on a GPU).
 
@@ -45,7 +47,8 @@ def ours(name: str, batch: int, chunk: int, device: str, steps: int, warmup: int
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     S, tc = cfg.image_size, cfg.temporal_compression
     g = torch.Generator().manual_seed(0)
-    data = WorldBatch(text=["put the red cube on the green pad"] * batch, embodiment=["sim_arm"] * batch,
+    texts = [f"put the {c} cube on the green pad" for c in ("red", "blue", "yellow", "white")]
+    data = WorldBatch(text=[texts[i % len(texts)] for i in range(batch)], embodiment=["sim_arm"] * batch,
                       video=(torch.rand(batch, 1 + tc, 3, S, S, generator=g) * 2 - 1).to(device), n_context_frames=1,
                       actions=torch.randn(batch, chunk, 10, generator=g).to(device), fps=10.0, control_hz=10.0)
     cycle = ["policy", "forward_dynamics", "policy", "inverse_dynamics"]
