@@ -63,6 +63,16 @@ def test_lerobot_factory_builds_cosmos3_from_its_type_name():
              "task": ["a", "b"]}
     parts = [wm.forward(batch)[1] for _ in range(4)]
     assert "video_future" in parts[1] and "actions" in parts[3] and "video_future" not in parts[3]
+    # Chunk steps past an episode's end (LeRobot's action_is_pad) reach the model as invalid
+    # steps, which its action loss leaves out (as ACT does; tests/test_model.py).
+    pad = torch.zeros(2, 8, dtype=torch.bool)
+    pad[:, 5:] = True
+    padded = {"observation.images.front": torch.rand(2, 3, 48, 48), "action": torch.randn(2, 8, 8),
+              "task": ["a", "b"], "action_is_pad": pad}
+    assert torch.equal(policy._world_batch(padded, with_actions=True).action_valid, ~pad)
+    assert policy._world_batch({k: v for k, v in padded.items() if k != "action_is_pad"}, True).action_valid is None
+    with pytest.raises(ValueError, match="action_is_pad"):
+        policy.forward({**padded, "action_is_pad": pad[:, :4]})
     with pytest.raises(ValueError, match="observation.images.front"):
         policy.forward({"action": torch.randn(2, 8, 8)})
     with pytest.raises(ValueError, match="future_frames"):

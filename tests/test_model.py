@@ -418,6 +418,32 @@ def test_anchored_autoencoder_codes_later_frames_as_differences_from_the_first()
     assert not Cosmos3Config.from_dict(old).video_anchored
 
 
+def test_action_loss_leaves_out_padded_dimensions_and_steps(monkeypatch):
+    from cosmos3_robot.model import cosmos3 as cosmos3_module
+    from cosmos3_robot.model.cosmos3 import masked_mean
+
+    err = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)
+    dims = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    steps = torch.tensor([[True, False, True], [False, False, True]])
+    expect = torch.cat([err[0, [0, 2], :2].flatten(), err[1, 2].flatten()]).mean()
+    assert torch.equal(masked_mean(err, dims, steps), expect)
+    assert torch.equal(masked_mean(err, dims), torch.cat([err[0, :, :2].flatten(), err[1].flatten()]).mean())
+    nothing = masked_mean(err.requires_grad_(), dims, torch.zeros(2, 3, dtype=torch.bool))
+    assert float(nothing) == 0 and nothing.requires_grad  # a batch of padding only
+    # The model hands WorldBatch.action_valid to that reduction.
+    m = make_model(wake=True)
+    seen = []
+    monkeypatch.setattr(cosmos3_module, "masked_mean", lambda e, d, s=None: seen.append(s) or masked_mean(e, d, s))
+    b = random_batch()
+    valid = torch.ones(2, 8, dtype=torch.bool)
+    valid[1, 6:] = False
+    m.loss("policy_actions", WorldBatch(**{**b.__dict__, "action_valid": valid}))
+    m.loss("policy_actions", b)
+    assert torch.equal(seen[0], valid) and seen[1] is None
+    with pytest.raises(ValueError, match=r"action_valid: expected \(2, 8\) bool"):
+        m.loss("policy_actions", WorldBatch(**{**b.__dict__, "action_valid": valid[:, :4]}))
+
+
 def test_shared_instruction_prefix_equals_one_pass_per_sample():
     """Samples with the same text share one Reasoner pass: the same hidden states, K/V and
     gradients as running every sample on its own."""

@@ -53,6 +53,9 @@ class WorldBatch:
         fps: video frame rate in Hz, scalar or ``(B,)``.
         control_hz: action rate in Hz, scalar or ``(B,)``.
         ar_images: ``(B, N, 3, H, W)`` images for the ViT (Reasoner), optional.
+        action_valid: ``(B, T)`` bool, which chunk steps are real; ``False`` marks padding
+            past an episode's end (LeRobot's ``action_is_pad``). Padded steps stay in the
+            sequence but are left out of the action loss. ``None``: all real.
     """
 
     text: Sequence[str]
@@ -64,6 +67,7 @@ class WorldBatch:
     fps: float | torch.Tensor = 15.0
     control_hz: float | torch.Tensor = 15.0
     ar_images: torch.Tensor | None = None
+    action_valid: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -146,6 +150,18 @@ class GeneratorBackend(Protocol):
                  sin: torch.Tensor, bias: torch.Tensor, mods: torch.Tensor, final_mod: torch.Tensor,
                  group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
+
+
+def masked_mean(err: torch.Tensor, dims: torch.Tensor, steps: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``err`` ``(B, T, W)`` over the valid action dimensions ``dims`` ``(B, W)`` and,
+    when given, the real chunk steps ``steps`` ``(B, T)``; 0 (still differentiable) when
+    nothing is valid, e.g. a batch of padding only."""
+    m = dims[:, None, :].expand_as(err)
+    if steps is not None:
+        m = m & steps[:, :, None]
+    if not bool(m.any()):
+        return err.sum() * 0.0
+    return err[m].mean()
 
 
 def _per_sample(x: float | torch.Tensor, B: int, name: str) -> torch.Tensor:
@@ -298,6 +314,16 @@ class Cosmos3(nn.Module):
         mask = torch.zeros(B, W, dtype=torch.bool, device=self.device)
         mask[:, :D] = True
         return F.pad(a, (0, W - D)), mask
+
+    def _action_valid(self, batch: WorldBatch, shape: torch.Size) -> torch.Tensor | None:
+        v = batch.action_valid
+        if v is None:
+            return None
+        v = torch.as_tensor(v, device=self.device)
+        if v.dtype != torch.bool or tuple(v.shape) != tuple(shape):
+            raise ValueError(f"action_valid: expected ({shape[0]}, {shape[1]}) bool (True = a real chunk step), "
+                             f"got {tuple(v.shape)} {v.dtype}")
+        return v
 
     def _split_video(self, batch: WorldBatch, B: int) -> tuple[torch.Tensor, int, torch.Tensor | None]:
         """Latents of the whole clip ``(B, F', C, h, w)``, the number of context latents, and
@@ -480,8 +506,7 @@ class Cosmos3(nn.Module):
             for s in mode.noisy:
                 err = (pred[s] - (clean[s] - noise[s])) ** 2
                 if s == "actions":
-                    m = mask[:, None, :].expand_as(err)
-                    parts["actions"] = err[m].mean()
+                    parts["actions"] = masked_mean(err, mask, self._action_valid(batch, err.shape[:2]))
                 else:
                     parts[s] = err.mean()
         weights = {"text": fc.text_loss_weight if not mode.text_loss else max(fc.text_loss_weight, 1.0),

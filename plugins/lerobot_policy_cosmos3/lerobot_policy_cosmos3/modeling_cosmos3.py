@@ -105,12 +105,17 @@ class Cosmos3Policy(PreTrainedPolicy):
         text = [str(t) for t in task] if isinstance(task, (list, tuple)) else [""] * B
         if len(text) != B:
             raise ValueError(f"task: expected {B} strings, got {len(text)}")
-        actions = None
+        actions = valid = None
         if with_actions:
             if ACTION not in batch:
                 raise ValueError("action: training batches need (B, chunk_size, action_dim) actions")
             actions = batch[ACTION].float()
             if actions.dim() != 3 or actions.shape[1] != c.chunk_size:
                 raise ValueError(f"action: expected (B, {c.chunk_size}, D), got {tuple(actions.shape)}")
+            pad = batch.get("action_is_pad")  # chunk steps past the episode's end, as ACT masks them
+            if pad is not None:
+                if tuple(pad.shape) != tuple(actions.shape[:2]):
+                    raise ValueError(f"action_is_pad: expected ({B}, {c.chunk_size}) bool, got {tuple(pad.shape)}")
+                valid = ~pad.bool()
         return WorldBatch(text=text, embodiment=[DOMAIN] * B, video=video, n_context_frames=1, actions=actions,
-                          fps=c.fps, control_hz=c.fps)
+                          fps=c.fps, control_hz=c.fps, action_valid=valid)
