@@ -279,6 +279,19 @@ def test_checkpoint_embodiment_is_checked(tmp_path):
     core.close()
     with pytest.raises(ValueError, match="trained for 'sim_arm'"):
         build_node({**params, "embodiment": "droid"})
+    # The fastest CPU path is a parameter away (config/policy.yaml, launch arguments).
+    pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+    core, _, fast = build_node({**params, "backend": "onnxruntime", "int8": True, "steps": 2, "sampler": "heun"})
+    assert (fast.config.backend, fast.config.int8, fast.config.steps, fast.config.sampler) == \
+        ("onnxruntime", True, 2, "heun")
+    assert fast.infer(np.zeros((32, 32, 3), np.uint8), {"state": np.r_[0.5, 0, 0.3, 1, 0, 0, 0, 0.0]},
+                      "reach")["state"].shape[0] == fast.chunk
+    core.close()
+    for bad, match in (({"backend": "tensorrt"}, "parameters .*backend: expected 'torch' or 'onnxruntime'"),
+                       ({"sampler": "ddim"}, "sampler: expected 'euler' or 'heun'"),
+                       ({"int8": True}, "int8: needs backend 'onnxruntime'")):
+        with pytest.raises(ValueError, match=match):
+            build_node({**params, **bad})
     info["windows"][0] = {**pol.window, "embodiment": "no_such_robot"}
     (ckpt / "trainer.json").write_text(json.dumps(info))
     with pytest.raises(ValueError, match="no_such_robot"):

@@ -46,15 +46,27 @@ def safety_config(p: Mapping[str, Any]) -> SafetyConfig:
                         workspace_low=wl, workspace_high=wh, gripper_dim=None if g < 0 else g, max_obs_age_s=None)
 
 
+def inference_config(p: Mapping[str, Any]):
+    """The sampling and backend parameters -> :class:`InferenceConfig` (its checks name the
+    setting; the error says which parameter it came from)."""
+    from cosmos3_robot.runtime import InferenceConfig
+
+    try:
+        return InferenceConfig(steps=int(p.get("steps", 4)), sampler=str(p.get("sampler", "euler")),
+                               device=str(p.get("device", "cpu")), backend=str(p.get("backend", "torch")),
+                               int8=bool(p.get("int8", False)), dtype=str(p.get("dtype", "float32")))
+    except ValueError as exc:
+        raise ValueError(f"parameters steps/sampler/device/backend/int8/dtype: {exc}") from None
+
+
 def build_node(p: Mapping[str, Any]):
     """Parameters -> (PolicyNodeCore, TopicConfig, the policy). Loads the checkpoint."""
-    from cosmos3_robot.runtime import Cosmos3Policy, InferenceConfig
+    from cosmos3_robot.runtime import Cosmos3Policy
     from cosmos3_robot.runtime.dds_node import TopicConfig
 
     if not p.get("checkpoint"):
         raise ValueError("parameter checkpoint: required (a run or checkpoint folder)")
-    policy = Cosmos3Policy.from_checkpoint(str(p["checkpoint"]), InferenceConfig(steps=int(p.get("steps", 4)),
-                                                                                  device=str(p.get("device", "cpu"))))
+    policy = Cosmos3Policy.from_checkpoint(str(p["checkpoint"]), inference_config(p))
     want = str(p.get("embodiment") or "")
     if want and want != policy.embodiment.name:
         raise ValueError(f"parameter embodiment: {want!r}, but the checkpoint was trained for "

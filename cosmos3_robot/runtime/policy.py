@@ -65,6 +65,10 @@ class InferenceConfig:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        if not 1 <= int(self.steps) <= 1000:
+            raise ValueError(f"steps: expected 1..1000 denoising steps, got {self.steps}")
+        if self.sampler not in ("euler", "heun"):
+            raise ValueError(f"sampler: expected 'euler' or 'heun', got {self.sampler!r}")
         if self.backend not in ("torch", "onnxruntime"):
             raise ValueError(f"backend: expected 'torch' or 'onnxruntime', got {self.backend!r}")
         if self.dtype not in ("float32", "bfloat16"):

@@ -19,6 +19,9 @@ ARGUMENTS = {
     "output_type": ("joint_trajectory", "joint_trajectory or pose"),
     "control_rate": ("10.0", "command rate in Hz"),
     "device": ("cpu", "torch device, e.g. cuda"),
+    "steps": ("4", "denoising steps per chunk"),
+    "backend": ("torch", "torch, or onnxruntime on a CPU"),
+    "int8": ("false", "int8 weights with onnxruntime"),
 }
 
 
@@ -38,6 +41,9 @@ def generate_launch_description():
         "output_type": LaunchConfiguration("output_type"),
         "control_rate": ParameterValue(LaunchConfiguration("control_rate"), value_type=float),
         "device": LaunchConfiguration("device"),
+        "steps": ParameterValue(LaunchConfiguration("steps"), value_type=int),
+        "backend": LaunchConfiguration("backend"),
+        "int8": ParameterValue(LaunchConfiguration("int8"), value_type=bool),
     }
     node = Node(package="cosmos3_robot", executable="policy_node", name="cosmos3_policy", output="screen",
                 parameters=[LaunchConfiguration("params_file"), overrides])
