@@ -164,7 +164,7 @@ def closed_loop(spec: str, tasks: list[str], episodes: int, out: Path, workers: 
 
 
 # ---- 4. world model -----------------------------------------------------------------------
-def held_out_windows(run: Path, tasks: list[str], episodes: int, seed: int, normalizer):
+def held_out_windows(run: Path, tasks: list[str], episodes: int, seed: int, normalizer, state_normalizer=None):
     from cosmos3_robot.data.windows import WindowDataset, WindowSpec
     from cosmos3_robot.runtime.policy import resolve_checkpoint
     from cosmos3_robot.sim.record import RecordStats, expert_episodes
@@ -175,7 +175,7 @@ def held_out_windows(run: Path, tasks: list[str], episodes: int, seed: int, norm
                       stride=int(w["n_future"]))
     eps = list(expert_episodes(tasks, episodes, RecordStats(), seed=seed, image_size=int(w["image_size"]),
                                cameras=(w["camera"],), hold_steps=spec.chunk))
-    return WindowDataset(eps, spec, normalizer=normalizer), spec
+    return WindowDataset(eps, spec, normalizer=normalizer, state_normalizer=state_normalizer), spec
 
 
 def ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -214,7 +214,7 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int) -> dict[
 
     pol = Cosmos3Policy.from_checkpoint(run, InferenceConfig(steps=steps))
     model = pol.model
-    test, spec = held_out_windows(run, tasks, episodes, HELD_OUT_SEED, pol.normalizer)
+    test, spec = held_out_windows(run, tasks, episodes, HELD_OUT_SEED, pol.normalizer, pol.state_normalizer)
     fit, _ = held_out_windows(run, tasks, episodes, HELD_OUT_SEED + 50_000, pol.normalizer)
 
     def batches(ds, n=8):

@@ -76,7 +76,7 @@ def action_errors(run: Path, tasks: list[str], episodes: int, grid: list[Setting
 
     pol = Cosmos3Policy.from_checkpoint(run, InferenceConfig())
     model = pol.model
-    test, spec = held_out_windows(run, tasks, episodes, HELD_OUT_SEED, pol.normalizer)
+    test, spec = held_out_windows(run, tasks, episodes, HELD_OUT_SEED, pol.normalizer, pol.state_normalizer)
     n = len(test) if windows <= 0 else min(windows, len(test))
     cache: dict = {}
     res = {s.label: {"expert": [], "reference": [], "ms": [], "psnr": []} for s in grid}

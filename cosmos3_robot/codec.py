@@ -124,6 +124,11 @@ class Block:
     def label(self) -> str:
         return f"block {self.name!r} ({type(self).__name__})"
 
+    def proprio(self, value: torch.Tensor) -> torch.Tensor:
+        """One step's absolute value (a start state's entry) -> a flat vector, the model's
+        proprioceptive input (scalars and points as they are)."""
+        return value.reshape(-1)
+
     def check(self, value: torch.Tensor) -> None:
         """Raise ``ValueError`` naming the block if ``value`` is not a valid absolute input."""
         raise NotImplementedError
@@ -174,6 +179,10 @@ class PoseBlock(Block):
     relative: geo.RelativeMode = "framewise"
 
     step_ndim: ClassVar[int] = 2
+
+    def proprio(self, value: torch.Tensor) -> torch.Tensor:
+        """A ``(4, 4)`` pose -> translation (3, metres) + 6D rotation (6), in the world frame."""
+        return geo.pose_to_9d(value).reshape(-1)
 
     def __post_init__(self) -> None:
         if self.relative not in ("framewise", "anchored"):
@@ -573,6 +582,15 @@ class ActionCodec:
             except ValueError as exc:
                 raise ValueError(f"start state: {exc}") from None
         return s
+
+    def proprio(self, start: Episode) -> np.ndarray:
+        """The state blocks at one step (a start state) -> ``(P,)`` float64, the robot's
+        proprioception as the model reads it: poses as translation + 6D rotation, grippers
+        and points as they are, in layout order. Empty for command-only layouts."""
+        if not self.state_blocks:
+            return np.zeros(0)
+        s = self.check_start(start, torch.float64)
+        return torch.cat([b.proprio(s[b.name]) for b in self.state_blocks]).numpy()
 
     def decode(self, x: Any, start: Episode | None = None) -> dict[str, Any]:
         """Pseudo-actions ``(..., T-1, D)`` -> absolute episode, integrating from ``start``.

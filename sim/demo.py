@@ -127,7 +127,7 @@ def imagination(run_dir: Path, out_dir: Path, task: str = "pick_place", seed: in
         ep, _ = expert_episode(env, seed, hold_steps=spec.chunk)
     finally:
         env.close()
-    ds = WindowDataset([ep], spec, normalizer=pol.normalizer)
+    ds = WindowDataset([ep], spec, normalizer=pol.normalizer, state_normalizer=pol.state_normalizer)
 
     def to_u8(x: torch.Tensor) -> np.ndarray:
         return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

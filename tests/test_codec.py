@@ -252,3 +252,19 @@ def test_layout_rules():
     codec = embodiments.get("single_arm").codec
     mask = codec.rotation_mask()
     assert mask.sum() == 12 and not mask[[0, 1, 2, 9, 10, 11, 18]].any()
+
+
+def test_proprioception_is_position_6d_rotation_and_gripper_in_layout_order():
+    """The model's state input: each state block at one step, a pose as its translation and
+    the first two columns of its rotation (checked against scipy), a gripper as it is."""
+    emb = embodiments.get("single_arm_10d")
+    rot = Rotation.from_euler("xyz", [0.3, -0.2, 1.1])
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = rot.as_matrix(), [0.4, -0.1, 0.25]
+    x = emb.codec.proprio({"ee": T, "gripper": np.array(0.7)})
+    R = rot.as_matrix()
+    assert x.shape == (10,)
+    np.testing.assert_allclose(x, np.r_[0.4, -0.1, 0.25, R[:, 0], R[:, 1], 0.7], atol=1e-12)
+    assert embodiments.get("libero").codec.proprio({}).shape == (0,)  # command-only: nothing to read
+    with pytest.raises(ValueError, match="start state: missing block"):
+        emb.codec.proprio({"ee": T})

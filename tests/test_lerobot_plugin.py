@@ -73,6 +73,14 @@ def test_lerobot_factory_builds_cosmos3_from_its_type_name():
     assert policy._world_batch({k: v for k, v in padded.items() if k != "action_is_pad"}, True).action_valid is None
     with pytest.raises(ValueError, match="action_is_pad"):
         policy.forward({**padded, "action_is_pad": pad[:, :4]})
+    # observation.state is the proprioceptive input of presets that read it (tiny does not)
+    assert policy._world_batch({**padded, "observation.state": torch.randn(2, 8)}, True).state is None
+    small = policy_cls(make_policy_config("cosmos3", preset="small", device="cpu", chunk_size=8, future_frames=4,
+                                          input_features=features(64)[0], output_features=outputs))
+    st = torch.randn(2, 5, 8)  # (B, 1 + future_frames, S) when future frames are loaded: now is index 0
+    wb = small._world_batch({"observation.images.front": torch.rand(2, 5, 3, 64, 64), "action": torch.randn(2, 8, 8),
+                             "task": ["a", "b"], "observation.state": st}, True)
+    assert torch.equal(wb.state, st[:, 0])
     with pytest.raises(ValueError, match="observation.images.front"):
         policy.forward({"action": torch.randn(2, 8, 8)})
     with pytest.raises(ValueError, match="future_frames"):

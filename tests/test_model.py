@@ -444,6 +444,44 @@ def test_action_loss_leaves_out_padded_dimensions_and_steps(monkeypatch):
         m.loss("policy_actions", WorldBatch(**{**b.__dict__, "action_valid": valid[:, :4]}))
 
 
+def test_state_input_conditions_the_actions_and_is_optional():
+    """``state_input``: the proprioception reaches every action token through a zero-
+    initialised per-domain projection; a sample without state (empty mask) is the same as
+    no state at all."""
+    b = random_batch()
+    state = torch.randn(2, 10)
+    plain = make_model(wake=True)
+    m = make_model(state_input=True)
+    assert float(m.state_in.w.abs().sum() + m.state_in.b.abs().sum()) == 0  # zero-initialised
+    missing, _ = m.load_state_dict(plain.state_dict(), strict=False)  # the same weights otherwise
+    assert sorted(missing) == ["state_in.b", "state_in.w"]
+
+    def act(model, st, mask=None, seed=0):
+        return model.generate("policy_actions", WorldBatch(**{**b.__dict__, "state": st, "state_mask": mask}),
+                              steps=2, seed=seed, n_actions=8)["actions"]
+
+    assert torch.equal(act(m, state), act(plain, None))  # zero-initialised: no effect until trained
+    with torch.no_grad():
+        m.state_in.w.normal_(std=0.3)
+    with_state, other = act(m, state), act(m, state + 1.0)
+    assert not torch.allclose(with_state, other, atol=1e-4)
+    none = torch.zeros(2, 10, dtype=torch.bool)
+    assert torch.equal(act(m, state, none), act(m, None))
+    # one sample with state, one without: each as if alone
+    mixed = none.clone()
+    mixed[0] = True
+    got = act(m, state, mixed)
+    assert torch.allclose(got[0], with_state[0], atol=1e-5) and torch.allclose(got[1], act(m, None)[1], atol=1e-5)
+    # the loss reads it too, and trains the projection
+    m.loss("policy_actions", WorldBatch(**{**b.__dict__, "state": state}))[0].backward()
+    assert m.state_in.w.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"state: expected \(2, P\) normalised proprioception"):
+        act(m, torch.randn(3, 10))
+    with pytest.raises(ValueError, match="state: non-finite"):
+        act(m, torch.full((2, 10), float("nan")))
+    assert plain.state_in is None and preset("small").state_input and not preset("tiny").state_input
+
+
 def test_shared_instruction_prefix_equals_one_pass_per_sample():
     """Samples with the same text share one Reasoner pass: the same hidden states, K/V and
     gradients as running every sample on its own."""

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -305,3 +306,54 @@ def test_set_overrides_index_lists(tmp_path):
     assert r["data"][0]["path"] == "other.hdf5" and r["train"]["modes"] == {"policy": 1.0}
     with pytest.raises(ValueError, match="not an index"):
         load_recipe(libero_recipe(tmp_path), ["data.3.path=x"])
+
+
+def test_proprioception_statistics_reach_the_checkpoint_and_the_policy(tmp_path):
+    """A model with ``state_input`` trained on a layout with state blocks (single_arm_10d) and
+    one without (LIBERO's commands): state statistics for the first only, saved with the
+    run, and the policy feeds the normalised proprioception of the current state."""
+    from data_fixtures import write_lerobot_dataset, write_rosbag
+
+    from cosmos3_robot.data.windows import collate
+    from cosmos3_robot.runtime import Cosmos3Policy
+
+    write_lerobot_dataset(tmp_path / "lr", n_episodes=2, T=24)
+    write_rosbag(tmp_path / "bag")
+    recipe = {
+        "model": {"preset": "tiny", "overrides": {"state_input": True}},
+        "window": {"n_context": 1, "n_future": 2, "chunk": 8, "image_size": 32},
+        "data": [
+            {"format": "lerobot", "repo_id": "local/cosmos3_test", "root": "lr",
+             "window": {"embodiment": "libero", "camera": "front"},
+             "layout": {"cameras": {"front": "observation.images.front"}, "commands": {"actions": "action"}}},
+            {"format": "rosbag", "path": "bag", "window": {"embodiment": "single_arm_10d", "camera": "front", "fps": 10},
+             "layout": {"cameras": {"front": "/camera/image_raw"},
+                        "state": {"joints": "/joint_states", "ee": "/ee_pose"}, "fps": 10, "text": "wipe"},
+             "transforms": [{"Split": {"key": "joints", "parts": [["gripper", 7, 8]]}}, {"Squeeze": {"key": "gripper"}}]},
+        ],
+        "train": {"steps": 2, "batch_size": 4, "log_every": 1, "ckpt_every": 2, "ema": 0.0},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "run"
+    run(tmp_path / "r.yaml", out, quiet=True)
+    assert not list(out.glob("state_stats_0_*")) and (out / "state_stats_1_single_arm_10d.json").exists()
+    ckpt = out / "checkpoints" / (out / "checkpoints" / "latest").read_text()
+    norms = json.loads((ckpt / "trainer.json").read_text())["state_normalizers"]
+    assert norms[0] is None and len(norms[1]["q01"]) == 10  # ee position + 6D rotation, gripper
+    pol = Cosmos3Policy.from_checkpoint(out, source=1)
+    assert pol.state_normalizer is not None and float(pol.model.state_in.w.detach().abs().sum()) > 0  # trained
+    from cosmos3_robot.train.recipe import build_datasets, load_recipe
+    from cosmos3_robot.transforms import apply
+
+    datasets, _ = build_datasets(load_recipe(tmp_path / "r.yaml"), out)
+    ds = datasets[1]
+    sample = ds[0]
+    e, t = ds.index[0]
+    raw = apply(ds.transforms, {k: v[t:t + 1] for k, v in ds.episodes[e].state.items()})
+    start = ds.embodiment.start_state(ds.embodiment.from_raw(raw))
+    expect = pol.state_normalizer.normalize(ds.embodiment.codec.proprio(start))
+    np.testing.assert_allclose(sample["state"].numpy(), expect, atol=1e-5)
+    batch = pol._batch(sample["video"][None, :1], "wipe", start)
+    np.testing.assert_allclose(batch.state[0].numpy(), expect, atol=1e-5)
+    mixed = collate([datasets[0][0], sample])  # LIBERO has no state: an empty mask row
+    assert mixed.state.shape == (2, 64) and mixed.state_mask.sum(1).tolist() == [0, 10]

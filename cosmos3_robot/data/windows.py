@@ -83,15 +83,19 @@ class WindowDataset(Dataset):
     """All windows of a list of episodes for one :class:`WindowSpec`.
 
     ``normalizer`` maps pseudo-actions to the model's range; compute it with
-    :meth:`action_statistics` on the training data, store it with the run. ``transforms``
+    :meth:`action_statistics` on the training data, store it with the run.
+    ``state_normalizer`` (from :meth:`state_statistics`) does the same for the robot's
+    proprioception at "now" (:meth:`ActionCodec.proprio`); samples carry ``state`` when it
+    is set and the embodiment has state blocks. ``transforms``
     run on each window's raw state/commands before the embodiment's own adapters (e.g. a
     dataset's position + rotation-vector columns -> the ``ee`` pose).
     """
 
     def __init__(self, episodes: Sequence[Episode], spec: WindowSpec,
                  normalizer: QuantileNormalizer | None = None, transforms: Sequence[Transform] = (),
-                 skip_bad: bool = False):
+                 skip_bad: bool = False, state_normalizer: QuantileNormalizer | None = None):
         self.spec = spec
+        self.state_normalizer = state_normalizer
         self.skipped: list[str] = []  # "episode (steps): reason" for each window dropped by skip_bad
         self.transforms = tuple(transforms)  # source-specific raw-key steps before the embodiment's
         self.embodiment = embodiments.get(spec.embodiment)
@@ -134,17 +138,39 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def raw_actions(self, i: int) -> np.ndarray:
-        """Pseudo-actions ``(chunk, D)`` of window ``i``, before normalisation."""
+    def _encoded(self, i: int, proprio: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Pseudo-actions ``(chunk, D)`` of window ``i`` and (``proprio``) the proprioception
+        ``(P,)`` at its step 0, before normalisation."""
         e, t = self.index[i]
         ep = self.episodes[e]
         c = self.spec.chunk
         raw: dict[str, Any] = {k: v[t: t + c + 1] for k, v in ep.state.items()}
         raw.update({k: v[t: t + c] for k, v in ep.commands.items()})
         try:
-            return np.asarray(self.embodiment.encode_raw(apply(self.transforms, raw)), dtype=np.float64)
+            episode = self.embodiment.from_raw(apply(self.transforms, raw))
+            actions = np.asarray(self.embodiment.encode(episode), dtype=np.float64)
+            state = self.embodiment.codec.proprio(self.embodiment.start_state(episode, 0)) if proprio else None
         except ValueError as exc:
             raise DataError(f"{ep.name} (steps {t}..{t + c}): {exc}") from None
+        return actions, state
+
+    def raw_actions(self, i: int) -> np.ndarray:
+        """Pseudo-actions ``(chunk, D)`` of window ``i``, before normalisation."""
+        return self._encoded(i, proprio=False)[0]
+
+    def raw_proprio(self, i: int) -> np.ndarray:
+        """Proprioception ``(P,)`` at window ``i``'s "now", before normalisation (empty
+        for command-only layouts)."""
+        return self._encoded(i, proprio=True)[1]  # type: ignore[return-value]
+
+    def state_statistics(self, max_windows: int = 4096, seed: int = 0) -> QuantileNormalizer | None:
+        """Quantile statistics of the proprioception over (a seeded subsample of) all
+        windows; ``None`` for command-only layouts (no state to read)."""
+        if not self.embodiment.codec.state_blocks:
+            return None
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(len(self), size=min(len(self), max_windows), replace=False)
+        return QuantileNormalizer.from_data(np.stack([self.raw_proprio(int(i)) for i in pick]))
 
     def action_statistics(self, max_windows: int = 4096, seed: int = 0) -> QuantileNormalizer:
         """Quantile statistics over (a seeded subsample of) all windows."""
@@ -158,10 +184,13 @@ class WindowDataset(Dataset):
         e, t = self.index[i]
         ep, s = self.episodes[e], self.spec
         frames = ep.frames[s.camera][t - s.n_context + 1: t + s.n_future + 1]
-        actions = self.raw_actions(i)
+        with_state = self.state_normalizer is not None and bool(self.embodiment.codec.state_blocks)
+        actions, state = self._encoded(i, proprio=with_state)
         if self.normalizer is not None:
             actions = self.normalizer.normalize(actions)
-        return {
+        extra = {} if state is None else {"state": torch.as_tensor(self.state_normalizer.normalize(state),
+                                                                   dtype=torch.float32)}
+        return {**extra,
             "video": frames_to_tensor(frames, s.image_size),
             "n_context_frames": s.n_context,
             "actions": torch.as_tensor(actions, dtype=torch.float32),
@@ -175,12 +204,17 @@ class WindowDataset(Dataset):
 def collate(samples: Sequence[dict[str, Any]]) -> WorldBatch:
     """Samples (possibly of different embodiments) -> one :class:`WorldBatch`.
 
-    Actions are zero-padded to the shared width with a per-sample mask.
+    Actions are zero-padded to the shared width with a per-sample mask; so is the
+    proprioceptive ``state`` when any sample has one (a sample without has an empty mask).
     """
     n_ctx = {s["n_context_frames"] for s in samples}
     if len(n_ctx) != 1:
         raise ValueError(f"collate: samples disagree on n_context_frames {sorted(n_ctx)}")
     actions, mask = stack_padded([s["actions"] for s in samples], MAX_ACTION_WIDTH)
+    state = state_mask = None
+    if any("state" in s for s in samples):
+        state, state_mask = stack_padded([s.get("state", torch.zeros(0))[None] for s in samples], MAX_ACTION_WIDTH)
+        state = state[:, 0].float()
     return WorldBatch(
         text=[s["text"] for s in samples],
         embodiment=[s["embodiment"] for s in samples],
@@ -190,6 +224,8 @@ def collate(samples: Sequence[dict[str, Any]]) -> WorldBatch:
         action_mask=mask,
         fps=torch.tensor([s["fps"] for s in samples]),
         control_hz=torch.tensor([s["control_hz"] for s in samples]),
+        state=state,
+        state_mask=state_mask,
     )
 
 

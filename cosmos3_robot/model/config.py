@@ -86,6 +86,9 @@ class Cosmos3Config:
         video_gated: with ``video_anchored``, the decoder blends its differences onto the
             anchor through a per-pixel gate (static pixels stay exactly the anchor's). Off by
             default for the same reason.
+        state_input: read the robot's proprioception (``WorldBatch.state``, per-domain
+            projection) and add it to every action token. Off by default so checkpoints
+            saved before the field existed load as they were trained.
         dm_patch: latent patch side grouped into one DM token.
         max_action_width: padded action width (64 in the reference).
         n_action_domains: one input/output projection per embodiment domain (32).
@@ -113,6 +116,7 @@ class Cosmos3Config:
     temporal_compression: int = 1
     video_anchored: bool = False
     video_gated: bool = False
+    state_input: bool = False
     dm_patch: int = 8
     max_action_width: int = 64
     n_action_domains: int = 32
@@ -203,12 +207,14 @@ PRESETS: dict[str, Cosmos3Config] = {
     "small": Cosmos3Config(name="small", dim=320, n_layers=8, n_heads=5, ffn_mult=2.5, block_causal=True,
                            image_size=64, vit_patch=8, video_encoder="conv_ae",
                            latent_channels=8, spatial_compression=8, temporal_compression=4,
-                           video_anchored=True, video_gated=True, dm_patch=2, max_text_len=64, max_actions=32),
+                           video_anchored=True, video_gated=True, state_input=True, dm_patch=2, max_text_len=64,
+                           max_actions=32),
     # Jetson Orin / RTX class: ~250M parameters, 128 px frames.
     "compact": Cosmos3Config(name="compact", dim=768, n_layers=14, n_heads=12, ffn_mult=2.75, block_causal=True,
                              image_size=128, vit_patch=16, video_encoder="conv_ae",
                              latent_channels=16, spatial_compression=16, temporal_compression=4,
-                             video_anchored=True, video_gated=True, dm_patch=2, max_text_len=96, max_actions=64),
+                             video_anchored=True, video_gated=True, state_input=True, dm_patch=2,
+                             max_text_len=96, max_actions=64),
 }
 
 

@@ -28,6 +28,7 @@ from cosmos3_robot.model.mot import MoTCore, PrefixCache, RMSNorm, modulation
 from cosmos3_robot.model.tokenizers import (
     ActionProjections,
     ByteTokenizer,
+    StateProjection,
     TimestepEmbedding,
     ViTPatchEmbed,
     patchify,
@@ -53,6 +54,9 @@ class WorldBatch:
         fps: video frame rate in Hz, scalar or ``(B,)``.
         control_hz: action rate in Hz, scalar or ``(B,)``.
         ar_images: ``(B, N, 3, H, W)`` images for the ViT (Reasoner), optional.
+        state: ``(B, P)`` normalised proprioception at "now" (the last context frame), zero-
+            padded to ``max_action_width`` with ``state_mask`` ``(B, W)`` bool (a sample
+            without state has an empty mask); read when the model has ``state_input``.
         action_valid: ``(B, T)`` bool, which chunk steps are real; ``False`` marks padding
             past an episode's end (LeRobot's ``action_is_pad``). Padded steps stay in the
             sequence but are left out of the action loss. ``None``: all real.
@@ -68,6 +72,8 @@ class WorldBatch:
     control_hz: float | torch.Tensor = 15.0
     ar_images: torch.Tensor | None = None
     action_valid: torch.Tensor | None = None
+    state: torch.Tensor | None = None
+    state_mask: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -205,6 +211,7 @@ class Cosmos3(nn.Module):
         nn.init.zeros_(self.video_out.weight)
         nn.init.zeros_(self.video_out.bias)
         self.actions = ActionProjections(c.n_action_domains, c.max_action_width, c.dim)
+        self.state_in = StateProjection(c.n_action_domains, c.max_action_width, c.dim) if c.state_input else None
         self.modality = nn.Parameter(torch.randn(2, c.dim) * 0.02)  # video, action
         self.time_embed = TimestepEmbedding(c.dim)
         self.dm_final_norm = RMSNorm(c.dim, affine=False)
@@ -315,6 +322,28 @@ class Cosmos3(nn.Module):
         mask[:, :D] = True
         return F.pad(a, (0, W - D)), mask
 
+    def _state_embedding(self, batch: WorldBatch, B: int, domain: torch.Tensor | None) -> torch.Tensor | None:
+        """``(B, dim)`` embedding of the proprioception, added to every action token (like
+        pi0, the state enters on the action side); ``None`` without ``state_input``, without
+        a state in the batch, or without actions in the mode."""
+        if self.state_in is None or batch.state is None or domain is None:
+            return None
+        W = self.config.max_action_width
+        x = torch.as_tensor(batch.state, device=self.device, dtype=self.special.dtype)
+        if x.dim() != 2 or x.shape[0] != B or x.shape[1] > W:
+            raise ValueError(f"state: expected ({B}, P) normalised proprioception with P <= {W}, "
+                             f"got {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("state: non-finite values")
+        mask = batch.state_mask
+        if mask is None:
+            mask = torch.ones(x.shape, dtype=torch.bool)
+        mask = torch.as_tensor(mask, device=self.device, dtype=torch.bool)
+        if tuple(mask.shape) != tuple(x.shape):
+            raise ValueError(f"state_mask: expected {tuple(x.shape)} bool like state, got {tuple(mask.shape)}")
+        x, mask = F.pad(x, (0, W - x.shape[1])), F.pad(mask, (0, W - mask.shape[1]))
+        return self.state_in(x * mask, mask.any(1), domain)
+
     def _action_valid(self, batch: WorldBatch, shape: torch.Size) -> torch.Tensor | None:
         v = batch.action_valid
         if v is None:
@@ -364,9 +393,11 @@ class Cosmos3(nn.Module):
     # ---- layout ------------------------------------------------------------------------
     def _layout(self, mode: Mode, B: int, t0: float, fps: torch.Tensor, hz: torch.Tensor,
                 video_tokens: dict[str, torch.Tensor], n_ctx_lat: int, actions: torch.Tensor | None,
-                domain: torch.Tensor | None, times: dict[str, torch.Tensor]) -> _Layout:
+                domain: torch.Tensor | None, times: dict[str, torch.Tensor],
+                state: torch.Tensor | None = None) -> _Layout:
         """Embed streams in the mode's order. ``video_tokens``/``actions`` hold the inputs as
-        the network sees them (x_t for noisy streams); ``times`` the per-sample flow times.
+        the network sees them (x_t for noisy streams); ``times`` the per-sample flow times;
+        ``state`` the proprioception's embedding ``(B, dim)``, added to the action tokens.
         (Generation lays out once per request and then re-embeds only the noisy streams.)"""
         c = self.config
         g = c.latent_size // c.dm_patch
@@ -375,7 +406,7 @@ class Cosmos3(nn.Module):
         for index, (stream, is_noisy) in enumerate(mode.streams):
             if stream == "actions":
                 assert actions is not None and domain is not None
-                emb = self._embed(stream, actions, domain)
+                emb = self._embed(stream, actions, domain, state)
                 pos.append(torch.stack([
                     rope.action_positions(actions.shape[1], float(hz[b]), t0 + self._t_now(n_ctx_lat, float(fps[b])))
                     for b in range(B)]))
@@ -399,10 +430,13 @@ class Cosmos3(nn.Module):
         return _Layout(torch.cat(parts, 1), all_pos, torch.cat(noisy, 1), torch.stack(time, 1),
                        torch.cat(group).to(self.device), spans)
 
-    def _embed(self, stream: str, x: torch.Tensor, domain: torch.Tensor | None) -> torch.Tensor:
-        """One stream's inputs (latent tokens or padded actions) -> ``(B, L, dim)`` tokens."""
+    def _embed(self, stream: str, x: torch.Tensor, domain: torch.Tensor | None,
+               state: torch.Tensor | None = None) -> torch.Tensor:
+        """One stream's inputs (latent tokens or padded actions) -> ``(B, L, dim)`` tokens;
+        action tokens also carry the state embedding ``(B, dim)`` when given."""
         if stream == "actions":
-            return self.actions.embed(x, domain) + self.modality[1]
+            emb = self.actions.embed(x, domain) + self.modality[1]
+            return emb if state is None else emb + state[:, None]
         return self.video_in(x) + self.modality[0]
 
     def _t_now(self, n_ctx_lat: int, fps: float) -> float:
@@ -500,7 +534,7 @@ class Cosmos3(nn.Module):
                 inputs[s] = interpolate(clean[s], noise[s], times[s])
             t0 = float(prefix.valid.shape[1])
             lay = self._layout(mode, B, t0, fps, hz, {k: v for k, v in inputs.items() if k != "actions"},
-                               n_ctx_lat, inputs.get("actions"), domain, times)
+                               n_ctx_lat, inputs.get("actions"), domain, times, self._state_embedding(batch, B, domain))
             h, _, _ = self._run_dm(lay, prefix)
             pred = self._heads(h, lay, 0, domain, mode.noisy)
             for s in mode.noisy:
@@ -665,6 +699,7 @@ class Cosmos3(nn.Module):
 
         clean_r = {k: rep(v) for k, v in clean.items()}
         dom_r, fps_r, hz_r = rep(domain), torch.cat([fps] * nb), torch.cat([hz] * nb)
+        state_r = rep(self._state_embedding(batch, B, domain))
         mask_r = rep(mask)
         t0 = float(prefix.valid.shape[1])
         noise = {k: torch.randn(s, generator=gen).to(self.device, self.special.dtype) for k, s in shapes.items()}
@@ -697,7 +732,7 @@ class Cosmos3(nn.Module):
         def layout(x_noisy: dict[str, torch.Tensor], t: torch.Tensor) -> _Layout:
             first = fixed.get("layout")
             if first is not None:  # only the noisy streams change: embed them, keep the rest
-                tokens = torch.cat([first.tokens[:, :first_noisy]] + [self._embed(k, rep(x_noisy[k]), dom_r)
+                tokens = torch.cat([first.tokens[:, :first_noisy]] + [self._embed(k, rep(x_noisy[k]), dom_r, state_r)
                                                                     for k in names], 1)
                 stream_time = first.stream_time.clone()
                 stream_time[:, first_noisy_stream:] = t.to(stream_time)
@@ -706,7 +741,7 @@ class Cosmos3(nn.Module):
             times = {k: t.expand(B * nb).to(self.device) for k in names}
             lay = self._layout(mode, B * nb, t0, fps_r, hz_r,
                                {k: v for k, v in inputs.items() if k != "actions"}, n_ctx_lat,
-                               inputs.get("actions"), dom_r, times)
+                               inputs.get("actions"), dom_r, times, state_r)
             if not plain:  # positions, RoPE angles and clean embeddings are fixed from now on
                 lay.rope = self.rope.cos_sin(lay.pos, lay.tokens.dtype)
                 fixed["layout"] = lay

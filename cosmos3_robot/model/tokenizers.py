@@ -107,6 +107,23 @@ class ActionProjections(nn.Module):
         return torch.einsum("btd,bdw->btw", h, self.w_out[domain]) + self.b_out[domain][:, None]
 
 
+class StateProjection(nn.Module):
+    """Per-embodiment-domain linear map from padded proprioception ``(B, W)`` to one
+    ``(B, dim)`` embedding. Zero-initialised, so a model starts as if it had no state input
+    and learns how much to read from it."""
+
+    def __init__(self, n_domains: int, width: int, dim: int):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(n_domains, width, dim))
+        self.b = nn.Parameter(torch.zeros(n_domains, dim))
+
+    def forward(self, state: torch.Tensor, present: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        """``state`` ``(B, W)`` zero-padded, ``present`` ``(B,)`` bool (a sample without state
+        gets no embedding), ``domain`` ``(B,)`` -> ``(B, dim)``."""
+        out = torch.einsum("bw,bwd->bd", state, self.w[domain]) + self.b[domain]
+        return out * present[:, None].to(out.dtype)
+
+
 class TimestepEmbedding(nn.Module):
     """Flow time ``t`` in [0, 1] per token ``(B, L)`` -> ``(B, L, dim)`` (sinusoid + MLP)."""
 

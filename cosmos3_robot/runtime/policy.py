@@ -141,8 +141,10 @@ class Cosmos3Policy:
 
     def __init__(self, model: Cosmos3, embodiment: str, normalizer: QuantileNormalizer, window: Mapping[str, Any],
                  config: InferenceConfig = InferenceConfig(), export_dir: str | os.PathLike[str] | None = None,
-                 weights_source: str = ""):
+                 weights_source: str = "", state_normalizer: QuantileNormalizer | None = None):
         self.model = model.eval()
+        # proprioception for models that read it (``state_input``), normalised as in training
+        self.state_normalizer = state_normalizer if model.config.state_input else None
         self.backend = generator_backend(self.model, config, export_dir, weights_source)
         self.embodiment = embodiments.get(embodiment)
         self.normalizer = normalizer
@@ -176,9 +178,15 @@ class Cosmos3Policy:
         if normalizer.dim != emb.width:
             raise ValueError(f"checkpoint {ckpt}: normaliser has {normalizer.dim} dims, embodiment "
                              f"{emb.name!r} has {emb.width}")
+        state_norms = info.get("state_normalizers") or [None] * len(windows)
+        state_normalizer = None if state_norms[source] is None else QuantileNormalizer.from_dict(state_norms[source])
+        if model.config.state_input and emb.codec.state_blocks and state_normalizer is None:
+            raise ValueError(f"checkpoint {ckpt}: the model reads proprioception but trainer.json has no "
+                             f"state_normalizers entry {source}")
         st = weights.stat()
         return cls(model, emb.name, normalizer, window, config, export_dir=ckpt / "export",
-                   weights_source=f"{weights.resolve()} {st.st_size} {st.st_mtime_ns}")
+                   weights_source=f"{weights.resolve()} {st.st_size} {st.st_mtime_ns}",
+                   state_normalizer=state_normalizer)
 
     # ---- input checks ----------------------------------------------------------------
     def _frames(self, frames: Any) -> torch.Tensor:
@@ -231,9 +239,15 @@ class Cosmos3Policy:
         return self.normalizer.normalize(np.asarray(x))
 
     # ---- inference -------------------------------------------------------------------
-    def _batch(self, video: torch.Tensor, instruction: str, actions: torch.Tensor | None = None) -> WorldBatch:
+    def _batch(self, video: torch.Tensor, instruction: str, start: dict[str, Any] | None,
+               actions: torch.Tensor | None = None) -> WorldBatch:
+        state = None
+        if self.state_normalizer is not None and start is not None:
+            proprio = self.state_normalizer.normalize(self.embodiment.codec.proprio(start))
+            state = torch.as_tensor(proprio, dtype=torch.float32, device=self.model.device)[None]
         return WorldBatch(text=[str(instruction)], embodiment=[self.embodiment.name], video=video,
-                          n_context_frames=self.n_context, fps=self.fps, control_hz=self.fps, actions=actions)
+                          n_context_frames=self.n_context, fps=self.fps, control_hz=self.fps, actions=actions,
+                          state=state)
 
     def _generate(self, mode: str, batch: WorldBatch, seed: int | None, **kw: Any) -> dict[str, torch.Tensor]:
         """``model.generate`` with this policy's sampler settings, prefix cache and backend."""
@@ -293,7 +307,7 @@ class Cosmos3Policy:
             action_prefix = torch.as_tensor(self._encode_targets(state, prefix), dtype=torch.float32)[None]
         t1 = time.perf_counter()
         mode = "policy_actions" if n_future_frames is None else "policy"
-        out = self._generate(mode, self._batch(video, instruction), seed, guidance=self.config.guidance,
+        out = self._generate(mode, self._batch(video, instruction, start), seed, guidance=self.config.guidance,
                              n_actions=self.chunk, action_dim=self.embodiment.width, action_prefix=action_prefix,
                              n_future_frames=n_future_frames)
         t2 = time.perf_counter()
@@ -313,7 +327,8 @@ class Cosmos3Policy:
         x = torch.as_tensor(self._encode_targets(state, actions), dtype=torch.float32)[None]
         if x.shape[1] != self.chunk:
             raise ValueError(f"actions: expected {self.chunk} steps (the model's chunk), got {x.shape[1]}")
-        out = self._generate("forward_dynamics", self._batch(video, instruction, x.to(self.model.device)), seed,
+        out = self._generate("forward_dynamics", self._batch(video, instruction, self._start(state),
+                                                             x.to(self.model.device)), seed,
                              n_future_frames=n_future_frames)
         return self._to_uint8(out["video"][0])
 
@@ -327,6 +342,7 @@ class Cosmos3Policy:
         if fut.ndim != 4 or fut.shape[-1] != 3 or fut.dtype != np.uint8:
             raise ValueError(f"future: expected (F, H, W, 3) uint8 frames, got {fut.shape} {fut.dtype}")
         video = torch.cat([ctx, frames_to_tensor(fut, self.image_size)])[None].to(self.model.device)
-        out = self._generate("inverse_dynamics", self._batch(video, instruction), seed, n_actions=self.chunk,
+        start = self._start(state)
+        out = self._generate("inverse_dynamics", self._batch(video, instruction, start), seed, n_actions=self.chunk,
                              action_dim=self.embodiment.width)
-        return self._decode_actions(out["actions"][0], self._start(state))
+        return self._decode_actions(out["actions"][0], start)

@@ -134,6 +134,8 @@ def build_datasets(recipe: dict[str, Any], stats_dir: Path | None = None,
     present there (a resumed run) or computed and saved to it."""
     base = Path(recipe["_path"]).parent
     datasets, weights = [], []
+    m = recipe.get("model", {})
+    reads_state = preset(m.get("preset", "tiny"), **(m.get("overrides") or {})).state_input
     for i, entry in enumerate(recipe.get("data") or []):
         spec = WindowSpec(**{**recipe.get("window", {}), **entry.get("window", {})})
         on_error = entry.get("on_error", "raise")
@@ -154,6 +156,15 @@ def build_datasets(recipe: dict[str, Any], stats_dir: Path | None = None,
             if stats_file is not None:
                 stats_file.parent.mkdir(parents=True, exist_ok=True)
                 ds.normalizer.save(stats_file)
+        if reads_state and ds.embodiment.codec.state_blocks:  # the model reads proprioception
+            state_file = stats_dir / f"state_stats_{i}_{spec.embodiment}.json" if stats_dir else None
+            if state_file is not None and state_file.exists():
+                ds.state_normalizer = QuantileNormalizer.load(state_file)
+            else:
+                ds.state_normalizer = ds.state_statistics()
+                if state_file is not None and ds.state_normalizer is not None:
+                    state_file.parent.mkdir(parents=True, exist_ok=True)
+                    ds.state_normalizer.save(state_file)
         datasets.append(ds)
         weights.append(float(entry.get("weight", 1.0)))
     if not datasets:
@@ -183,7 +194,9 @@ def run(recipe_path: str | Path, out: str | Path, overrides: Sequence[str] = (),
                       run_info={"recipe": {k: v for k, v in copy.deepcopy(recipe).items() if k != "_path"},
                                 "windows": [asdict(d.spec) for d in datasets],
                                 "skipped": [d.skipped for d in datasets],
-                                "normalizers": [d.normalizer.to_dict() for d in datasets]},
+                                "normalizers": [d.normalizer.to_dict() for d in datasets],
+                                "state_normalizers": [None if d.state_normalizer is None else
+                                                      d.state_normalizer.to_dict() for d in datasets]},
                       resume=resume, quiet=quiet)
     if trainer.is_main:
         out.mkdir(parents=True, exist_ok=True)

@@ -21,9 +21,10 @@ class Cosmos3Config(PreTrainedConfig):
     The model sees one camera (``camera``, resized to the preset's image size) and the
     episode's task text, and samples a chunk of ``chunk_size`` actions by flow matching.
     Actions are the dataset's ``action`` vector (at most 64 dims), normalised by LeRobot's
-    processors like ACT's. ``observation.state`` is normalised and carried but the model does
-    not read it: it conditions on video and text (the relative-action embodiment codecs of
-    ``cosmos3-robot train`` are the route for state-relative actions).
+    processors like ACT's. ``observation.state`` (normalised like ACT's) is the model's
+    proprioceptive input for presets with ``state_input`` (``small``, ``compact``); ``tiny``
+    conditions on video and text only. The relative-action embodiment codecs of
+    ``cosmos3-robot train`` are the route for state-relative actions.
 
     Args:
         preset: model preset of cosmos3-robot (``tiny``, ``small``, ``compact``; see

@@ -117,5 +117,13 @@ class Cosmos3Policy(PreTrainedPolicy):
                 if tuple(pad.shape) != tuple(actions.shape[:2]):
                     raise ValueError(f"action_is_pad: expected ({B}, {c.chunk_size}) bool, got {tuple(pad.shape)}")
                 valid = ~pad.bool()
+        state = None
+        if self.model.config.state_input and "observation.state" in batch:
+            state = batch["observation.state"].float()
+            if state.dim() == 3:  # (B, 1 + future_frames, S) when future frames are loaded: now is the first
+                state = state[:, 0]
+            if state.dim() != 2 or state.shape[0] != B:
+                raise ValueError(f"observation.state: expected ({B}, S) or ({B}, T, S), "
+                                 f"got {tuple(batch['observation.state'].shape)}")
         return WorldBatch(text=text, embodiment=[DOMAIN] * B, video=video, n_context_frames=1, actions=actions,
-                          fps=c.fps, control_hz=c.fps, action_valid=valid)
+                          fps=c.fps, control_hz=c.fps, action_valid=valid, state=state)
