@@ -103,7 +103,8 @@ def our_runners(preset_name: str, modes: list[str], steps_list: list[int], backe
             for steps in steps_list:
                 actions = torch.rand(1, chunk, 10, device=device) * 2 - 1 if mode == "forward_dynamics" else None
                 batch = WorldBatch(text=["put the red cube on the green pad"], embodiment=["sim_arm"], video=video,
-                                   n_context_frames=1, actions=actions, fps=10.0, control_hz=10.0)
+                                   n_context_frames=1, actions=actions, fps=10.0, control_hz=10.0,
+                                   state=torch.rand(1, 10, device=device) * 2 - 1)  # read by state_input presets
                 kw = {"steps": steps, "n_actions": chunk, "action_dim": 10, "backend": step_backend}
                 if mode_name.endswith("+cache") or backend != "torch":  # the instruction's AR prefix K/V reused
                     kw["prefix_cache"] = {}

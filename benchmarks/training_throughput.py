@@ -50,7 +50,8 @@ def ours(name: str, batch: int, chunk: int, device: str, steps: int, warmup: int
     texts = [f"put the {c} cube on the green pad" for c in ("red", "blue", "yellow", "white")]
     data = WorldBatch(text=[texts[i % len(texts)] for i in range(batch)], embodiment=["sim_arm"] * batch,
                       video=(torch.rand(batch, 1 + tc, 3, S, S, generator=g) * 2 - 1).to(device), n_context_frames=1,
-                      actions=torch.randn(batch, chunk, 10, generator=g).to(device), fps=10.0, control_hz=10.0)
+                      actions=torch.randn(batch, chunk, 10, generator=g).to(device), fps=10.0, control_hz=10.0,
+                      state=(torch.rand(batch, 10, generator=g) * 2 - 1).to(device))  # read by state_input presets
     cycle = ["policy", "forward_dynamics", "policy", "inverse_dynamics"]
     amp = torch.autocast("cuda", torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
 
