@@ -373,6 +373,18 @@ def test_timestep_sampling_and_shift():
 
 
 # ---- encoders -------------------------------------------------------------------------------
+def fit_autoencoder(ae: ConvVideoAE, video: torch.Tensor, steps: int = 100) -> tuple[float, float]:
+    """Adam on the reconstruction loss of one batch; the loss before and after."""
+    opt = torch.optim.Adam(ae.parameters(), lr=3e-3)
+    first = float(ae.reconstruction_loss(video).detach())
+    for _ in range(steps):
+        loss = ae.reconstruction_loss(video)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return first, float(loss.detach())
+
+
 def test_conv_autoencoder_shapes_and_frame_rule():
     torch.manual_seed(0)
     ae = ConvVideoAE(latent_channels=4, spatial_compression=4, temporal_compression=4, width=16)
@@ -382,14 +394,8 @@ def test_conv_autoencoder_shapes_and_frame_rule():
     assert ae.decode(z).shape == video.shape
     with pytest.raises(ValueError, match=r"8 frames do not fit the temporal compression 4; expected 1 \+ k \* 4"):
         ae.encode(video[:, :8])
-    opt = torch.optim.Adam(ae.parameters(), lr=3e-3)
-    first = float(ae.reconstruction_loss(video).detach())
-    for _ in range(100):
-        loss = ae.reconstruction_loss(video)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert float(loss.detach()) < first / 2
+    first, last = fit_autoencoder(ae, video)
+    assert last < first / 2
 
 
 def test_anchored_autoencoder_codes_later_frames_as_differences_from_the_first():
@@ -536,14 +542,8 @@ def test_gated_autoencoder_copies_the_anchor_until_trained_and_learns_motion():
     # Nearly shut gates: later frames are the anchor to within the gate's opening (< 2%
     # of the largest difference, 2), static background included.
     assert (out[:, 1:] - video[:, :1]).abs().max() < 0.04
-    opt = torch.optim.Adam(ae.parameters(), lr=3e-3)
-    first = float(ae.reconstruction_loss(video).detach())
-    for _ in range(100):
-        loss = ae.reconstruction_loss(video)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert float(loss.detach()) < first / 2  # the gates opened where the square moved
+    first, last = fit_autoencoder(ae, video)
+    assert last < first / 2  # the gates opened where the square moved
     with pytest.raises(ValueError, match="gated needs anchored"):
         ConvVideoAE(anchored=False, gated=True)
     from cosmos3_robot.model.config import Cosmos3Config

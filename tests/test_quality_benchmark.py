@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,7 @@ def test_quality_pipeline_on_a_tiny_budget(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(quality.__file__).parent))
     sampler = importlib.util.module_from_spec(importlib.util.spec_from_file_location(
         "sampler_steps", Path(quality.__file__).parent / "sampler_steps.py"))
+    monkeypatch.setitem(sys.modules, "sampler_steps", sampler)  # its dataclasses look their module up
     sampler.__spec__.loader.exec_module(sampler)
     res = sampler.main(["--run", str(tmp_path / "cosmos3"), "--tasks", "reach", "--wm-episodes", "1",
                         "--windows", "2", "--steps", "1", "3", "--reference-steps", "3", "--episodes", "1",

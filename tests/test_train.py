@@ -254,13 +254,15 @@ def test_torch_compile_matches_eager(tmp_path):
     assert [h["loss"] for h in compiled] == pytest.approx([h["loss"] for h in eager], rel=2e-2)
 
 
-def test_train_from_lerobot_and_rosbag_sources(tmp_path):
+def lerobot_and_rosbag_recipe(tmp_path: Path, model: dict) -> Path:
+    """Two sources in one recipe: a LeRobot dataset of LIBERO commands (no state blocks)
+    and a rosbag of a 10D single arm (pose and gripper state); ``tmp_path / "r.yaml"``."""
     from data_fixtures import write_lerobot_dataset, write_rosbag
 
     write_lerobot_dataset(tmp_path / "lr", n_episodes=2, T=24)
     write_rosbag(tmp_path / "bag")
     recipe = {
-        "model": {"preset": "tiny"},
+        "model": model,
         "window": {"n_context": 1, "n_future": 2, "chunk": 8, "image_size": 32},
         "data": [
             {"format": "lerobot", "repo_id": "local/cosmos3_test", "root": "lr",
@@ -274,6 +276,11 @@ def test_train_from_lerobot_and_rosbag_sources(tmp_path):
         "train": {"steps": 2, "batch_size": 4, "log_every": 1, "ckpt_every": 2, "ema": 0.0},
     }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    return tmp_path / "r.yaml"
+
+
+def test_train_from_lerobot_and_rosbag_sources(tmp_path):
+    lerobot_and_rosbag_recipe(tmp_path, {"preset": "tiny"})
     hist = run(tmp_path / "r.yaml", tmp_path / "run", quiet=True)
     assert len(hist) == 2 and all(h["loss"] > 0 for h in hist)
     assert (tmp_path / "run" / "stats_0_libero.json").exists() and (tmp_path / "run" / "stats_1_single_arm_10d.json").exists()
@@ -312,28 +319,10 @@ def test_proprioception_statistics_reach_the_checkpoint_and_the_policy(tmp_path)
     """A model with ``state_input`` trained on a layout with state blocks (single_arm_10d) and
     one without (LIBERO's commands): state statistics for the first only, saved with the
     run, and the policy feeds the normalised proprioception of the current state."""
-    from data_fixtures import write_lerobot_dataset, write_rosbag
-
     from cosmos3_robot.data.windows import collate
     from cosmos3_robot.runtime import Cosmos3Policy
 
-    write_lerobot_dataset(tmp_path / "lr", n_episodes=2, T=24)
-    write_rosbag(tmp_path / "bag")
-    recipe = {
-        "model": {"preset": "tiny", "overrides": {"state_input": True}},
-        "window": {"n_context": 1, "n_future": 2, "chunk": 8, "image_size": 32},
-        "data": [
-            {"format": "lerobot", "repo_id": "local/cosmos3_test", "root": "lr",
-             "window": {"embodiment": "libero", "camera": "front"},
-             "layout": {"cameras": {"front": "observation.images.front"}, "commands": {"actions": "action"}}},
-            {"format": "rosbag", "path": "bag", "window": {"embodiment": "single_arm_10d", "camera": "front", "fps": 10},
-             "layout": {"cameras": {"front": "/camera/image_raw"},
-                        "state": {"joints": "/joint_states", "ee": "/ee_pose"}, "fps": 10, "text": "wipe"},
-             "transforms": [{"Split": {"key": "joints", "parts": [["gripper", 7, 8]]}}, {"Squeeze": {"key": "gripper"}}]},
-        ],
-        "train": {"steps": 2, "batch_size": 4, "log_every": 1, "ckpt_every": 2, "ema": 0.0},
-    }
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    lerobot_and_rosbag_recipe(tmp_path, {"preset": "tiny", "overrides": {"state_input": True}})
     out = tmp_path / "run"
     run(tmp_path / "r.yaml", out, quiet=True)
     assert not list(out.glob("state_stats_0_*")) and (out / "state_stats_1_single_arm_10d.json").exists()
