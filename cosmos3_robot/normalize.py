@@ -167,9 +167,11 @@ class QuantileNormalizer:
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write JSON atomically (temp file + rename), so a crash never leaves half a file."""
+        """Write JSON atomically (temp file + rename), so a crash never leaves half a file.
+        The temp file is per process: data-parallel ranks that compute the same statistics
+        may all save them at once (each rename is atomic; the last one stays)."""
         path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.to_dict(), indent=1))
         os.replace(tmp, path)
 

@@ -76,3 +76,26 @@ def test_bad_input():
         QuantileNormalizer(np.array([1.0]), np.array([0.0]))
     with pytest.raises(ValueError, match="expected type 'quantile'"):
         QuantileNormalizer.from_dict({"type": "minmax"})
+
+
+def _save_many(path: str, n: int, start) -> None:
+    norm = QuantileNormalizer.from_data(np.random.default_rng(0).normal(size=(100, 3)))
+    start.wait()  # all processes save at the same time
+    for _ in range(n):
+        norm.save(path)
+
+
+def test_concurrent_saves_of_the_same_statistics_do_not_collide(tmp_path):
+    """Data-parallel ranks compute the same statistics and save them to one file at once."""
+    import multiprocessing as mp
+
+    path = tmp_path / "stats_0_sim_arm.json"
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(3)
+    procs = [ctx.Process(target=_save_many, args=(str(path), 1000, start)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert QuantileNormalizer.load(path).dim == 3 and not list(tmp_path.glob("*.tmp"))
