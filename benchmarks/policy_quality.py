@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -195,21 +194,18 @@ def id_features(video: torch.Tensor) -> np.ndarray:
     return small.reshape(video.shape[0], -1).numpy()
 
 
-def to_u8(x: torch.Tensor) -> np.ndarray:
-    """``(F, 3, S, S)`` frames in [-1, 1] -> ``(F, S, S, 3)`` uint8."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+def frame_psnr(real: np.ndarray, fake: np.ndarray) -> float:
+    """PSNR in dB of one uint8 frame against another, 99 when identical (held frames at an
+    episode's end copy exactly; the means stay finite)."""
+    from cosmos3_robot.sim.demo import psnr
 
-
-def psnr(real: np.ndarray, fake: np.ndarray) -> float:
-    """PSNR in dB of one uint8 frame against another (99 when identical)."""
-    mse = float(np.mean((real.astype(np.float64) - fake.astype(np.float64)) ** 2))
-    return 99.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    return psnr(real, fake, identical=99.0)
 
 
 def world_model(run: Path, tasks: list[str], episodes: int, steps: int) -> dict[str, Any]:
     from skimage.metrics import structural_similarity
 
-    from cosmos3_robot.data.windows import collate
+    from cosmos3_robot.data.windows import collate, frames_to_uint8
     from cosmos3_robot.runtime import Cosmos3Policy, InferenceConfig
 
     pol = Cosmos3Policy.from_checkpoint(run, InferenceConfig(steps=steps))
@@ -250,11 +246,11 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int) -> dict[
             err["ridge"].append(np.abs(pred - gt.flatten(1).numpy()).mean(1))
             err["mean"].append(np.abs(mean_action[None] - gt.flatten(1).numpy()).mean(1))
             for j in range(len(gt)):
-                real = to_u8(b.video[j, 1:])
-                for name, frames in (("model", to_u8(fut[j])), ("copy_last", np.repeat(to_u8(b.video[j, :1]), k, 0)),
-                                     ("autoencoder", to_u8(rec[j]))):
+                real = frames_to_uint8(b.video[j, 1:])
+                for name, frames in (("model", frames_to_uint8(fut[j])), ("copy_last", np.repeat(frames_to_uint8(b.video[j, :1]), k, 0)),
+                                     ("autoencoder", frames_to_uint8(rec[j]))):
                     for r, f in zip(real, frames):
-                        psnrs[name].append(psnr(r, f))
+                        psnrs[name].append(frame_psnr(r, f))
                         ssim[name].append(structural_similarity(r, f, channel_axis=-1, data_range=255))
     return {"windows": len(test), "fit_windows": len(fit), "future_frames": k,
             "fd_psnr_db": {n: float(np.mean(v)) for n, v in psnrs.items()},

@@ -34,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policy_quality import HELD_OUT_SEED, held_out_windows, psnr, to_u8
+from policy_quality import HELD_OUT_SEED, frame_psnr, held_out_windows
 
-SAMPLERS = ("euler", "heun")
+from cosmos3_robot.data.windows import frames_to_uint8
+from cosmos3_robot.model.flow import SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,8 @@ def action_errors(run: Path, tasks: list[str], episodes: int, grid: list[Setting
             truth = b.actions[:, :, :D]
             req = dict(steps=reference_steps, seed=i, n_actions=spec.chunk, prefix_cache=cache)
             ref = model.generate("policy_actions", b, **req)["actions"]
-            real = to_u8(b.video[0, 1:])
-            copy_last += [psnr(r, to_u8(b.video[0, :1])[0]) for r in real]
+            real = frames_to_uint8(b.video[0, 1:])
+            copy_last += [frame_psnr(r, frames_to_uint8(b.video[0, :1])[0]) for r in real]
             for s in grid:
                 setting = {**req, "steps": s.steps, "sampler": s.sampler}
                 model.generate("policy_actions", b, **setting)  # warm
@@ -100,7 +101,7 @@ def action_errors(run: Path, tasks: list[str], episodes: int, grid: list[Setting
                 res[s.label]["expert"].append(float((a - truth).abs().mean()))
                 res[s.label]["reference"].append(float((a - ref).abs().mean()))
                 fut = model.generate("forward_dynamics", b, **{**setting, "n_future_frames": k})["video"]
-                res[s.label]["psnr"] += [psnr(r, f) for r, f in zip(real, to_u8(fut[0]))]
+                res[s.label]["psnr"] += [frame_psnr(r, f) for r, f in zip(real, frames_to_uint8(fut[0]))]
     return {**{lab: {"expert_mae": float(np.mean(v["expert"])), "reference_mae": float(np.mean(v["reference"])),
                      "fd_psnr_db": float(np.mean(v["psnr"])), "ms": statistics.median(v["ms"]), "windows": n}
                for lab, v in res.items()},

@@ -95,10 +95,11 @@ def plot_training(metrics: Path, path: Path) -> Path | None:
     return path
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) of uint8 images."""
+def psnr(a: np.ndarray, b: np.ndarray, identical: float = math.inf) -> float:
+    """PSNR (dB) of uint8 images; ``identical`` for equal ones (a finite value keeps means
+    over many frames finite)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    return identical if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
 def imagination(run_dir: Path, out_dir: Path, task: str = "pick_place", seed: int = 200_000,
@@ -112,7 +113,7 @@ def imagination(run_dir: Path, out_dir: Path, task: str = "pick_place", seed: in
     import imageio.v2 as imageio
     import torch
 
-    from cosmos3_robot.data.windows import WindowDataset, WindowSpec, collate
+    from cosmos3_robot.data.windows import WindowDataset, WindowSpec, collate, frames_to_uint8
     from cosmos3_robot.runtime import Cosmos3Policy, InferenceConfig
     from cosmos3_robot.sim.record import expert_episode
     from cosmos3_robot.sim.tasks import TASKS
@@ -129,19 +130,16 @@ def imagination(run_dir: Path, out_dir: Path, task: str = "pick_place", seed: in
         env.close()
     ds = WindowDataset([ep], spec, normalizer=pol.normalizer, state_normalizer=pol.state_normalizer)
 
-    def to_u8(x: torch.Tensor) -> np.ndarray:
-        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
     real, imag, last = [], [], []
     with torch.inference_mode():
         for i in range(len(ds)):
             batch = collate([ds[i]])
             out = pol.model.generate("forward_dynamics", batch, steps=steps, seed=i,
                                      n_future_frames=spec.n_future)["video"][0]
-            r = to_u8(batch.video[0, 1:])
+            r = frames_to_uint8(batch.video[0, 1:])
             real.append(r)
-            imag.append(to_u8(out))
-            last.append(np.repeat(to_u8(batch.video[0, :1]), len(r), 0))
+            imag.append(frames_to_uint8(out))
+            last.append(np.repeat(frames_to_uint8(batch.video[0, :1]), len(r), 0))
     real_a, imag_a, last_a = (np.concatenate(x) for x in (real, imag, last))
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = [np.concatenate([r, np.full((r.shape[0], 2, 3), 255, np.uint8), m], 1) for r, m in zip(real_a, imag_a)]

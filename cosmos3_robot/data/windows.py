@@ -79,6 +79,12 @@ def frames_to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
     return x
 
 
+def frames_to_uint8(video: torch.Tensor) -> np.ndarray:
+    """``(F, 3, H, W)`` in [-1, 1] -> ``(F, H, W, 3)`` uint8 (the inverse of
+    :func:`frames_to_tensor` at the same size)."""
+    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
 class WindowDataset(Dataset):
     """All windows of a list of episodes for one :class:`WindowSpec`.
 

@@ -57,6 +57,9 @@ def time_grid(steps: int, shift: float, device: torch.device | str = "cpu") -> t
     return shift_time(torch.linspace(0, 1, steps + 1, device=device, dtype=torch.float64), shift).float()
 
 
+SAMPLERS = ("euler", "heun")
+"""The ODE integrators :func:`integrate` offers."""
+
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``v(x, t)`` with ``x`` the current noisy state and ``t`` a scalar tensor time."""
 
@@ -68,8 +71,8 @@ def integrate(v: VelocityFn, x0: torch.Tensor, steps: int, shift: float = 1.0,
     Heun uses two velocity evaluations per step except the last (which would evaluate at
     t = 1, where the clean sample needs no correction), as in EDM.
     """
-    if method not in ("euler", "heun"):
-        raise ValueError(f"sampler: expected 'euler' or 'heun', got {method!r}")
+    if method not in SAMPLERS:
+        raise ValueError(f"sampler: expected {' or '.join(map(repr, SAMPLERS))}, got {method!r}")
     ts = time_grid(steps, shift, x0.device)
     x = x0
     for i in range(steps):

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from cosmos3_robot import embodiments
-from cosmos3_robot.data.windows import frames_to_tensor
+from cosmos3_robot.data.windows import frames_to_tensor, frames_to_uint8
 from cosmos3_robot.model.checkpoint import load_model
 from cosmos3_robot.model.cosmos3 import Cosmos3, WorldBatch
+from cosmos3_robot.model.flow import SAMPLERS
 from cosmos3_robot.normalize import QuantileNormalizer
 
 
@@ -67,8 +68,8 @@ class InferenceConfig:
     def __post_init__(self) -> None:
         if not 1 <= int(self.steps) <= 1000:
             raise ValueError(f"steps: expected 1..1000 denoising steps, got {self.steps}")
-        if self.sampler not in ("euler", "heun"):
-            raise ValueError(f"sampler: expected 'euler' or 'heun', got {self.sampler!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler: expected {' or '.join(map(repr, SAMPLERS))}, got {self.sampler!r}")
         if self.backend not in ("torch", "onnxruntime"):
             raise ValueError(f"backend: expected 'torch' or 'onnxruntime', got {self.backend!r}")
         if self.dtype not in ("float32", "bfloat16"):
@@ -268,11 +269,6 @@ class Cosmos3Policy:
                 raise FloatingPointError(f"policy output {k!r} is not finite; refusing to return it")
         return result
 
-    @staticmethod
-    def _to_uint8(video: torch.Tensor) -> np.ndarray:
-        """``(F, 3, H, W)`` in [-1, 1] -> ``(F, H, W, 3)`` uint8."""
-        return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
     def chunk_timestamps(self, obs_time: float, n: int | None = None) -> np.ndarray:
         """When each of a chunk's targets is due (s): target ``k`` of a chunk computed from
         the observation at ``obs_time`` is reached at ``obs_time + (k + 1) / fps`` (action
@@ -315,7 +311,7 @@ class Cosmos3Policy:
         t3 = time.perf_counter()
         self.last_timing = {"prepare_ms": 1e3 * (t1 - t0), "model_ms": 1e3 * (t2 - t1),
                             "decode_ms": 1e3 * (t3 - t2), "total_ms": 1e3 * (t3 - t0)}
-        return result, (self._to_uint8(out["video"][0]) if "video" in out else None)
+        return result, (frames_to_uint8(out["video"][0]) if "video" in out else None)
 
     @torch.inference_mode()
     def imagine(self, frames: Any, state: Mapping[str, Any], actions: Mapping[str, Any], instruction: str,
@@ -330,7 +326,7 @@ class Cosmos3Policy:
         out = self._generate("forward_dynamics", self._batch(video, instruction, self._start(state),
                                                              x.to(self.model.device)), seed,
                              n_future_frames=n_future_frames)
-        return self._to_uint8(out["video"][0])
+        return frames_to_uint8(out["video"][0])
 
     @torch.inference_mode()
     def label(self, frames: Any, future: Any, state: Mapping[str, Any], instruction: str = "",

@@ -21,7 +21,7 @@ import glob
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import yaml
@@ -128,6 +128,20 @@ def parse_transforms(items: list[dict[str, Any]] | None) -> list:
     return out
 
 
+def _statistics(stats_dir: Path | None, name: str, compute: Callable[[], QuantileNormalizer | None],
+                names: Sequence[str] | None = None) -> QuantileNormalizer | None:
+    """``stats_dir / name`` when it is there (a resumed run), else ``compute()``, saved
+    there for the resumption."""
+    path = stats_dir / name if stats_dir else None
+    if path is not None and path.exists():
+        return QuantileNormalizer.load(path, names=names)
+    norm = compute()
+    if path is not None and norm is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        norm.save(path)
+    return norm
+
+
 def build_datasets(recipe: dict[str, Any], stats_dir: Path | None = None,
                    ) -> tuple[list[WindowDataset], list[float]]:
     """One :class:`WindowDataset` per data entry, normalisers loaded from ``stats_dir`` when
@@ -148,23 +162,11 @@ def build_datasets(recipe: dict[str, Any], stats_dir: Path | None = None,
             ds.skipped = skipped + ds.skipped
             if ds.skipped:
                 print(f"[data] entry {i}: skipped {len(ds.skipped)} bad episode(s)/window(s), first: {ds.skipped[0]}")
-        stats_file = stats_dir / f"stats_{i}_{spec.embodiment}.json" if stats_dir else None
-        if stats_file is not None and stats_file.exists():
-            ds.normalizer = QuantileNormalizer.load(stats_file, names=ds.embodiment.dim_names())
-        else:
-            ds.normalizer = ds.action_statistics()
-            if stats_file is not None:
-                stats_file.parent.mkdir(parents=True, exist_ok=True)
-                ds.normalizer.save(stats_file)
+        ds.normalizer = _statistics(stats_dir, f"stats_{i}_{spec.embodiment}.json", ds.action_statistics,
+                                    names=ds.embodiment.dim_names())
         if reads_state and ds.embodiment.codec.state_blocks:  # the model reads proprioception
-            state_file = stats_dir / f"state_stats_{i}_{spec.embodiment}.json" if stats_dir else None
-            if state_file is not None and state_file.exists():
-                ds.state_normalizer = QuantileNormalizer.load(state_file)
-            else:
-                ds.state_normalizer = ds.state_statistics()
-                if state_file is not None and ds.state_normalizer is not None:
-                    state_file.parent.mkdir(parents=True, exist_ok=True)
-                    ds.state_normalizer.save(state_file)
+            ds.state_normalizer = _statistics(stats_dir, f"state_stats_{i}_{spec.embodiment}.json",
+                                              ds.state_statistics)
         datasets.append(ds)
         weights.append(float(entry.get("weight", 1.0)))
     if not datasets:
