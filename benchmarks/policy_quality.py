@@ -61,7 +61,10 @@ def record_data(out: Path, tasks: list[str], demos: int, image_size: int) -> dic
 
 
 # ---- 2. training on a wall-clock budget ---------------------------------------------------
-def train_cosmos3(data: Path, run: Path, preset: str, minutes: float, batch: int) -> dict[str, Any]:
+def train_cosmos3(data: Path, run: Path, preset: str, minutes: float, batch: int,
+                  overrides: list[str] = ()) -> dict[str, Any]:
+    """Our recipe on the demonstrations; ``overrides`` are extra ``KEY=VALUE`` recipe settings
+    (``--set``), applied last."""
     from cosmos3_robot.model import preset as model_preset
     from cosmos3_robot.train.recipe import run as train_run
 
@@ -71,7 +74,7 @@ def train_cosmos3(data: Path, run: Path, preset: str, minutes: float, batch: int
         f"data.0.root={data.resolve()}", f"data.0.repo_id={REPO_ID}",
         f"data.0.layout.cameras={{{CAMERA}: observation.images.{CAMERA}}}", f"window.camera={CAMERA}",
         f"model.preset={preset}", f"window.image_size={model_preset(preset).image_size}",
-        f"train.max_minutes={minutes}", f"train.batch_size={batch}"])
+        f"train.max_minutes={minutes}", f"train.batch_size={batch}", *overrides])
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     return {"steps": metrics[-1]["step"] if metrics else 0, "seconds": time.perf_counter() - t0,
             "first_loss": metrics[0]["loss"] if metrics else None, "last_loss": metrics[-1]["loss"] if metrics else None}
@@ -315,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--wm-episodes", type=int, default=4, help="held-out expert episodes per task for the world model")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny preset, reach only, 1 min each")
     ap.add_argument("--retrain", action="store_true", help="train again even where a trained policy is in --out")
+    ap.add_argument("--set", dest="cosmos3_set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a recipe override for cosmos3 (repeatable), e.g. window.embodiment=sim_arm_absolute")
     args = ap.parse_args(argv)
     if args.quick:
         args.tasks, args.demos, args.minutes, args.episodes, args.preset, args.batch = ["reach"], 6, 1.0, 4, "tiny", 8
@@ -335,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             log(f"training {name} for {args.minutes:g} min")
             if name == "cosmos3":
-                train = train_cosmos3(data, out / name, args.preset, args.minutes, args.batch)
+                train = train_cosmos3(data, out / name, args.preset, args.minutes, args.batch, args.cosmos3_set)
             else:
                 kind = "cosmos3" if name == "cosmos3-lerobot" else name
                 train = train_lerobot(kind, data, out / name, args.minutes, args.batch, args.chunk, args.replan,

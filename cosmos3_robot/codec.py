@@ -166,17 +166,22 @@ class Block:
 
 @dataclass(frozen=True)
 class PoseBlock(Block):
-    """9D relative SE(3): translation (3, metres) + 6D rotation (6, columns convention).
+    """9D SE(3) pose per step: translation (3, metres) + 6D rotation (6, columns convention).
 
     Attributes:
         parent: optional pose block this one is expressed in first (``inv(T_parent) @ T``),
             e.g. the end-effector in the ego/camera frame. ``None`` means the world frame.
         relative: ``"framewise"`` deltas ``inv(T_i) @ T_{i+1}`` (default, the "backward
-            frame-wise" form of the reference) or ``"anchored"`` ``inv(T_0) @ T_{i+1}``.
+            frame-wise" form of the reference), ``"anchored"`` ``inv(T_0) @ T_{i+1}``, or
+            ``"absolute"``: the poses ``T_{i+1}`` themselves (in the parent/world frame), the
+            absolute targets ACT and Diffusion Policy regress. Absolute targets tie a chunk
+            to one workspace (no transfer across bases or cameras), but a policy that has not
+            yet learnt where it is falls back to the mean target rather than to the mean
+            motion, which relative deltas keep applying from wherever the arm is.
     """
 
     parent: str | None = None
-    relative: geo.RelativeMode = "framewise"
+    relative: Literal["framewise", "anchored", "absolute"] = "framewise"
 
     step_ndim: ClassVar[int] = 2
 
@@ -185,9 +190,9 @@ class PoseBlock(Block):
         return geo.pose_to_9d(value).reshape(-1)
 
     def __post_init__(self) -> None:
-        if self.relative not in ("framewise", "anchored"):
+        if self.relative not in ("framewise", "anchored", "absolute"):
             raise ValueError(
-                f"{self.label()}: relative must be 'framewise' or 'anchored', got {self.relative!r}"
+                f"{self.label()}: relative must be 'framewise', 'anchored' or 'absolute', got {self.relative!r}"
             )
 
     @property
@@ -230,11 +235,20 @@ class PoseBlock(Block):
 
     def encode(self, ep: Mapping[str, torch.Tensor]) -> torch.Tensor:
         local = self._local(ep[self.name], ep)
+        if self.relative == "absolute":
+            if local.dim() < 3 or local.shape[-3] < 2:
+                raise ValueError(f"{self.label()}: expected (..., T>=2, 4, 4) poses, got {tuple(local.shape)}")
+            return geo.pose_to_9d(local[..., 1:, :, :])
         return geo.pose_to_9d(geo.relative_poses(local, self.relative))
 
     def decode(self, x, start, decoded):
         start_local = self._local(start[self.name], start)
-        local = geo.integrate_relative(start_local, geo.pose_from_9d(x), self.relative)
+        if self.relative == "absolute":
+            poses = geo.pose_from_9d(x)
+            first = start_local.expand(poses.shape[:-3] + (4, 4))[..., None, :, :]
+            local = torch.cat([first, poses], -3)
+        else:
+            local = geo.integrate_relative(start_local, geo.pose_from_9d(x), self.relative)
         if self.parent is None:
             return local
         return decoded[self.parent] @ local
@@ -514,6 +528,12 @@ class ActionCodec:
             for k in b.rotation_dims():
                 mask[self.slices[b.name].start + k] = True
         return mask
+
+    def proprio_rotation_mask(self) -> np.ndarray:
+        """``(P,)`` bool, True at the 6D rotation entries of :meth:`proprio` (each state
+        block reads as wide as it encodes, poses as translation + 6D rotation)."""
+        return np.concatenate([np.isin(np.arange(b.width), b.rotation_dims()) for b in self.state_blocks]
+                              or [np.zeros(0, bool)])
 
     # ---- validation ------------------------------------------------------------------
     def _read(self, ep: Episode, blocks: Sequence[Block], what: str) -> dict[str, torch.Tensor]:

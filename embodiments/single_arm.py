@@ -64,6 +64,14 @@ def dual_arm() -> Embodiment:
     )
 
 
+_SIM_ARM_ADAPTERS = (
+    Split("state", (("ee_pos", 0, 3), ("ee_quat", 3, 7), ("gripper", 7, 8))),
+    PoseFromPosRotation(pos="ee_pos", rot="ee_quat", out="ee", rotation="quat_wxyz"),
+    Squeeze("gripper"),
+)
+"""The 8D simulator state/action vector -> ``ee`` pose and ``gripper`` (both sim_arm layouts)."""
+
+
 def sim_arm() -> Embodiment:
     """The built-in MuJoCo tasks' arm: the 10D layout over the simulator's state vector.
 
@@ -80,9 +88,25 @@ def sim_arm() -> Embodiment:
             "Built-in MuJoCo table-top arm (cosmos3_robot.sim): 10D = frame-wise relative tcp "
             "pose (9) + absolute gripper (1), from the 8D state position + quaternion (wxyz) + gripper."
         ),
-        adapters=(
-            Split("state", (("ee_pos", 0, 3), ("ee_quat", 3, 7), ("gripper", 7, 8))),
-            PoseFromPosRotation(pos="ee_pos", rot="ee_quat", out="ee", rotation="quat_wxyz"),
-            Squeeze("gripper"),
+        adapters=_SIM_ARM_ADAPTERS,
+    )
+
+
+def sim_arm_absolute() -> Embodiment:
+    """The built-in arm with absolute targets: the same raw layout as :func:`sim_arm`, but
+    each chunk step is the tcp target pose in the base frame (9) + gripper (1), the action
+    space ACT and Diffusion Policy learn on these tasks (``window.embodiment=sim_arm_absolute``)."""
+    return Embodiment(
+        name="sim_arm_absolute",
+        codec=ActionCodec((
+            PoseBlock("ee", relative="absolute", description="tcp target pose in the robot base frame"),
+            GripperBlock("gripper", description="gripper closure, 0 open .. 1 closed"),
+        )),
+        fps=10.0,
+        chunk=16,
+        description=(
+            "Built-in MuJoCo table-top arm with absolute targets: tcp target pose in the base "
+            "frame (9) + gripper (1), from the same 8D state as sim_arm."
         ),
+        adapters=_SIM_ARM_ADAPTERS,
     )

@@ -82,6 +82,28 @@ def test_anchored_mode_round_trip(rng):
     assert max_episode_error(ep, codec.decode(x, codec.start_state(ep))) < 1e-9
 
 
+def test_absolute_mode_encodes_the_poses_themselves_and_decodes_without_the_start(rng):
+    codec = ActionCodec((PoseBlock("ee", relative="absolute"), GripperBlock("g")))
+    ep = random_episode(codec, 50, rng)
+    x = codec.encode(ep)
+    T = ep["ee"]
+    assert x.shape == (49, 10)
+    np.testing.assert_allclose(x[6, :3], T[7][:3, 3], atol=1e-12)  # step i is the pose at i + 1
+    np.testing.assert_allclose(x[6, 3:9], np.r_[T[7][:3, 0], T[7][:3, 1]], atol=1e-12)
+    assert max_episode_error(ep, codec.decode(x, codec.start_state(ep))) < 1e-9
+    # The start only fills step 0: any other start decodes the same targets.
+    other = codec.start_state(random_episode(codec, 2, rng))
+    np.testing.assert_allclose(codec.decode(x, other)["ee"][1:], T[1:], atol=1e-9)
+    # In a parent's frame: the local pose inv(T_parent) @ T, and back.
+    nested = ActionCodec((PoseBlock("ego"), PoseBlock("ee", parent="ego", relative="absolute")))
+    ep2 = random_episode(nested, 6, rng)
+    local = np.linalg.inv(ep2["ego"]) @ ep2["ee"]
+    np.testing.assert_allclose(nested.encode(ep2)[2, 9:12], local[3][:3, 3], atol=1e-12)
+    assert max_episode_error(ep2, nested.decode(nested.encode(ep2), nested.start_state(ep2))) < 1e-9
+    with pytest.raises(ValueError, match="relative must be 'framewise', 'anchored' or 'absolute'"):
+        PoseBlock("ee", relative="world")
+
+
 def test_single_arm_19d_end_effector_is_expressed_in_the_ego_frame(rng):
     emb = embodiments.get("single_arm")
     ep = random_episode(emb.codec, 4, rng)
@@ -268,3 +290,21 @@ def test_proprioception_is_position_6d_rotation_and_gripper_in_layout_order():
     assert embodiments.get("libero").codec.proprio({}).shape == (0,)  # command-only: nothing to read
     with pytest.raises(ValueError, match="start state: missing block"):
         emb.codec.proprio({"ee": T})
+
+
+@pytest.mark.parametrize("name", ["single_arm", "single_arm_10d", "humanoid", "sim_arm", "droid", "libero"])
+def test_proprio_rotation_mask_marks_the_6d_entries_of_the_state_input(name, rng):
+    codec = embodiments.get(name).codec
+    ep = random_episode(codec, 3, rng)
+    x = codec.proprio(codec.start_state(ep))
+    mask = codec.proprio_rotation_mask()
+    assert mask.shape == x.shape and mask.dtype == bool
+    pose_blocks = [b for b in codec.state_blocks if isinstance(b, PoseBlock)]
+    assert int(mask.sum()) == 6 * len(pose_blocks)
+    # The marked entries are the first two columns of the poses' rotations.
+    first = codec.state_blocks.index(pose_blocks[0]) if pose_blocks else None
+    if first is not None:
+        off = sum(b.width for b in codec.state_blocks[:first])
+        R = np.asarray(codec.start_state(ep)[pose_blocks[0].name])[..., :3, :3]
+        np.testing.assert_allclose(x[mask][:6], np.r_[R[:, 0], R[:, 1]], atol=1e-12)
+        assert mask[off + 3: off + 9].all() and not mask[off: off + 3].any()

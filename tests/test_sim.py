@@ -132,14 +132,17 @@ def test_gl_backend_choice(monkeypatch):
     assert "libosmesa6" in str(err) and "MUJOCO_GL=egl" in str(err)
 
 
-def test_sim_arm_codec_round_trip_on_expert_states():
+@pytest.mark.parametrize("name", ["sim_arm", "sim_arm_absolute"])
+def test_sim_arm_codec_round_trip_on_expert_states(name):
     from cosmos3_robot import embodiments
 
     _, states, _ = _expert_trace(TASKS["stack"](render_mode=None), "stack", 1, 20, "state")
     s = states.astype(np.float64)
-    emb = embodiments.get("sim_arm")
+    emb = embodiments.get(name)
     acts = emb.encode_raw({"state": s})
     assert acts.shape == (20, 10)
+    if name == "sim_arm_absolute":  # the targets are the tcp positions themselves
+        np.testing.assert_allclose(acts[:, :3], s[1:, :3], atol=1e-9)
     back = emb.to_raw(emb.decode(acts, emb.start_state(emb.from_raw({"state": s}))))["state"]
     q_err = np.minimum(np.abs(back[:, 3:7] - s[:, 3:7]).max(-1), np.abs(back[:, 3:7] + s[:, 3:7]).max(-1))
     assert np.abs(back[:, :3] - s[:, :3]).max() < 1e-9 and q_err.max() < 1e-6

@@ -329,6 +329,7 @@ def test_proprioception_statistics_reach_the_checkpoint_and_the_policy(tmp_path)
     ckpt = out / "checkpoints" / (out / "checkpoints" / "latest").read_text()
     norms = json.loads((ckpt / "trainer.json").read_text())["state_normalizers"]
     assert norms[0] is None and len(norms[1]["q01"]) == 10  # ee position + 6D rotation, gripper
+    assert norms[1]["skip"] == [False] * 3 + [True] * 6 + [False]  # 6D rotation entries as they are
     pol = Cosmos3Policy.from_checkpoint(out, source=1)
     assert pol.state_normalizer is not None and float(pol.model.state_in.w.detach().abs().sum()) > 0  # trained
     from cosmos3_robot.train.recipe import build_datasets, load_recipe

@@ -171,12 +171,18 @@ class WindowDataset(Dataset):
 
     def state_statistics(self, max_windows: int = 4096, seed: int = 0) -> QuantileNormalizer | None:
         """Quantile statistics of the proprioception over (a seeded subsample of) all
-        windows; ``None`` for command-only layouts (no state to read)."""
-        if not self.embodiment.codec.state_blocks:
+        windows; ``None`` for command-only layouts (no state to read).
+
+        The 6D rotation entries are left unnormalised: they already lie in [-1, 1], and a
+        data set that keeps one orientation (a top-down gripper) has quantile ranges of
+        1e-5 there, which would turn a 2-degree tilt at run time into inputs of +-100."""
+        codec = self.embodiment.codec
+        if not codec.state_blocks:
             return None
         rng = np.random.default_rng(seed)
         pick = rng.choice(len(self), size=min(len(self), max_windows), replace=False)
-        return QuantileNormalizer.from_data(np.stack([self.raw_proprio(int(i)) for i in pick]))
+        return QuantileNormalizer.from_data(np.stack([self.raw_proprio(int(i)) for i in pick]),
+                                            skip=codec.proprio_rotation_mask())
 
     def action_statistics(self, max_windows: int = 4096, seed: int = 0) -> QuantileNormalizer:
         """Quantile statistics over (a seeded subsample of) all windows."""
