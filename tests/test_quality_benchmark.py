@@ -9,6 +9,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("lerobot", reason="the lerobot extra is not installed")
@@ -62,3 +63,34 @@ def test_quality_pipeline_on_a_tiny_budget(tmp_path, monkeypatch):
     assert (tmp_path / "cosmos3" / "sampler_steps" / "results.json").exists()
     with pytest.raises(SystemExit):
         sampler.main(["--run", str(tmp_path / "missing")])
+
+
+def test_reach_probe_tells_the_named_target_from_the_other(capsys):
+    """The scripted expert reaches the named target every time; a policy that always heads
+    for the other target is counted as never nearest to the named one."""
+    probe_spec = importlib.util.spec_from_file_location(
+        "reach_probe", Path(__file__).resolve().parents[1] / "benchmarks" / "reach_probe.py")
+    probe = importlib.util.module_from_spec(probe_spec)
+    sys.modules["reach_probe"] = probe  # dataclasses look their module up while being made
+    probe_spec.loader.exec_module(probe)
+    from cosmos3_robot.sim.envs import make_env
+    from cosmos3_robot.sim.policies import make_policy
+    from cosmos3_robot.sim.tasks import DOWN
+
+    class WrongTarget:
+        def reset(self, env, seed):
+            self.env = env.unwrapped
+
+        def act(self, obs, instruction):
+            other = next(n for n in ("target0", "target1") if n != self.env.layout.goal["target"])
+            return np.r_[self.env.body_pos(other), DOWN, 0.0][None].astype(np.float32)
+
+    env = make_env("reach", image_size=64)
+    good = [probe.rollout(env, make_policy("scripted"), 100_000 + i, 8) for i in range(2)]
+    bad = probe.rollout(env, WrongTarget(), 100_000, 8)
+    env.close()
+    assert all(t.success and t.named.min() < 0.03 and t.named.min() < t.other.min() for t in good)
+    assert not bad.success and bad.other.min() < bad.named.min() and len(bad.named) == 40
+    probe.main(["scripted", "--episodes", "2"])
+    out = capsys.readouterr().out
+    assert "2/2" in out and "100%" in out

@@ -1,0 +1,87 @@
+"""Where reach rollouts go: named target or the other one, and how close they settle.
+
+The built-in ``reach`` task names one of two coloured targets; success needs the tcp within
+3 cm of it. A success rate alone does not say whether a policy fails by picking the wrong
+target (language grounding), by stopping short (precision) or by running off (instability).
+This probe rolls each policy out closed loop on the evaluation seeds (``100000 + i``, the
+same as ``policy_quality.py``) and prints, per policy: success, how often the closest
+approach was to the named target, the closest and final distances to it, and the final
+distance to the other target (metres, tcp position).
+
+    .venv/bin/python benchmarks/reach_probe.py runs/quality/cosmos3 lerobot:runs/quality/act --episodes 20
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class ReachTrace:
+    success: bool
+    named: np.ndarray  # (T,) tcp distance to the named target per step, m
+    other: np.ndarray  # (T,) tcp distance to the other target per step, m
+
+
+def rollout(env, policy, seed: int, replan: int) -> ReachTrace:
+    """One closed-loop reach episode, executing ``replan`` actions of each chunk."""
+    obs, info = env.reset(seed=seed)
+    policy.reset(env, seed)
+    u = env.unwrapped
+    goal = u.layout.goal["target"]
+    other = next(n for n in ("target0", "target1") if n != goal)
+    queue: list[np.ndarray] = []
+    named, far, success = [], [], False
+    while True:
+        if not queue:
+            queue = list(np.asarray(policy.act(obs, info["instruction"]))[:replan])
+        obs, _, terminated, truncated, info = env.step(queue.pop(0))
+        tcp = u.tcp_pos()
+        named.append(float(np.linalg.norm(tcp - u.body_pos(goal))))
+        far.append(float(np.linalg.norm(tcp - u.body_pos(other))))
+        if terminated or truncated:
+            success = bool(info["success"])
+            break
+    return ReachTrace(success, np.array(named), np.array(far))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("policies", nargs="+", help="run folders or lerobot:<folder> (as cosmos3-robot eval takes)")
+    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--replan", type=int, default=8)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from cosmos3_robot.sim.envs import make_env
+    from cosmos3_robot.sim.policies import make_policy
+
+    torch.set_num_threads(2)
+    env = make_env("reach", image_size=64)
+    rows = []
+    for spec in args.policies:
+        policy = make_policy(spec)
+        traces = [rollout(env, policy, 100_000 + i, args.replan) for i in range(args.episodes)]
+        nearest_named = np.mean([t.named.min() < t.other.min() for t in traces])
+        rows.append([spec, f"{sum(t.success for t in traces)}/{len(traces)}", f"{nearest_named:.0%}",
+                     f"{np.mean([t.named.min() for t in traces]):.3f}", f"{np.mean([t.named[-1] for t in traces]):.3f}",
+                     f"{np.mean([t.other[-1] for t in traces]):.3f}"])
+    env.close()
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Reach rollouts, {args.episodes} episodes (seeds 100000+i), distances in m")
+    for col in ("policy", "success", "closest to named target", "closest approach", "final to named",
+                "final to other"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=120).print(table)
+
+
+if __name__ == "__main__":
+    main()
