@@ -27,25 +27,24 @@ class ReachTrace:
 
 
 def rollout(env, policy, seed: int, replan: int) -> ReachTrace:
-    """One closed-loop reach episode, executing ``replan`` actions of each chunk."""
-    obs, info = env.reset(seed=seed)
-    policy.reset(env, seed)
-    u = env.unwrapped
-    goal = u.layout.goal["target"]
-    other = next(n for n in ("target0", "target1") if n != goal)
-    queue: list[np.ndarray] = []
-    named, far, success = [], [], False
-    while True:
-        if not queue:
-            queue = list(np.asarray(policy.act(obs, info["instruction"]))[:replan])
-        obs, _, terminated, truncated, info = env.step(queue.pop(0))
-        tcp = u.tcp_pos()
-        named.append(float(np.linalg.norm(tcp - u.body_pos(goal))))
-        far.append(float(np.linalg.norm(tcp - u.body_pos(other))))
-        if terminated or truncated:
-            success = bool(info["success"])
-            break
-    return ReachTrace(success, np.array(named), np.array(far))
+    """One closed-loop reach episode (the evaluator's loop, executing ``replan`` actions of
+    each chunk), with the tcp's distance to both targets after every step."""
+    from cosmos3_robot.sim.evaluate import run_episode
+
+    named: list[float] = []
+    far: list[float] = []
+
+    def distances(e) -> None:
+        u = e.unwrapped
+        goal = u.layout.goal["target"]
+        other = next(n for n in ("target0", "target1") if n != goal)
+        named.append(float(np.linalg.norm(u.tcp_pos() - u.body_pos(goal))))
+        far.append(float(np.linalg.norm(u.tcp_pos() - u.body_pos(other))))
+
+    res = run_episode(env, policy, "reach", 0, seed, replan, on_step=distances)
+    if res.error:
+        raise RuntimeError(f"reach episode (seed {seed}) failed: {res.error}")
+    return ReachTrace(res.success, np.array(named), np.array(far))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Mapping, Sequence
+from typing import Any, ClassVar, Literal, Mapping, Sequence, get_args
 
 import numpy as np
 import torch
@@ -164,6 +164,10 @@ class Block:
         return x
 
 
+PoseMode = Literal["framewise", "anchored", "absolute"]
+"""How a :class:`PoseBlock` lays out a pose sequence (see its ``relative``)."""
+
+
 @dataclass(frozen=True)
 class PoseBlock(Block):
     """9D SE(3) pose per step: translation (3, metres) + 6D rotation (6, columns convention).
@@ -181,7 +185,7 @@ class PoseBlock(Block):
     """
 
     parent: str | None = None
-    relative: Literal["framewise", "anchored", "absolute"] = "framewise"
+    relative: PoseMode = "framewise"
 
     step_ndim: ClassVar[int] = 2
 
@@ -190,10 +194,10 @@ class PoseBlock(Block):
         return geo.pose_to_9d(value).reshape(-1)
 
     def __post_init__(self) -> None:
-        if self.relative not in ("framewise", "anchored", "absolute"):
-            raise ValueError(
-                f"{self.label()}: relative must be 'framewise', 'anchored' or 'absolute', got {self.relative!r}"
-            )
+        modes = get_args(PoseMode)
+        if self.relative not in modes:
+            raise ValueError(f"{self.label()}: relative must be {', '.join(map(repr, modes[:-1]))} "
+                             f"or {modes[-1]!r}, got {self.relative!r}")
 
     @property
     def width(self) -> int:
@@ -521,19 +525,20 @@ class ActionCodec:
     def units(self) -> list[str]:
         return [u for b in self.blocks for u in b.units()]
 
+    @staticmethod
+    def _rotation_entries(blocks: Sequence[Block]) -> np.ndarray:
+        """Bool over ``blocks`` laid out one after another, True at their 6D rotation entries."""
+        return np.concatenate([np.isin(np.arange(b.width), b.rotation_dims()) for b in blocks]
+                              or [np.zeros(0, bool)])
+
     def rotation_mask(self) -> np.ndarray:
         """``(D,)`` bool, True at 6D rotation entries (left unnormalised by ``quantile_rot``)."""
-        mask = np.zeros(self.width, dtype=bool)
-        for b in self.blocks:
-            for k in b.rotation_dims():
-                mask[self.slices[b.name].start + k] = True
-        return mask
+        return self._rotation_entries(self.blocks)
 
     def proprio_rotation_mask(self) -> np.ndarray:
         """``(P,)`` bool, True at the 6D rotation entries of :meth:`proprio` (each state
         block reads as wide as it encodes, poses as translation + 6D rotation)."""
-        return np.concatenate([np.isin(np.arange(b.width), b.rotation_dims()) for b in self.state_blocks]
-                              or [np.zeros(0, bool)])
+        return self._rotation_entries(self.state_blocks)
 
     # ---- validation ------------------------------------------------------------------
     def _read(self, ep: Episode, blocks: Sequence[Block], what: str) -> dict[str, torch.Tensor]:

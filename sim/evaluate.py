@@ -95,8 +95,9 @@ def _save_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
 
 
 def run_episode(env, policy, task: str, index: int, seed: int, replan: int,
-                video_path: Path | None = None) -> EpisodeResult:
-    """One closed-loop episode; exceptions become a failed result with the error text."""
+                video_path: Path | None = None, on_step: Callable[[Any], None] | None = None) -> EpisodeResult:
+    """One closed-loop episode; exceptions become a failed result with the error text.
+    ``on_step(env)`` is called after every env step (probes that read privileged state)."""
     from cosmos3_robot.sim.scene import CONTROL_HZ
 
     res = EpisodeResult(task=task, index=index, seed=seed)
@@ -121,6 +122,8 @@ def run_episode(env, policy, task: str, index: int, seed: int, replan: int,
                 queue = list(chunk[:replan])
             obs, _, terminated, truncated, info = env.step(queue.pop(0))
             res.steps += 1
+            if on_step is not None:
+                on_step(env)
             if terminated or truncated:
                 res.success = bool(info["success"])
                 break
