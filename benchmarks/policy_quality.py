@@ -71,11 +71,12 @@ def train_cosmos3(data: Path, run: Path, preset: str, minutes: float, batch: int
     shutil.rmtree(run, ignore_errors=True)
     t0 = time.perf_counter()
     train_run(RECIPE, run, overrides=[
+    from cosmos3_robot.train.trainer import read_metrics
         f"data.0.root={data.resolve()}", f"data.0.repo_id={REPO_ID}",
         f"data.0.layout.cameras={{{CAMERA}: observation.images.{CAMERA}}}", f"window.camera={CAMERA}",
         f"model.preset={preset}", f"window.image_size={model_preset(preset).image_size}",
         f"train.max_minutes={minutes}", f"train.batch_size={batch}", *overrides])
-    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    metrics = read_metrics(run)
     return {"steps": metrics[-1]["step"] if metrics else 0, "seconds": time.perf_counter() - t0,
             "first_loss": metrics[0]["loss"] if metrics else None, "last_loss": metrics[-1]["loss"] if metrics else None}
 

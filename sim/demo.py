@@ -74,9 +74,9 @@ def plot_training(metrics: Path, path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not metrics.exists():
-        return None
-    recs = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    from cosmos3_robot.train.trainer import read_metrics
+
+    recs = read_metrics(metrics.parent)
     if not recs:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -221,7 +221,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     imag = imagination(run_dir, report, task=task)
     times["imagination_s"] = time.perf_counter() - t0
 
-    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    from cosmos3_robot.train.trainer import read_metrics
+
+    metrics = read_metrics(run_dir)
     summary = {"config": cfg.__dict__, "record": rec_stats, "times": times,
                "train": {"steps": metrics[-1]["step"] if metrics else 0,
                          "first_loss": metrics[0]["loss"] if metrics else None,

@@ -347,3 +347,37 @@ def test_proprioception_statistics_reach_the_checkpoint_and_the_policy(tmp_path)
     np.testing.assert_allclose(batch.state[0].numpy(), expect, atol=1e-5)
     mixed = collate([datasets[0][0], sample])  # LIBERO has no state: an empty mask row
     assert mixed.state.shape == (2, 64) and mixed.state_mask.sum(1).tolist() == [0, 10]
+
+
+def test_encoder_pretraining_then_frozen(tmp_path):
+    """``encoder_steps``: the conv autoencoder trains alone first (its own records in
+    metrics.jsonl), then stays fixed while the world model trains; EMA and checkpoints hold
+    the trained encoder; a resumed run does not pretrain again; a model without a trainable
+    encoder skips it."""
+    from cosmos3_robot.train.recipe import build_model, load_recipe
+    from cosmos3_robot.train.trainer import read_metrics as records
+
+    path = libero_recipe(tmp_path, steps=4, encoder_steps=5, log_every=1, ckpt_every=2)
+    conv = ["model.overrides={video_encoder: conv_ae, latent_channels: 4, spatial_compression: 4, "
+            "temporal_compression: 2, dm_patch: 2}"]
+    out = tmp_path / "run"
+    hist = run(path, out, overrides=conv, quiet=True)
+    enc = records(out, "encoder")
+    assert [r["encoder_step"] for r in enc] == [1, 2, 3, 4, 5]
+    assert all(np.isfinite(r["loss/video_recon"]) for r in enc)
+    assert [h["step"] for h in hist] == [r["step"] for r in records(out)] == [1, 2, 3, 4]
+    assert not any("loss/video_recon" in h for h in hist)  # no reconstruction pass once frozen
+    init = build_model(load_recipe(path, conv)).video_encoder.state_dict()
+    ckpts = out / "checkpoints"
+    s2, s4 = (load_file(str(ckpts / f"step_000000{n}" / "model.safetensors")) for n in (2, 4))
+    ema = load_file(str(ckpts / "step_0000004" / "ema.safetensors"))
+    keys = [k for k in s4 if k.startswith("video_encoder.")]
+    assert keys and any(not torch.equal(s4[k], init[k[len("video_encoder."):]]) for k in keys)  # trained
+    assert all(torch.equal(s2[k], s4[k]) and torch.equal(ema[k], s4[k]) for k in keys)  # then frozen
+    assert any(not torch.equal(s2[k], s4[k]) for k in s4 if not k.startswith("video_encoder."))
+
+    run(path, out, overrides=[*conv, "train.steps=6"], resume=True, quiet=True)
+    assert len(records(out, "encoder")) == 5 and records(out)[-1]["step"] == 6
+
+    hist = run(path, tmp_path / "patchify", quiet=True)  # raw patches: nothing to pretrain
+    assert records(tmp_path / "patchify", "encoder") == [] and hist[-1]["step"] == 4

@@ -59,6 +59,15 @@ class TrainConfig:
         max_minutes: wall-clock budget. After ``budget_probe`` steps the step rate is
             measured and ``steps`` shortened (never lengthened) so that the warm-up + cosine
             schedule ends within the budget; the shortened count is logged and stored.
+        encoder_steps: reconstruction-only steps of a trainable video encoder (the conv
+            autoencoder) before the world model trains, on batches of ``batch_size`` clips at
+            ``encoder_lr`` (AdamW, linear warm-up over ``warmup`` steps, then constant). The
+            encoder is then frozen: the flow learns on latents that no longer move under it,
+            and steps skip the encoder's reconstruction pass. Runs on a fresh start only (a
+            resumed run has its encoder in the checkpoint); under ``max_minutes`` it counts
+            against the budget and stops at half of it. A model whose encoder has no
+            trainable weights (raw patches, an external VAE) skips it. ``0``: the encoder
+            trains alongside the world model by ``flow.recon_loss_weight`` (never frozen).
         strategy: with several processes, ``"ddp"`` (replicated weights) or ``"fsdp"``
             (FSDP2: parameters, gradients and optimizer state sharded per MoT layer; for the
             larger presets). Checkpoints hold full tensors either way.
@@ -86,6 +95,8 @@ class TrainConfig:
     strategy: str = "ddp"
     max_minutes: float | None = None
     budget_probe: int = 10
+    encoder_steps: int = 0
+    encoder_lr: float = 1e-3
 
     def __post_init__(self) -> None:
         for name in self.modes:
@@ -98,6 +109,9 @@ class TrainConfig:
             raise ValueError("train: steps, batch_size and grad_accum must be >= 1")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"train.max_minutes: expected > 0 minutes or null, got {self.max_minutes}")
+        if self.encoder_steps < 0 or not self.encoder_lr > 0:
+            raise ValueError(f"train: encoder_steps >= 0 and encoder_lr > 0 expected, got "
+                             f"{self.encoder_steps} and {self.encoder_lr}")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -179,6 +193,17 @@ class Trainer:
         self.quiet = quiet or self.rank != 0
         self.run_info = run_info or {}
         ckpt = self._resume_weights() if resume else None
+        self.t_start = time.perf_counter()  # the wall-clock budget counts from here
+        if cfg.encoder_steps > 0:
+            if not any(p.requires_grad for p in model.video_encoder.parameters()):
+                # one recipe serves several presets; a fixed encoder has nothing to pretrain
+                if not self.quiet:
+                    print(f"[train] encoder_steps: the {model.config.video_encoder!r} video encoder has no "
+                          "trainable weights; nothing to pretrain")
+            else:
+                if ckpt is None:  # a fresh start; before any wrapping, so ranks average by hand
+                    self._pretrain_encoder()
+                model.video_encoder.requires_grad_(False)
         self.fsdp = self.world > 1 and cfg.strategy == "fsdp"
         if self.fsdp:
             from torch.distributed.fsdp import fully_shard
@@ -201,6 +226,52 @@ class Trainer:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def _pretrain_encoder(self) -> None:
+        """``cfg.encoder_steps`` reconstruction steps of the video encoder alone (see
+        :class:`TrainConfig`); logged to ``metrics.jsonl`` as ``{"phase": "encoder", ...}``."""
+        cfg, enc = self.cfg, self.model.video_encoder
+        params = [p for p in enc.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.encoder_lr, betas=(0.9, 0.95), weight_decay=0.0)
+        stream = IndexStream(torch.ones(len(self.dataset)), _mix(cfg.seed, 0xE4C), self.rank)  # type: ignore[arg-type]
+        limit = None if cfg.max_minutes is None else cfg.max_minutes * 30.0  # half the budget, s
+        t0 = t_log = time.perf_counter()
+        losses: list[float] = []
+        for step in range(cfg.encoder_steps):
+            if limit is not None and time.perf_counter() - t0 > limit:
+                if not self.quiet:
+                    print(f"[train] encoder pretraining stopped at step {step}: half of the "
+                          f"{cfg.max_minutes:g}-minute budget is spent")
+                break
+            for g in opt.param_groups:
+                g["lr"] = cfg.encoder_lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+            batch = collate([self.dataset[stream.at(step * cfg.batch_size + i)] for i in range(cfg.batch_size)])
+            if batch.video is None:
+                raise ValueError("train.encoder_steps: the data has no video to reconstruct")
+            loss = enc.reconstruction_loss(batch.video.to(self.device))
+            loss.backward()
+            if self.world > 1:
+                for p in params:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.encoder_steps:
+                now = time.perf_counter()
+                rec = {"phase": "encoder", "encoder_step": step + 1, "loss/video_recon": sum(losses) / len(losses),
+                       "lr": cfg.encoder_lr * min(1.0, (step + 1) / max(1, cfg.warmup)),
+                       "samples_per_s": len(losses) * cfg.batch_size * self.world / max(now - t_log, 1e-9)}
+                if self.is_main:
+                    self.run_dir.mkdir(parents=True, exist_ok=True)
+                    with open(self.run_dir / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                    if not self.quiet:
+                        print(f"[train] encoder step {step + 1:>5}/{cfg.encoder_steps} "
+                              f"recon={rec['loss/video_recon']:.5f} {rec['samples_per_s']:.1f} samples/s", flush=True)
+                losses, t_log = [], now
+        if self.ema is not None:  # the EMA copy was taken before; the encoder is frozen from here
+            self.ema.video_encoder.load_state_dict(enc.state_dict())
 
     def _resume_weights(self) -> Path | None:
         """Load model/EMA weights and the trainer position from the latest checkpoint (before
@@ -294,8 +365,8 @@ class Trainer:
         cfg = self.cfg
         window: list[tuple[str, float, dict[str, float]]] = []
         t_last, n_last = time.perf_counter(), self.step
-        t_start, step_start = t_last, self.step
-        budget_at, rate_ref, planned = step_start + cfg.budget_probe, (t_start, step_start), cfg.steps
+        t_start, step_start = self.t_start, self.step
+        budget_at, rate_ref, planned = step_start + cfg.budget_probe, (t_last, step_start), cfg.steps
         while self.step < cfg.steps:
             if cfg.max_minutes is not None and self.step == budget_at:
                 # re-fit at probe, 2 x probe, 4 x probe ... steps; the rate after the first probe
@@ -395,6 +466,17 @@ class Trainer:
             dist.destroy_process_group()
 
 
+def read_metrics(run_dir: str | os.PathLike[str], phase: str = "train") -> list[dict[str, Any]]:
+    """The records of a run's ``metrics.jsonl``: ``phase="train"`` the world model's steps
+    (with ``step``, ``loss``, ``loss/<mode>``), ``"encoder"`` the encoder pretraining's
+    (``encoder_step``, ``loss/video_recon``). ``[]`` when the file does not exist yet."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return [r for r in recs if r.get("phase", "train") == phase]
+
+
 def train_config_from(d: dict[str, Any] | None) -> TrainConfig:
     d = dict(d or {})
     known = set(TrainConfig.__dataclass_fields__)
@@ -404,4 +486,4 @@ def train_config_from(d: dict[str, Any] | None) -> TrainConfig:
     return TrainConfig(**d)
 
 
-__all__: Sequence[str] = ["TrainConfig", "Trainer", "lr_at", "param_groups", "train_config_from"]
+__all__: Sequence[str] = ["TrainConfig", "Trainer", "lr_at", "param_groups", "read_metrics", "train_config_from"]
