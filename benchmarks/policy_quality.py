@@ -15,7 +15,10 @@ world model against simple baselines. CPU by default; everything is made here.
    frames vs copying the last frame, and the real future frames through the video
    autoencoder as the ceiling imagined frames can reach) and inverse dynamics (error of the actions the future
    frames pin down vs ground truth, against a ridge regression on the two frames' pixels and
-   against predicting the mean action).
+   against predicting the mean action). And whether the policy reads its camera: how much
+   its action chunk changes when it is shown another window's frames (same instruction,
+   state and seed), against how much the true chunks differ. Near 0: the actions come from
+   the instruction and the state alone.
 
     .venv/bin/python benchmarks/policy_quality.py --tasks reach push --minutes 10 --episodes 20
     .venv/bin/python benchmarks/policy_quality.py --quick      # a smoke run of a few minutes
@@ -24,6 +27,7 @@ world model against simple baselines. CPU by default; everything is made here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import time
@@ -67,11 +71,11 @@ def train_cosmos3(data: Path, run: Path, preset: str, minutes: float, batch: int
     (``--set``), applied last."""
     from cosmos3_robot.model import preset as model_preset
     from cosmos3_robot.train.recipe import run as train_run
+    from cosmos3_robot.train.trainer import read_metrics
 
     shutil.rmtree(run, ignore_errors=True)
     t0 = time.perf_counter()
     train_run(RECIPE, run, overrides=[
-    from cosmos3_robot.train.trainer import read_metrics
         f"data.0.root={data.resolve()}", f"data.0.repo_id={REPO_ID}",
         f"data.0.layout.cameras={{{CAMERA}: observation.images.{CAMERA}}}", f"window.camera={CAMERA}",
         f"model.preset={preset}", f"window.image_size={model_preset(preset).image_size}",
@@ -238,6 +242,7 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int) -> dict[
     psnrs = {"model": [], "copy_last": [], "autoencoder": []}
     ssim = {"model": [], "copy_last": [], "autoencoder": []}
     err = {"model": [], "ridge": [], "mean": []}
+    swap = {"policy": [], "truth": []}  # action change when another window's frames are shown
     with torch.inference_mode():
         for i, b in enumerate(batches(test)):
             fut = model.generate("forward_dynamics", b, steps=steps, seed=i, n_future_frames=k)["video"]
@@ -245,6 +250,14 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int) -> dict[
             rec = model.video_encoder.decode(model.video_encoder.encode(video), anchor=video[:, 0])[:, 1:].cpu()
             gt = targets(b)
             ida = model.generate("inverse_dynamics", b, steps=steps, seed=i, n_actions=spec.chunk)["actions"][:, :k]
+            if len(gt) > 1:  # does the policy read the camera? the same request, frames of another window
+                roll = torch.roll(torch.arange(len(gt)), 1)
+                kw = {"steps": steps, "seed": i, "n_actions": spec.chunk}
+                pa = model.generate("policy_actions", b, **kw)["actions"]
+                pb = model.generate("policy_actions", dataclasses.replace(b, video=b.video[roll]), **kw)["actions"]
+                full = b.actions[..., : pa.shape[-1]]
+                swap["policy"].append((pb - pa).abs().mean((1, 2)).numpy())
+                swap["truth"].append((full[roll] - full).abs().mean((1, 2)).numpy())
             err["model"].append((ida - gt).abs().mean((1, 2)).numpy())
             pred = np.c_[(id_features(b.video) - mu) / sd, np.ones(len(gt))] @ w
             err["ridge"].append(np.abs(pred - gt.flatten(1).numpy()).mean(1))
@@ -259,7 +272,9 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int) -> dict[
     return {"windows": len(test), "fit_windows": len(fit), "future_frames": k,
             "fd_psnr_db": {n: float(np.mean(v)) for n, v in psnrs.items()},
             "fd_ssim": {n: float(np.mean(v)) for n, v in ssim.items()},
-            "id_mae_normalised": {n: float(np.mean(np.concatenate(v))) for n, v in err.items()}}
+            "id_mae_normalised": {n: float(np.mean(np.concatenate(v))) for n, v in err.items()},
+            "frame_swap_action_change": ({n: float(np.mean(np.concatenate(v))) for n, v in swap.items()}
+                                         if swap["policy"] else None)}
 
 
 # ---- report -------------------------------------------------------------------------------
@@ -299,6 +314,10 @@ def print_tables(results: dict[str, Any]) -> None:
         for base, label in (("ridge", "ridge on pixels"), ("mean", "mean action")):
             w.add_row("ID action MAE (normalised, lower better)", f"{e['model']:.3f}", label, f"{e[base]:.3f}",
                       f"{e['model'] / max(e[base], 1e-9):.2f}x")
+        if wm.get("frame_swap_action_change"):  # 0: the policy ignores its camera
+            fs = wm["frame_swap_action_change"]
+            w.add_row("policy action change, frames of another window", f"{fs['policy']:.3f}",
+                      "ground-truth change", f"{fs['truth']:.3f}", f"{fs['policy'] / max(fs['truth'], 1e-9):.2f}x")
         console.print(w)
 
 

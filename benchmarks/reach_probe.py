@@ -8,6 +8,11 @@ same as ``policy_quality.py``) and prints, per policy: success, how often the cl
 approach was to the named target, the closest and final distances to it, and the final
 distance to the other target (metres, tcp position).
 
+``--frozen-camera`` adds a control row per policy: the same episodes with every camera
+image replaced by the first one the policy saw (episode 0, step 0), the state and
+instruction as usual. A policy that reads its camera gets worse; one that acts from the
+instruction and the state alone does not (its successes are the tcp passing a target).
+
     .venv/bin/python benchmarks/reach_probe.py runs/quality/cosmos3 lerobot:runs/quality/act --episodes 20
 """
 
@@ -24,6 +29,25 @@ class ReachTrace:
     success: bool
     named: np.ndarray  # (T,) tcp distance to the named target per step, m
     other: np.ndarray  # (T,) tcp distance to the other target per step, m
+
+
+class FrozenCamera:
+    """A policy wrapper that shows the wrapped policy the first camera images it was given,
+    forever (every observation key but ``state``); the control for "does it use vision"."""
+
+    def __init__(self, policy):
+        self.policy = policy
+        self.images: dict[str, np.ndarray] = {}
+
+    def reset(self, env, seed: int) -> None:
+        self.policy.reset(env, seed)
+
+    def act(self, obs: dict[str, np.ndarray], instruction: str) -> np.ndarray:
+        obs = dict(obs)
+        for key in obs:
+            if key != "state":
+                obs[key] = self.images.setdefault(key, obs[key].copy())
+        return self.policy.act(obs, instruction)
 
 
 def rollout(env, policy, seed: int, replan: int) -> ReachTrace:
@@ -52,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("policies", nargs="+", help="run folders or lerobot:<folder> (as cosmos3-robot eval takes)")
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--replan", type=int, default=8)
+    ap.add_argument("--frozen-camera", action="store_true",
+                    help="also run each policy with its camera frozen at the first image (control)")
     args = ap.parse_args(argv)
 
     import torch
@@ -62,8 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(2)
     env = make_env("reach", image_size=64)
     rows = []
-    for spec in args.policies:
-        policy = make_policy(spec)
+    runs = [(spec, make_policy(spec)) for spec in args.policies]
+    if args.frozen_camera:
+        runs = [r for spec, pol in runs for r in ((spec, pol), (f"{spec} (camera frozen)", FrozenCamera(pol)))]
+    for spec, policy in runs:
         traces = [rollout(env, policy, 100_000 + i, args.replan) for i in range(args.episodes)]
         nearest_named = np.mean([t.named.min() < t.other.min() for t in traces])
         rows.append([spec, f"{sum(t.success for t in traces)}/{len(traces)}", f"{nearest_named:.0%}",

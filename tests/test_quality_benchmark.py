@@ -42,6 +42,8 @@ def test_quality_pipeline_on_a_tiny_budget(tmp_path, monkeypatch):
     for table in ("fd_psnr_db", "fd_ssim", "id_mae_normalised"):
         assert all(math.isfinite(v) for v in wm[table].values()), wm
     assert wm["fd_psnr_db"]["copy_last"] > 10  # consecutive frames of a reach are alike
+    swap = wm["frame_swap_action_change"]  # windows of one episode differ in their chunks
+    assert swap["truth"] > 0 and math.isfinite(swap["policy"]) and swap["policy"] >= 0
 
     # The sampler study on that run: every setting answers the same requests (same noise),
     # so Euler at the reference's step count reproduces the reference exactly.
@@ -94,3 +96,43 @@ def test_reach_probe_tells_the_named_target_from_the_other(capsys):
     probe.main(["scripted", "--episodes", "2"])
     out = capsys.readouterr().out
     assert "2/2" in out and "100%" in out
+
+
+def test_reach_probe_frozen_camera_control(capsys):
+    """``--frozen-camera``: the wrapped policy sees the first image it was given at every later
+    step and episode (state and instruction still live); the expert, which reads the
+    simulator and not the camera, reaches as before."""
+    probe_spec = importlib.util.spec_from_file_location(
+        "reach_probe", Path(__file__).resolve().parents[1] / "benchmarks" / "reach_probe.py")
+    probe = importlib.util.module_from_spec(probe_spec)
+    sys.modules["reach_probe"] = probe
+    probe_spec.loader.exec_module(probe)
+    from cosmos3_robot.sim.envs import make_env
+    from cosmos3_robot.sim.policies import make_policy
+
+    class Recorder:
+        def __init__(self):
+            self.inner, self.seen, self.states = make_policy("scripted"), [], []
+
+        def reset(self, env, seed):
+            self.inner.reset(env, seed)
+
+        def act(self, obs, instruction):
+            self.seen.append(obs["front"].copy())
+            self.states.append(obs["state"].copy())
+            return self.inner.act(obs, instruction)
+
+    env = make_env("reach", image_size=64)
+    live, frozen = Recorder(), Recorder()
+    wrapped = probe.FrozenCamera(frozen)
+    for seed in (100_000, 100_001):
+        probe.rollout(env, live, seed, 8)
+        probe.rollout(env, wrapped, seed, 8)
+    env.close()
+    assert any(not np.array_equal(live.seen[0], x) for x in live.seen)  # the camera moves
+    assert all(np.array_equal(frozen.seen[0], x) for x in frozen.seen)  # ... but not for the wrapped one
+    assert np.array_equal(frozen.seen[0], live.seen[0])
+    assert any(not np.array_equal(frozen.states[0], s) for s in frozen.states)  # state stays live
+    probe.main(["scripted", "--episodes", "2", "--frozen-camera"])
+    out = capsys.readouterr().out
+    assert "scripted (camera frozen)" in out and out.count("2/2") == 2
