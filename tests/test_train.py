@@ -21,6 +21,7 @@ from cosmos3_robot.cli import main as cli_main
 from cosmos3_robot.model import load_model
 from cosmos3_robot.train import TrainConfig, lr_at
 from cosmos3_robot.train.recipe import run
+from cosmos3_robot.train.trainer import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,10 +40,6 @@ def libero_recipe(tmp: Path, **train) -> Path:
     path = tmp / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_train_from_libero_hdf5_writes_checkpoints_stats_and_metrics(tmp_path):
@@ -355,17 +352,16 @@ def test_encoder_pretraining_then_frozen(tmp_path):
     the trained encoder; a resumed run does not pretrain again; a model without a trainable
     encoder skips it."""
     from cosmos3_robot.train.recipe import build_model, load_recipe
-    from cosmos3_robot.train.trainer import read_metrics as records
 
     path = libero_recipe(tmp_path, steps=4, encoder_steps=5, log_every=1, ckpt_every=2)
     conv = ["model.overrides={video_encoder: conv_ae, latent_channels: 4, spatial_compression: 4, "
             "temporal_compression: 2, dm_patch: 2}"]
     out = tmp_path / "run"
     hist = run(path, out, overrides=conv, quiet=True)
-    enc = records(out, "encoder")
+    enc = read_metrics(out, "encoder")
     assert [r["encoder_step"] for r in enc] == [1, 2, 3, 4, 5]
     assert all(np.isfinite(r["loss/video_recon"]) for r in enc)
-    assert [h["step"] for h in hist] == [r["step"] for r in records(out)] == [1, 2, 3, 4]
+    assert [h["step"] for h in hist] == [r["step"] for r in read_metrics(out)] == [1, 2, 3, 4]
     assert not any("loss/video_recon" in h for h in hist)  # no reconstruction pass once frozen
     init = build_model(load_recipe(path, conv)).video_encoder.state_dict()
     ckpts = out / "checkpoints"
@@ -377,7 +373,7 @@ def test_encoder_pretraining_then_frozen(tmp_path):
     assert any(not torch.equal(s2[k], s4[k]) for k in s4 if not k.startswith("video_encoder."))
 
     run(path, out, overrides=[*conv, "train.steps=6"], resume=True, quiet=True)
-    assert len(records(out, "encoder")) == 5 and records(out)[-1]["step"] == 6
+    assert len(read_metrics(out, "encoder")) == 5 and read_metrics(out)[-1]["step"] == 6
 
     hist = run(path, tmp_path / "patchify", quiet=True)  # raw patches: nothing to pretrain
-    assert records(tmp_path / "patchify", "encoder") == [] and hist[-1]["step"] == 4
+    assert read_metrics(tmp_path / "patchify", "encoder") == [] and hist[-1]["step"] == 4
