@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from cosmos3_robot.sim import BUILTIN_TASKS
+from cosmos3_robot.train.trainer import read_metrics
 
 REPO_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "sim" / "builtin_tasks.yaml"
 
@@ -68,15 +69,13 @@ def _log(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
-def plot_training(metrics: Path, path: Path) -> Path | None:
+def plot_training(run_dir: Path, path: Path) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cosmos3_robot.train.trainer import read_metrics
-
-    recs = read_metrics(metrics.parent)
+    recs = read_metrics(run_dir)
     if not recs:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -196,7 +195,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     shutil.rmtree(run_dir, ignore_errors=True)
     train_run(recipe, run_dir, overrides=overrides)
     times["train_s"] = time.perf_counter() - t0
-    curve = plot_training(run_dir / "metrics.jsonl", report / "train_curve.png")
+    curve = plot_training(run_dir, report / "train_curve.png")
 
     # 3. closed-loop evaluation: the model, then the references
     t0 = time.perf_counter()
@@ -220,8 +219,6 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     task = "pick_place" if "pick_place" in cfg.tasks else cfg.tasks[0]
     imag = imagination(run_dir, report, task=task)
     times["imagination_s"] = time.perf_counter() - t0
-
-    from cosmos3_robot.train.trainer import read_metrics
 
     metrics = read_metrics(run_dir)
     summary = {"config": cfg.__dict__, "record": rec_stats, "times": times,

@@ -243,8 +243,9 @@ class Trainer:
                     print(f"[train] encoder pretraining stopped at step {step}: half of the "
                           f"{cfg.max_minutes:g}-minute budget is spent")
                 break
+            lr = cfg.encoder_lr * min(1.0, (step + 1) / max(1, cfg.warmup))
             for g in opt.param_groups:
-                g["lr"] = cfg.encoder_lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+                g["lr"] = lr
             batch = collate([self.dataset[stream.at(step * cfg.batch_size + i)] for i in range(cfg.batch_size)])
             if batch.video is None:
                 raise ValueError("train.encoder_steps: the data has no video to reconstruct")
@@ -260,15 +261,11 @@ class Trainer:
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.encoder_steps:
                 now = time.perf_counter()
                 rec = {"phase": "encoder", "encoder_step": step + 1, "loss/video_recon": sum(losses) / len(losses),
-                       "lr": cfg.encoder_lr * min(1.0, (step + 1) / max(1, cfg.warmup)),
-                       "samples_per_s": len(losses) * cfg.batch_size * self.world / max(now - t_log, 1e-9)}
-                if self.is_main:
-                    self.run_dir.mkdir(parents=True, exist_ok=True)
-                    with open(self.run_dir / "metrics.jsonl", "a") as f:
-                        f.write(json.dumps(rec) + "\n")
-                    if not self.quiet:
-                        print(f"[train] encoder step {step + 1:>5}/{cfg.encoder_steps} "
-                              f"recon={rec['loss/video_recon']:.5f} {rec['samples_per_s']:.1f} samples/s", flush=True)
+                       "lr": lr, "samples_per_s": len(losses) * cfg.batch_size * self.world / max(now - t_log, 1e-9)}
+                self._append_metrics(rec)
+                if not self.quiet:
+                    print(f"[train] encoder step {step + 1:>5}/{cfg.encoder_steps} "
+                          f"recon={rec['loss/video_recon']:.5f} {rec['samples_per_s']:.1f} samples/s", flush=True)
                 losses, t_log = [], now
         if self.ema is not None:  # the EMA copy was taken before; the encoder is frozen from here
             self.ema.video_encoder.load_state_dict(enc.state_dict())
@@ -333,12 +330,17 @@ class Trainer:
         if getattr(self, "_wandb", None) is not None:
             self._wandb.finish()
 
+    def _append_metrics(self, record: dict[str, Any]) -> None:
+        """One line of ``metrics.jsonl`` (rank 0 only)."""
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
     def _log(self, record: dict[str, Any]) -> None:
         if not self.is_main:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self._append_metrics(record)
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
         if self._progress is not None:
