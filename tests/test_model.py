@@ -488,6 +488,92 @@ def test_state_input_conditions_the_actions_and_is_optional():
     assert plain.state_in is None and preset("small").state_input and not preset("tiny").state_input
 
 
+def test_spatial_softmax_gives_the_coordinates_of_a_peak():
+    """Each channel's expected (x, y) in [-1, 1]: a sharp peak at column 6, row 1 of an 8 x 8
+    map reads as its grid coordinates; a flat map reads as the centre."""
+    from cosmos3_robot.model.keypoints import SpatialSoftmax
+
+    sm = SpatialSoftmax()
+    x = torch.zeros(1, 2, 8, 8)
+    x[0, 0, 1, 6] = 50.0
+    xy = sm(x)
+    assert xy.shape == (1, 2, 2)
+    assert torch.allclose(xy[0, 0], torch.tensor([-1 + 2 * 6 / 7, -1 + 2 * 1 / 7]), atol=1e-4)
+    assert torch.allclose(xy[0, 1], torch.zeros(2), atol=1e-6)
+
+
+def test_visual_keypoints_read_the_current_frame_into_the_actions():
+    """``visual_keypoints``: the last context frame reaches every action token through the
+    keypoint stem, zero-initialised (no effect until trained); afterwards the actions move
+    with that frame, and the action loss trains the stem."""
+    b = random_batch(frames=1)
+    plain = make_model(wake=True)
+    m = make_model(visual_keypoints=8)
+    missing, _ = m.load_state_dict(plain.state_dict(), strict=False)
+    assert missing and all(k.startswith("keypoints.") for k in missing)
+
+    def act(model, video, seed=0):
+        return model.generate("policy_actions", WorldBatch(**{**b.__dict__, "video": video}),
+                              steps=2, seed=seed, n_actions=8)["actions"]
+
+    assert torch.equal(act(m, b.video), act(plain, b.video))
+    with torch.no_grad():
+        m.keypoints.out.weight.normal_(std=0.3)
+    other = torch.roll(b.video, 1, 0)
+    assert not torch.allclose(act(m, b.video), act(m, other), atol=1e-4)
+    # only the stem's view changed: without it, the same swap moves the actions far less
+    stem_change = (act(m, b.video) - act(m, other)).abs().mean()
+    m.keypoints = None
+    assert (act(m, b.video) - act(m, other)).abs().mean() < stem_change
+    learner = make_model(wake=True, visual_keypoints=8)
+    learner.loss("policy_actions", random_batch(frames=1))[0].backward()
+    assert learner.keypoints.convs[0].weight.grad.abs().sum() > 0
+    assert learner.keypoints.out.weight.grad.abs().sum() > 0
+    assert not preset("tiny").visual_keypoints
+
+
+def test_action_prior_is_where_the_flow_starts_and_learns_by_regression():
+    """``action_prior``: an untrained generator outputs zero velocity, so a sample is exactly
+    its starting point: ``prior + temperature * noise``. The prior starts at zero (the
+    same samples as without it), is trained by regression to the clean chunk, and pinned
+    action prefixes stay exact with it."""
+    b = random_batch(D=10)
+    state = torch.randn(2, 10)
+    plain = make_model(state_input=True)
+    m = make_model(state_input=True, action_prior=True)
+    missing, _ = m.load_state_dict(plain.state_dict(), strict=False)
+    assert missing and all(k.startswith("prior_") for k in missing)
+    req = WorldBatch(**{**b.__dict__, "video": b.video[:, :1], "actions": None, "state": state})
+
+    def act(model, temperature=1.0, **kw):
+        return model.generate("policy_actions", req, steps=3, seed=5, n_actions=8, action_dim=10,
+                              temperature=temperature, **kw)["actions"]
+
+    noise = act(plain)
+    assert torch.equal(act(m), noise)  # zero prior, zero velocity: the noise itself
+    assert torch.equal(act(m, 0.0), torch.zeros(2, 8, 10))
+    assert torch.allclose(act(plain, 0.5), 0.5 * noise)
+    with torch.no_grad():
+        m.state_in.w.normal_(std=0.3)
+        m.prior_head[-1].weight.normal_(std=0.1)
+        m.prior_bias[m.config.action_domains.index("single_arm")] += 0.25
+    domain = m.domain_ids(b.embodiment, 2)
+    mu = m.action_prior_mean(m._action_side(req, 2, domain)[1], domain, 8, torch.ones(2, 64, dtype=torch.bool))
+    assert mu.abs().mean() > 0.1
+    assert torch.allclose(act(m, 0.0), mu[..., :10], atol=1e-6)
+    assert torch.allclose(act(m), mu[..., :10] + noise, atol=1e-5)
+    prefix = torch.randn(2, 3, 10)
+    assert torch.allclose(act(m, action_prefix=prefix)[:, :3], prefix, atol=1e-5)
+    # regression: the prior's loss is reported and trains its head on the observation
+    loss, parts = m.loss("policy_actions", WorldBatch(**{**b.__dict__, "state": state}))
+    assert parts["action_prior"] > 0
+    loss.backward()
+    assert m.prior_head[0].weight.grad.abs().sum() > 0 and m.prior_head[-1].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"temperature: expected a number in \[0, 1\]"):
+        act(m, 1.5)
+    assert not preset("tiny").action_prior
+
+
 def test_shared_instruction_prefix_equals_one_pass_per_sample():
     """Samples with the same text share one Reasoner pass: the same hidden states, K/V and
     gradients as running every sample on its own."""

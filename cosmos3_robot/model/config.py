@@ -42,6 +42,8 @@ class FlowConfig:
         recon_samples: clips per batch that train the encoder by reconstruction (its
             backward at full resolution is a third of a ``small`` training step on a CPU);
             the others are encoded without grad. ``0``: every clip.
+        prior_loss_weight: weight of the action prior's regression loss (MSE to the clean
+            chunk), with ``Cosmos3Config.action_prior``.
     """
 
     timestep_sampling: Literal["logit_normal", "uniform", "beta"] = "logit_normal"
@@ -54,6 +56,7 @@ class FlowConfig:
     text_dropout: float = 0.1
     recon_loss_weight: float = 1.0
     recon_samples: int = 4
+    prior_loss_weight: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,15 @@ class Cosmos3Config:
         state_input: read the robot's proprioception (``WorldBatch.state``, per-domain
             projection) and add it to every action token. Off by default so checkpoints
             saved before the field existed load as they were trained.
+        visual_keypoints: with ``> 0``, a small conv stem reads the current (last context)
+            camera frame into that many spatial-softmax keypoints and adds them, projected,
+            to every action token (:mod:`~cosmos3_robot.model.keypoints`). ``0``: off (and
+            checkpoints saved before the field existed load as they were trained).
+        action_prior: the action flow starts from a learned prior instead of zero-mean noise:
+            a small head regresses the chunk from the action-side conditioning (state,
+            keypoints) and the flow transports ``prior + noise`` to the data
+            (:meth:`~cosmos3_robot.model.cosmos3.Cosmos3.action_prior_mean`). Off by default so
+            checkpoints saved before the field existed load as they were trained.
         dm_patch: latent patch side grouped into one DM token.
         max_action_width: padded action width (64 in the reference).
         n_action_domains: one input/output projection per embodiment domain (32).
@@ -117,6 +129,8 @@ class Cosmos3Config:
     video_anchored: bool = False
     video_gated: bool = False
     state_input: bool = False
+    visual_keypoints: int = 0
+    action_prior: bool = False
     dm_patch: int = 8
     max_action_width: int = 64
     n_action_domains: int = 32

@@ -12,6 +12,7 @@ Positions follow :mod:`cosmos3_robot.model.rope`; DM time starts after the AR pr
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, Sequence
 
@@ -34,6 +35,7 @@ from cosmos3_robot.model.tokenizers import (
     patchify,
     unpatchify,
 )
+from cosmos3_robot.model.keypoints import KeypointStem
 from cosmos3_robot.model.vae import ConvVideoAE, RawPatchify, VideoEncoder, check_frames
 
 
@@ -212,6 +214,15 @@ class Cosmos3(nn.Module):
         nn.init.zeros_(self.video_out.bias)
         self.actions = ActionProjections(c.n_action_domains, c.max_action_width, c.dim)
         self.state_in = StateProjection(c.n_action_domains, c.max_action_width, c.dim) if c.state_input else None
+        self.keypoints = KeypointStem(c.visual_keypoints, c.dim) if c.visual_keypoints else None
+        self.prior_head = self.prior_bias = None
+        if c.action_prior:  # zero-initialised output: the flow starts from plain noise
+            observed = c.max_action_width * c.state_input + 3 * c.visual_keypoints
+            self.prior_head = nn.Sequential(nn.Linear(max(observed, 1), c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim),
+                                            nn.SiLU(), nn.Linear(c.dim, c.max_actions * c.max_action_width))
+            nn.init.zeros_(self.prior_head[-1].weight)
+            nn.init.zeros_(self.prior_head[-1].bias)
+            self.prior_bias = nn.Parameter(torch.zeros(c.n_action_domains, c.max_actions, c.max_action_width))
         self.modality = nn.Parameter(torch.randn(2, c.dim) * 0.02)  # video, action
         self.time_embed = TimestepEmbedding(c.dim)
         self.dm_final_norm = RMSNorm(c.dim, affine=False)
@@ -222,6 +233,10 @@ class Cosmos3(nn.Module):
         self.core = MoTCore(c.dim, c.n_layers, c.n_heads, int(c.dim * c.ffn_mult), c.block_causal)
         self.rope = rope.MRoPE(c.head_dim, c.sections, c.rope_theta)
         self.apply(self._init)
+        if self.prior_head is not None:  # unprojected inputs of O(1): PyTorch's fan-in scaling
+            for layer in self.prior_head[:3]:
+                if isinstance(layer, nn.Linear):
+                    layer.reset_parameters()
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -322,11 +337,54 @@ class Cosmos3(nn.Module):
         mask[:, :D] = True
         return F.pad(a, (0, W - D)), mask
 
-    def _state_embedding(self, batch: WorldBatch, B: int, domain: torch.Tensor | None) -> torch.Tensor | None:
-        """``(B, dim)`` embedding of the proprioception, added to every action token (like
-        pi0, the state enters on the action side); ``None`` without ``state_input``, without
-        a state in the batch, or without actions in the mode."""
-        if self.state_in is None or batch.state is None or domain is None:
+    def _action_side(self, batch: WorldBatch, B: int, domain: torch.Tensor | None,
+                     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """What the action tokens read besides attention, and the action prior's input.
+
+        Returns ``(side, observed)``: ``side`` ``(B, dim)`` is added to every action token, the
+        proprioception's embedding (``state_input``) plus the current camera frame's
+        keypoints (``visual_keypoints``); ``observed`` ``(B, W + 3K)`` is the same
+        observation unprojected (padded state, zero where absent, then the keypoint
+        features), the input of the action prior. Both ``None`` when the mode has no actions
+        or neither input applies."""
+        if domain is None:
+            return None, None
+        c = self.config
+        state = self._padded_state(batch, B)
+        side = None if state is None or self.state_in is None else self.state_in(state[0], state[1], domain)
+        observed: list[torch.Tensor] = []
+        if c.state_input:
+            observed.append(torch.zeros(B, c.max_action_width, device=self.device, dtype=self.special.dtype)
+                            if state is None else state[0])
+        if self.keypoints is not None:
+            if batch.video is None or batch.n_context_frames < 1:
+                raise ValueError("video: a model with visual_keypoints needs the current camera frame "
+                                 "(n_context_frames >= 1) wherever it reads or writes actions")
+            feats = self.keypoints.features(batch.video[:, batch.n_context_frames - 1].to(self.device, self.special.dtype))
+            seen = self.keypoints.out(feats)
+            side = seen if side is None else side + seen
+            observed.append(feats)
+        return side, (torch.cat(observed, 1) if observed else None)
+
+    def action_prior_mean(self, observed: torch.Tensor | None, domain: torch.Tensor, n_actions: int,
+                          mask: torch.Tensor) -> torch.Tensor | None:
+        """The prior's chunk ``(B, n_actions, W)`` (normalised, zero on padded dimensions) from
+        the observation ``observed`` (see :meth:`_action_side`; ``None``: the per-domain
+        mean alone); ``None`` without ``action_prior``. Trained by regression to the clean
+        chunk; the action flow runs from ``prior + noise`` to the data, so a sample starts
+        where the observation says the chunk goes and the flow adds what one mean cannot."""
+        if self.prior_head is None or self.prior_bias is None:
+            return None
+        c = self.config
+        mu = self.prior_bias[domain][:, :n_actions]
+        if observed is not None:
+            mu = mu + self.prior_head(observed).reshape(-1, c.max_actions, c.max_action_width)[:, :n_actions]
+        return mu * mask[:, None].to(mu.dtype)
+
+    def _padded_state(self, batch: WorldBatch, B: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The proprioception zero-padded to ``(B, W)`` (masked entries zeroed) and whether
+        each sample has any ``(B,)``; ``None`` without ``state_input`` or without a state."""
+        if not self.config.state_input or batch.state is None:
             return None
         W = self.config.max_action_width
         x = torch.as_tensor(batch.state, device=self.device, dtype=self.special.dtype)
@@ -342,7 +400,7 @@ class Cosmos3(nn.Module):
         if tuple(mask.shape) != tuple(x.shape):
             raise ValueError(f"state_mask: expected {tuple(x.shape)} bool like state, got {tuple(mask.shape)}")
         x, mask = F.pad(x, (0, W - x.shape[1])), F.pad(mask, (0, W - mask.shape[1]))
-        return self.state_in(x * mask, mask.any(1), domain)
+        return x * mask, mask.any(1)
 
     def _action_valid(self, batch: WorldBatch, shape: torch.Size) -> torch.Tensor | None:
         v = batch.action_valid
@@ -529,12 +587,19 @@ class Cosmos3(nn.Module):
             clean, noise, inputs, domain, mask, n_ctx_lat, recon = self._clean_streams(mode, batch, B, generator)
             if recon is not None:
                 parts["video_recon"] = recon
+            side, observed = self._action_side(batch, B, domain)
+            if "actions" in mode.noisy:
+                mu = self.action_prior_mean(observed, domain, clean["actions"].shape[1], mask)
+                if mu is not None:  # the prior learns by regression; the flow starts from it
+                    err = (mu - clean["actions"]) ** 2
+                    parts["action_prior"] = masked_mean(err, mask, self._action_valid(batch, err.shape[:2]))
+                    noise["actions"] = noise["actions"] + mu.detach()
             times = {s: sample_time((B,), fc, generator).to(self.device) for s in mode.noisy}
             for s in mode.noisy:
                 inputs[s] = interpolate(clean[s], noise[s], times[s])
             t0 = float(prefix.valid.shape[1])
             lay = self._layout(mode, B, t0, fps, hz, {k: v for k, v in inputs.items() if k != "actions"},
-                               n_ctx_lat, inputs.get("actions"), domain, times, self._state_embedding(batch, B, domain))
+                               n_ctx_lat, inputs.get("actions"), domain, times, side)
             h, _, _ = self._run_dm(lay, prefix)
             pred = self._heads(h, lay, 0, domain, mode.noisy)
             for s in mode.noisy:
@@ -545,7 +610,7 @@ class Cosmos3(nn.Module):
                     parts[s] = err.mean()
         weights = {"text": fc.text_loss_weight if not mode.text_loss else max(fc.text_loss_weight, 1.0),
                    "video_recon": fc.recon_loss_weight,
-                   "actions": fc.action_loss_weight,
+                   "actions": fc.action_loss_weight, "action_prior": fc.prior_loss_weight,
                    "video_future": fc.video_loss_weight, "video_context": fc.video_loss_weight}
         if not parts:
             raise ValueError(f"mode {mode.name!r} has nothing to learn from")
@@ -593,7 +658,8 @@ class Cosmos3(nn.Module):
     @torch.no_grad()
     def generate(self, mode: str | Mode, batch: WorldBatch, *, steps: int = 4,
                  sampler: Literal["euler", "heun"] = "euler", guidance: float = 1.0,
-                 shift: float | None = None, seed: int = 0, n_actions: int | None = None,
+                 shift: float | None = None, seed: int = 0, temperature: float = 1.0,
+                 n_actions: int | None = None,
                  action_dim: int | None = None, n_future_frames: int | None = None,
                  plain: bool = False, action_prefix: torch.Tensor | None = None,
                  prefix_cache: dict | None = None, backend: GeneratorBackend | None = None,
@@ -605,6 +671,11 @@ class Cosmos3(nn.Module):
         only the noisy tokens. Returns ``actions`` ``(B, T, D)`` (D from ``action_dim``, the
         given actions or mask) and/or ``video`` ``(B, F_future, 3, H, W)`` in pixels.
         Deterministic for a given ``seed``.
+
+        ``temperature`` scales the starting noise (1: sample the learned distribution; 0: start
+        from its centre, so a one-step Euler sample is the model's estimate of the mean, and
+        more steps move towards a mode). A policy imitating a deterministic expert, or a world
+        model scored by PSNR, can trade diversity for accuracy with values below 1.
 
         Per-request work is done once, not per step: token positions and their RoPE angles,
         the adaLN modulation for every flow time of the grid (:class:`ModulationTable`,
@@ -699,12 +770,19 @@ class Cosmos3(nn.Module):
 
         clean_r = {k: rep(v) for k, v in clean.items()}
         dom_r, fps_r, hz_r = rep(domain), torch.cat([fps] * nb), torch.cat([hz] * nb)
-        state_r = rep(self._state_embedding(batch, B, domain))
+        side, observed = self._action_side(batch, B, domain)
+        state_r = rep(side)
         mask_r = rep(mask)
         t0 = float(prefix.valid.shape[1])
-        noise = {k: torch.randn(s, generator=gen).to(self.device, self.special.dtype) for k, s in shapes.items()}
+        if not 0.0 <= float(temperature) <= 1.0 or not math.isfinite(float(temperature)):
+            raise ValueError(f"temperature: expected a number in [0, 1], got {temperature!r}")
+        noise = {k: (float(temperature) * torch.randn(s, generator=gen)).to(self.device, self.special.dtype)
+                 for k, s in shapes.items()}
         if "actions" in noise:
             noise["actions"] = noise["actions"] * mask[:, None]
+            mu = self.action_prior_mean(observed, domain, noise["actions"].shape[1], mask)
+            if mu is not None:  # the flow starts from the learned prior (temperature 0: at it)
+                noise["actions"] = noise["actions"] + mu
         names = list(mode.noisy)
         pinned = None
         if action_prefix is not None:
