@@ -160,12 +160,13 @@ def train_lerobot(kind: str, data: Path, out: Path, minutes: float, batch: int, 
 
 
 # ---- 3. closed loop -----------------------------------------------------------------------
-def closed_loop(spec: str, tasks: list[str], episodes: int, out: Path, workers: int, replan: int) -> dict[str, Any]:
+def closed_loop(spec: str, tasks: list[str], episodes: int, out: Path, workers: int, replan: int,
+                temperature: float = 1.0) -> dict[str, Any]:
     from cosmos3_robot.sim.evaluate import EvalConfig, evaluate
     from cosmos3_robot.sim.report import write_report
 
     cfg = EvalConfig(tasks=tuple(tasks), episodes=episodes, workers=workers, replan=replan, videos=1,
-                     image_size=64, policy_kwargs={"steps": 4})
+                     image_size=64, policy_kwargs={"steps": 4, "temperature": temperature})
     res = evaluate(spec, cfg, out)
     return write_report(res, out, title=spec)
 
@@ -210,7 +211,7 @@ def frame_psnr(real: np.ndarray, fake: np.ndarray) -> float:
     return psnr(real, fake, identical=99.0)
 
 
-def world_model(run: Path, tasks: list[str], episodes: int, steps: int) -> dict[str, Any]:
+def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperature: float = 1.0) -> dict[str, Any]:
     from skimage.metrics import structural_similarity
 
     from cosmos3_robot.data.windows import collate, frames_to_uint8
@@ -218,6 +219,7 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int) -> dict[
 
     pol = Cosmos3Policy.from_checkpoint(run, InferenceConfig(steps=steps))
     model = pol.model
+    temp = {"temperature": temperature}
     test, spec = held_out_windows(run, tasks, episodes, HELD_OUT_SEED, pol.normalizer, pol.state_normalizer)
     fit, _ = held_out_windows(run, tasks, episodes, HELD_OUT_SEED + 50_000, pol.normalizer)
 
@@ -245,14 +247,14 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int) -> dict[
     swap = {"policy": [], "truth": []}  # action change when another window's frames are shown
     with torch.inference_mode():
         for i, b in enumerate(batches(test)):
-            fut = model.generate("forward_dynamics", b, steps=steps, seed=i, n_future_frames=k)["video"]
+            fut = model.generate("forward_dynamics", b, steps=steps, seed=i, n_future_frames=k, **temp)["video"]
             video = b.video.to(model.device)
             rec = model.video_encoder.decode(model.video_encoder.encode(video), anchor=video[:, 0])[:, 1:].cpu()
             gt = targets(b)
-            ida = model.generate("inverse_dynamics", b, steps=steps, seed=i, n_actions=spec.chunk)["actions"][:, :k]
+            ida = model.generate("inverse_dynamics", b, steps=steps, seed=i, n_actions=spec.chunk, **temp)["actions"][:, :k]
             if len(gt) > 1:  # does the policy read the camera? the same request, frames of another window
                 roll = torch.roll(torch.arange(len(gt)), 1)
-                kw = {"steps": steps, "seed": i, "n_actions": spec.chunk}
+                kw = {"steps": steps, "seed": i, "n_actions": spec.chunk, **temp}
                 pa = model.generate("policy_actions", b, **kw)["actions"]
                 pb = model.generate("policy_actions", dataclasses.replace(b, video=b.video[roll]), **kw)["actions"]
                 full = b.actions[..., : pa.shape[-1]]
@@ -336,6 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--policies", nargs="+", default=["cosmos3", "act", "diffusion"],
                     choices=["cosmos3", "act", "diffusion", "cosmos3-lerobot"])
     ap.add_argument("--wm-episodes", type=int, default=4, help="held-out expert episodes per task for the world model")
+    ap.add_argument("--temperature", type=float, default=1.0,
+                    help="our sampler's starting-noise scale in [0, 1], closed loop and world model")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny preset, reach only, 1 min each")
     ap.add_argument("--retrain", action="store_true", help="train again even where a trained policy is in --out")
     ap.add_argument("--set", dest="cosmos3_set", action="append", default=[], metavar="KEY=VALUE",
@@ -372,10 +376,12 @@ def main(argv: list[str] | None = None) -> None:
     for name, spec in specs.items():
         log(f"evaluating {name}")
         results["policies"][name]["eval"] = closed_loop(spec, args.tasks, args.episodes, out / "eval" / name,
-                                                        args.workers, args.replan)
+                                                        args.workers, args.replan,
+                                                        args.temperature if name == "cosmos3" else 1.0)
     if "cosmos3" in specs:
         log("world model: forward and inverse dynamics on held-out episodes")
-        results["world_model"] = world_model(out / "cosmos3", args.tasks, args.wm_episodes, steps=4)
+        results["world_model"] = world_model(out / "cosmos3", args.tasks, args.wm_episodes, steps=4,
+                                              temperature=args.temperature)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     print_tables(results)
     log(f"results: {out / 'results.json'}")

@@ -210,7 +210,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         cfg = EvalConfig(tasks=expand(args.env), episodes=args.episodes, seed=args.seed, replan=args.replan,
                          workers=args.workers, image_size=args.image_size, videos=args.videos,
                          max_steps=args.max_steps, policy_kwargs={"steps": args.steps, "guidance": args.guidance,
-                                                                  "device": args.device},
+                                                                  "device": args.device, "temperature": args.temperature},
                          libero_assets=args.libero_assets)
         done = [0]
         total = cfg.episodes * len(cfg.tasks)
@@ -246,6 +246,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, help="per-episode step limit (default: each task's)")
     p.add_argument("--steps", type=int, default=4, help="denoising steps per chunk")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="scale of the sampler's starting noise in [0, 1] (0: start from the distribution's centre)")
     p.add_argument("--device", default="cpu", help="torch device of the model")
     p.add_argument("--quiet", action="store_true", help="no per-episode lines")
 

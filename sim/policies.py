@@ -74,11 +74,11 @@ class CheckpointPolicy:
     """
 
     def __init__(self, path: str, steps: int = 4, guidance: float = 1.0, device: str = "cpu",
-                 sampler: str = "euler"):
+                 sampler: str = "euler", temperature: float = 1.0):
         from cosmos3_robot.runtime import Cosmos3Policy, InferenceConfig
 
-        self.policy = Cosmos3Policy.from_checkpoint(path, InferenceConfig(steps=steps, guidance=guidance,
-                                                                          device=device, sampler=sampler))
+        self.policy = Cosmos3Policy.from_checkpoint(path, InferenceConfig(
+            steps=steps, guidance=guidance, device=device, sampler=sampler, temperature=temperature))
         self.camera = self.policy.window.get("camera", "front")
         # embodiments whose codec integrates from a state read it from the env's ``state``;
         # command-only layouts (LIBERO's deltas) need none. The output key is the one raw key.
@@ -151,4 +151,5 @@ def make_policy(spec: str, **kwargs: Any) -> SimPolicy:
     if spec.startswith("lerobot:"):
         return LeRobotPolicy(spec[len("lerobot:"):], device=kwargs.get("device", "cpu"))
     return CheckpointPolicy(spec, steps=kwargs.get("steps", 4), guidance=kwargs.get("guidance", 1.0),
-                            device=kwargs.get("device", "cpu"), sampler=kwargs.get("sampler", "euler"))
+                            device=kwargs.get("device", "cpu"), sampler=kwargs.get("sampler", "euler"),
+                            temperature=kwargs.get("temperature", 1.0))

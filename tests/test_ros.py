@@ -276,6 +276,10 @@ def test_checkpoint_embodiment_is_checked(tmp_path):
     params = {**load_params(PKG / "config" / "policy.yaml"), "checkpoint": str(ckpt)}
     core, topics, policy = build_node(params)  # loads
     assert policy.embodiment.name == "sim_arm" and topics.cameras == {"camera0": "/camera/image_raw"}
+    assert policy.config.temperature == 1.0
+    core.close()
+    core, _, cool = build_node({**params, "temperature": 0.25})
+    assert cool.config.temperature == 0.25
     core.close()
     with pytest.raises(ValueError, match="trained for 'sim_arm'"):
         build_node({**params, "embodiment": "droid"})
@@ -289,7 +293,8 @@ def test_checkpoint_embodiment_is_checked(tmp_path):
     core.close()
     for bad, match in (({"backend": "tensorrt"}, "parameters .*backend: expected 'torch' or 'onnxruntime'"),
                        ({"sampler": "ddim"}, "sampler: expected 'euler' or 'heun'"),
-                       ({"int8": True}, "int8: needs backend 'onnxruntime'")):
+                       ({"int8": True}, "int8: needs backend 'onnxruntime'"),
+                       ({"temperature": 2.0}, r"parameters .*temperature: expected a number in \[0, 1\]")):
         with pytest.raises(ValueError, match=match):
             build_node({**params, **bad})
     info["windows"][0] = {**pol.window, "embodiment": "no_such_robot"}

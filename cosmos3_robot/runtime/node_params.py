@@ -54,9 +54,10 @@ def inference_config(p: Mapping[str, Any]):
     try:
         return InferenceConfig(steps=int(p.get("steps", 4)), sampler=str(p.get("sampler", "euler")),
                                device=str(p.get("device", "cpu")), backend=str(p.get("backend", "torch")),
-                               int8=bool(p.get("int8", False)), dtype=str(p.get("dtype", "float32")))
+                               int8=bool(p.get("int8", False)), dtype=str(p.get("dtype", "float32")),
+                               temperature=float(p.get("temperature", 1.0)))
     except ValueError as exc:
-        raise ValueError(f"parameters steps/sampler/device/backend/int8/dtype: {exc}") from None
+        raise ValueError(f"parameters steps/sampler/device/backend/int8/dtype/temperature: {exc}") from None
 
 
 def build_node(p: Mapping[str, Any]):

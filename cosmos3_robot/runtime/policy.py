@@ -52,6 +52,8 @@ class InferenceConfig:
         compile: with ``torch``, ``torch.compile`` the Generator tower (on CUDA with CUDA
             graphs, ``mode="reduce-overhead"``); the first chunks pay the compilation.
         dtype: ``"float32"``, or ``"bfloat16"`` weights and activations on CUDA.
+        temperature: scale of the sampler's starting noise in [0, 1] (1: sample the learned
+            distribution; lower: nearer its centre, see ``Cosmos3.generate``).
     """
 
     steps: int = 4
@@ -64,6 +66,7 @@ class InferenceConfig:
     int8: bool = False
     compile: bool = False
     dtype: str = "float32"
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if not 1 <= int(self.steps) <= 1000:
@@ -72,6 +75,8 @@ class InferenceConfig:
             raise ValueError(f"sampler: expected {' or '.join(map(repr, SAMPLERS))}, got {self.sampler!r}")
         if self.backend not in ("torch", "onnxruntime"):
             raise ValueError(f"backend: expected 'torch' or 'onnxruntime', got {self.backend!r}")
+        if not 0.0 <= float(self.temperature) <= 1.0:
+            raise ValueError(f"temperature: expected a number in [0, 1], got {self.temperature!r}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype: expected 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.int8 and self.backend != "onnxruntime":
@@ -254,8 +259,8 @@ class Cosmos3Policy:
         """``model.generate`` with this policy's sampler settings, prefix cache and backend."""
         c = self.config
         return self.model.generate(mode, batch, steps=c.steps, sampler=c.sampler,  # type: ignore[arg-type]
-                                   seed=c.seed if seed is None else seed, prefix_cache=self.prefix_cache,
-                                   backend=self.backend, **kw)
+                                   seed=c.seed if seed is None else seed, temperature=c.temperature,
+                                   prefix_cache=self.prefix_cache, backend=self.backend, **kw)
 
     def _decode_actions(self, normalized: torch.Tensor, start: dict[str, Any] | None) -> dict[str, np.ndarray]:
         """Model output ``(T, D)`` (normalised) -> raw robot keys ``(T, ...)``."""

@@ -27,7 +27,7 @@ PARAMS = {
     "state_dim": 0, "instruction_topic": "/instruction", "instruction": "", "estop_topic": "/estop",
     "command_topic": "/cosmos3/command", "output_type": "joint_trajectory", "joint_names": [""],
     "frame_id": "base", "control_rate": 10.0, "device": "cpu", "steps": 4, "sampler": "euler",
-    "backend": "torch", "int8": False, "dtype": "float32", "blend": "inpaint",
+    "backend": "torch", "int8": False, "dtype": "float32", "temperature": 1.0, "blend": "inpaint",
     "max_frame_age": 0.5, "max_state_age": 0.2, "sync_slop": 0.05, "low": [0.0], "high": [0.0],
     "max_step": [0.0], "workspace_low": [0.0, 0.0, 0.0], "workspace_high": [0.0, 0.0, 0.0], "gripper_dim": -1,
 }
