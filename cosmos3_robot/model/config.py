@@ -97,8 +97,8 @@ class Cosmos3Config:
             to every action token (:mod:`~cosmos3_robot.model.keypoints`). ``0``: off (and
             checkpoints saved before the field existed load as they were trained).
         action_prior: the action flow starts from a learned prior instead of zero-mean noise:
-            a small head regresses the chunk from the action-side conditioning (state,
-            keypoints) and the flow transports ``prior + noise`` to the data
+            a per-domain mean chunk plus a small head on the unprojected observation (padded
+            state, keypoint features), trained by regression; the flow transports ``prior + noise`` to the data
             (:meth:`~cosmos3_robot.model.cosmos3.Cosmos3.action_prior_mean`). Off by default so
             checkpoints saved before the field existed load as they were trained.
         dm_patch: latent patch side grouped into one DM token.

@@ -12,7 +12,6 @@ Positions follow :mod:`cosmos3_robot.model.rope`; DM time starts after the AR pr
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, Sequence
 
@@ -22,7 +21,7 @@ from torch import nn
 
 from cosmos3_robot.model import rope
 from cosmos3_robot.model.config import Cosmos3Config
-from cosmos3_robot.model.flow import integrate, interpolate, sample_time, time_grid
+from cosmos3_robot.model.flow import check_temperature, integrate, interpolate, sample_time, time_grid
 from cosmos3_robot.model.modes import Mode, get_mode
 from cosmos3_robot.model.attention import attention_bias, dm_mask
 from cosmos3_robot.model.mot import MoTCore, PrefixCache, RMSNorm, modulation
@@ -215,14 +214,17 @@ class Cosmos3(nn.Module):
         self.actions = ActionProjections(c.n_action_domains, c.max_action_width, c.dim)
         self.state_in = StateProjection(c.n_action_domains, c.max_action_width, c.dim) if c.state_input else None
         self.keypoints = KeypointStem(c.visual_keypoints, c.dim) if c.visual_keypoints else None
-        self.prior_head = self.prior_bias = None
-        if c.action_prior:  # zero-initialised output: the flow starts from plain noise
-            observed = c.max_action_width * c.state_input + 3 * c.visual_keypoints
-            self.prior_head = nn.Sequential(nn.Linear(max(observed, 1), c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim),
+        # The action prior: a per-domain mean chunk, plus a head on the observation when the
+        # model has one (state, keypoints); zero-initialised, so the flow starts from noise.
+        observed = c.max_action_width * c.state_input + 3 * c.visual_keypoints
+        self.prior_bias = (nn.Parameter(torch.zeros(c.n_action_domains, c.max_actions, c.max_action_width))
+                           if c.action_prior else None)
+        self.prior_head = None
+        if c.action_prior and observed:
+            self.prior_head = nn.Sequential(nn.Linear(observed, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim),
                                             nn.SiLU(), nn.Linear(c.dim, c.max_actions * c.max_action_width))
             nn.init.zeros_(self.prior_head[-1].weight)
             nn.init.zeros_(self.prior_head[-1].bias)
-            self.prior_bias = nn.Parameter(torch.zeros(c.n_action_domains, c.max_actions, c.max_action_width))
         self.modality = nn.Parameter(torch.randn(2, c.dim) * 0.02)  # video, action
         self.time_embed = TimestepEmbedding(c.dim)
         self.dm_final_norm = RMSNorm(c.dim, affine=False)
@@ -360,8 +362,7 @@ class Cosmos3(nn.Module):
             if batch.video is None or batch.n_context_frames < 1:
                 raise ValueError("video: a model with visual_keypoints needs the current camera frame "
                                  "(n_context_frames >= 1) wherever it reads or writes actions")
-            feats = self.keypoints.features(batch.video[:, batch.n_context_frames - 1].to(self.device, self.special.dtype))
-            seen = self.keypoints.out(feats)
+            feats, seen = self.keypoints(batch.video[:, batch.n_context_frames - 1].to(self.device, self.special.dtype))
             side = seen if side is None else side + seen
             observed.append(feats)
         return side, (torch.cat(observed, 1) if observed else None)
@@ -373,11 +374,11 @@ class Cosmos3(nn.Module):
         mean alone); ``None`` without ``action_prior``. Trained by regression to the clean
         chunk; the action flow runs from ``prior + noise`` to the data, so a sample starts
         where the observation says the chunk goes and the flow adds what one mean cannot."""
-        if self.prior_head is None or self.prior_bias is None:
+        if self.prior_bias is None:
             return None
         c = self.config
         mu = self.prior_bias[domain][:, :n_actions]
-        if observed is not None:
+        if self.prior_head is not None and observed is not None:
             mu = mu + self.prior_head(observed).reshape(-1, c.max_actions, c.max_action_width)[:, :n_actions]
         return mu * mask[:, None].to(mu.dtype)
 
@@ -774,8 +775,7 @@ class Cosmos3(nn.Module):
         state_r = rep(side)
         mask_r = rep(mask)
         t0 = float(prefix.valid.shape[1])
-        if not 0.0 <= float(temperature) <= 1.0 or not math.isfinite(float(temperature)):
-            raise ValueError(f"temperature: expected a number in [0, 1], got {temperature!r}")
+        check_temperature(temperature)
         noise = {k: (float(temperature) * torch.randn(s, generator=gen)).to(self.device, self.special.dtype)
                  for k, s in shapes.items()}
         if "actions" in noise:

@@ -50,6 +50,12 @@ def interpolate(x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.
     return (1 - t) * noise + t * x
 
 
+def check_temperature(temperature: float) -> None:
+    """``ValueError`` unless the sampler's starting-noise scale lies in [0, 1] (NaN fails)."""
+    if not 0.0 <= float(temperature) <= 1.0:
+        raise ValueError(f"temperature: expected a number in [0, 1], got {temperature!r}")
+
+
 def time_grid(steps: int, shift: float, device: torch.device | str = "cpu") -> torch.Tensor:
     """``steps + 1`` times from 0 to 1 (uniform, then shifted)."""
     if not 1 <= steps <= 1000:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 
 class SpatialSoftmax(nn.Module):
@@ -38,9 +37,9 @@ class SpatialSoftmax(nn.Module):
 
 
 class KeypointStem(nn.Module):
-    """Images ``(B, 3, H, W)`` in [-1, 1] -> ``(B, dim)``: a 4x-downsampling conv stack,
-    ``n_keypoints`` spatial-softmax keypoints (``(x, y)`` each) plus each channel's mean
-    activation, then a zero-initialised linear map to the model width."""
+    """Images ``(B, 3, H, W)`` in [-1, 1] -> features ``(B, 3K)`` (a 4x-downsampling conv
+    stack, ``K = n_keypoints`` spatial-softmax keypoints' ``(x, y)``, then each channel's mean
+    activation) and their zero-initialised projection to the model width ``(B, dim)``."""
 
     def __init__(self, n_keypoints: int, dim: int, width: int = 32):
         super().__init__()
@@ -55,10 +54,7 @@ class KeypointStem(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` -> ``(B, 3K)``: the keypoints' ``(x, y)`` then the mean activations."""
-        feats = self.convs(images)
-        return torch.cat([self.softmax(feats).flatten(1), feats.mean((2, 3))], 1)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.out(self.features(images))
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = self.convs(images)
+        feats = torch.cat([self.softmax(maps).flatten(1), maps.mean((2, 3))], 1)
+        return feats, self.out(feats)

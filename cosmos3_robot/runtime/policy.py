@@ -29,7 +29,7 @@ from cosmos3_robot import embodiments
 from cosmos3_robot.data.windows import frames_to_tensor, frames_to_uint8
 from cosmos3_robot.model.checkpoint import load_model
 from cosmos3_robot.model.cosmos3 import Cosmos3, WorldBatch
-from cosmos3_robot.model.flow import SAMPLERS
+from cosmos3_robot.model.flow import SAMPLERS, check_temperature
 from cosmos3_robot.normalize import QuantileNormalizer
 
 
@@ -75,8 +75,7 @@ class InferenceConfig:
             raise ValueError(f"sampler: expected {' or '.join(map(repr, SAMPLERS))}, got {self.sampler!r}")
         if self.backend not in ("torch", "onnxruntime"):
             raise ValueError(f"backend: expected 'torch' or 'onnxruntime', got {self.backend!r}")
-        if not 0.0 <= float(self.temperature) <= 1.0:
-            raise ValueError(f"temperature: expected a number in [0, 1], got {self.temperature!r}")
+        check_temperature(self.temperature)
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype: expected 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.int8 and self.backend != "onnxruntime":
