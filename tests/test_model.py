@@ -569,6 +569,17 @@ def test_action_prior_is_where_the_flow_starts_and_learns_by_regression():
     assert parts["action_prior"] > 0
     loss.backward()
     assert m.prior_head[0].weight.grad.abs().sum() > 0 and m.prior_head[-1].weight.grad.abs().sum() > 0
+    # the same regression alone (prior pretraining): the reported part, and only the prior's
+    # parameters get a gradient (the towers never run)
+    m.zero_grad(set_to_none=True)
+    alone = m.prior_loss(WorldBatch(**{**b.__dict__, "state": state}))
+    assert alone.item() == pytest.approx(parts["action_prior"], rel=1e-5)
+    alone.backward()
+    prior_ids = {id(p) for p in m.prior_parameters()}
+    assert {id(p) for p in m.parameters() if p.grad is not None} <= prior_ids
+    assert m.prior_bias.grad.abs().sum() > 0 and m.prior_head[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="prior_loss: the model has no action prior"):
+        plain.prior_loss(b)
     with pytest.raises(ValueError, match=r"temperature: expected a number in \[0, 1\]"):
         act(m, 1.5)
     assert not preset("tiny").action_prior

@@ -377,3 +377,46 @@ def test_encoder_pretraining_then_frozen(tmp_path):
 
     hist = run(path, tmp_path / "patchify", quiet=True)  # raw patches: nothing to pretrain
     assert read_metrics(tmp_path / "patchify", "encoder") == [] and hist[-1]["step"] == 4
+
+
+def test_prior_pretraining_reads_the_camera_before_the_flow(tmp_path):
+    """``prior_steps``: the action prior (keypoint stem and head) regresses the chunk alone
+    first (its own records in metrics.jsonl, its loss falling) while the towers stay at
+    their initial weights; the EMA starts from the pretrained prior; the prior keeps training
+    with the flow afterwards; a resumed run does not pretrain again; a model without an
+    action prior skips it."""
+    from cosmos3_robot.train.recipe import build_datasets, build_model, load_recipe
+    from cosmos3_robot.train.trainer import Trainer, train_config_from
+
+    path = libero_recipe(tmp_path, steps=2, prior_steps=60, prior_lr=3e-3, warmup=5, log_every=10)
+    prior = ["model.overrides={visual_keypoints: 4, action_prior: true}"]
+    recipe = load_recipe(path, prior)
+    torch.manual_seed(0)
+    model = build_model(recipe)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    datasets, _ = build_datasets(recipe, tmp_path / "stats")
+    out = tmp_path / "run"
+    trainer = Trainer(model, datasets[0], train_config_from(recipe["train"]), out, quiet=True)
+    recs = read_metrics(out, "prior")
+    assert [r["prior_step"] for r in recs] == [10, 20, 30, 40, 50, 60]
+    assert recs[-1]["loss/action_prior"] < 0.5 * recs[0]["loss/action_prior"]
+    state = model.state_dict()
+    moved = {k for k in state if not torch.equal(state[k], init[k])}
+    assert moved and all(k.startswith(("prior_", "keypoints.")) for k in moved)
+    assert any(k.startswith("keypoints.convs") for k in moved)  # the camera path learned
+    ema = trainer.ema.state_dict()
+    assert all(torch.equal(ema[k], state[k]) for k in state)
+    before = model.prior_head[0].weight.detach().clone()
+    hist = trainer.fit()
+    assert [h["step"] for h in hist] == [2] and not torch.equal(model.prior_head[0].weight, before)
+    trainer.save()
+
+    resumed = Trainer(build_model(recipe), datasets[0], train_config_from({**recipe["train"], "steps": 3}), out,
+                      resume=True, quiet=True)
+    assert len(read_metrics(out, "prior")) == 6 and resumed.step == 2
+
+    plain = Trainer(build_model(load_recipe(path)), datasets[0], train_config_from(recipe["train"]),
+                    tmp_path / "plain", quiet=True)
+    assert read_metrics(tmp_path / "plain", "prior") == [] and plain.step == 0
+    with pytest.raises(ValueError, match="prior_steps >= 0 and prior_lr > 0"):
+        TrainConfig(prior_steps=-1)

@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -68,6 +68,15 @@ class TrainConfig:
             against the budget and stops at half of it. A model whose encoder has no
             trainable weights (raw patches, an external VAE) skips it. ``0``: the encoder
             trains alongside the world model by ``flow.recon_loss_weight`` (never frozen).
+        prior_steps: regression-only steps of the action prior (``Cosmos3Config.action_prior``:
+            the keypoint stem, the prior head and the per-domain mean,
+            :meth:`~cosmos3_robot.model.cosmos3.Cosmos3.prior_loss`) before the world model
+            trains, at ``prior_lr`` the same way as ``encoder_steps`` (after them). The towers
+            never run, so a step costs a fraction of a training step. The prior keeps training
+            with the flow afterwards (``flow.prior_loss_weight``): the flow then starts from a
+            chunk that already reads the camera instead of learning that path through it. A
+            fresh start only; under ``max_minutes`` both pretraining phases together stop at
+            half of the budget. A model without an action prior skips it.
         strategy: with several processes, ``"ddp"`` (replicated weights) or ``"fsdp"``
             (FSDP2: parameters, gradients and optimizer state sharded per MoT layer; for the
             larger presets). Checkpoints hold full tensors either way.
@@ -97,6 +106,8 @@ class TrainConfig:
     budget_probe: int = 10
     encoder_steps: int = 0
     encoder_lr: float = 1e-3
+    prior_steps: int = 0
+    prior_lr: float = 1e-3
 
     def __post_init__(self) -> None:
         for name in self.modes:
@@ -109,9 +120,10 @@ class TrainConfig:
             raise ValueError("train: steps, batch_size and grad_accum must be >= 1")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"train.max_minutes: expected > 0 minutes or null, got {self.max_minutes}")
-        if self.encoder_steps < 0 or not self.encoder_lr > 0:
-            raise ValueError(f"train: encoder_steps >= 0 and encoder_lr > 0 expected, got "
-                             f"{self.encoder_steps} and {self.encoder_lr}")
+        for phase in ("encoder", "prior"):
+            steps, lr = getattr(self, f"{phase}_steps"), getattr(self, f"{phase}_lr")
+            if steps < 0 or not lr > 0:
+                raise ValueError(f"train: {phase}_steps >= 0 and {phase}_lr > 0 expected, got {steps} and {lr}")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -202,8 +214,30 @@ class Trainer:
                           "trainable weights; nothing to pretrain")
             else:
                 if ckpt is None:  # a fresh start; before any wrapping, so ranks average by hand
-                    self._pretrain_encoder()
+                    enc = model.video_encoder
+
+                    def recon(batch: Any) -> torch.Tensor:
+                        if batch.video is None:
+                            raise ValueError("train.encoder_steps: the data has no video to reconstruct")
+                        return enc.reconstruction_loss(batch.video.to(self.device))
+
+                    self._pretrain("encoder", [p for p in enc.parameters() if p.requires_grad], recon,
+                                   cfg.encoder_steps, cfg.encoder_lr, "video_recon", 0xE4C)
+                    if self.ema is not None:  # the EMA copy was taken before; the encoder is frozen from here
+                        self.ema.video_encoder.load_state_dict(enc.state_dict())
                 model.video_encoder.requires_grad_(False)
+        if cfg.prior_steps > 0 and ckpt is None:
+            params = [p for p in model.prior_parameters() if p.requires_grad]
+            if not params:
+                if not self.quiet:
+                    print("[train] prior_steps: the model has no action prior (model action_prior); "
+                          "nothing to pretrain")
+            else:
+                self._pretrain("prior", params, model.prior_loss, cfg.prior_steps, cfg.prior_lr, "action_prior", 0x9A1)
+                if self.ema is not None:  # the EMA starts from the pretrained prior, not from zero
+                    with torch.no_grad():
+                        for pe, p in zip(self.ema.prior_parameters(), model.prior_parameters()):
+                            pe.copy_(p)
         self.fsdp = self.world > 1 and cfg.strategy == "fsdp"
         if self.fsdp:
             from torch.distributed.fsdp import fully_shard
@@ -227,48 +261,50 @@ class Trainer:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def _pretrain_encoder(self) -> None:
-        """``cfg.encoder_steps`` reconstruction steps of the video encoder alone (see
-        :class:`TrainConfig`); logged to ``metrics.jsonl`` as ``{"phase": "encoder", ...}``."""
-        cfg, enc = self.cfg, self.model.video_encoder
-        params = [p for p in enc.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.encoder_lr, betas=(0.9, 0.95), weight_decay=0.0)
-        stream = IndexStream(torch.ones(len(self.dataset)), _mix(cfg.seed, 0xE4C), self.rank)  # type: ignore[arg-type]
+    def _pretrain(self, phase: str, params: list[torch.nn.Parameter], loss_fn: Callable[[Any], torch.Tensor],
+                  steps: int, lr: float, loss_name: str, salt: int) -> None:
+        """``steps`` steps of ``loss_fn(batch)`` on ``params`` alone, before the world model
+        trains (``encoder_steps``, ``prior_steps``; see :class:`TrainConfig`): AdamW at ``lr``
+        after a linear warm-up over ``warmup`` steps, batches of ``batch_size`` from a stream
+        of the phase's own. Logged to ``metrics.jsonl`` as ``{"phase": phase,
+        f"{phase}_step": ..., f"loss/{loss_name}": ...}``; ``salt`` seeds the data stream. Under ``max_minutes`` the
+        pretraining phases stop once half of the budget is spent."""
+        cfg = self.cfg
+        opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+        stream = IndexStream(torch.ones(len(self.dataset)), _mix(cfg.seed, salt), self.rank)  # type: ignore[arg-type]
         limit = None if cfg.max_minutes is None else cfg.max_minutes * 30.0  # half the budget, s
-        t0 = t_log = time.perf_counter()
+        t_log = time.perf_counter()
         losses: list[float] = []
-        for step in range(cfg.encoder_steps):
-            if limit is not None and time.perf_counter() - t0 > limit:
+        for step in range(steps):
+            if limit is not None and time.perf_counter() - self.t_start > limit:
                 if not self.quiet:
-                    print(f"[train] encoder pretraining stopped at step {step}: half of the "
+                    print(f"[train] {phase} pretraining stopped at step {step}: half of the "
                           f"{cfg.max_minutes:g}-minute budget is spent")
                 break
-            lr = cfg.encoder_lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+            step_lr = lr * min(1.0, (step + 1) / max(1, cfg.warmup))
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = step_lr
             batch = collate([self.dataset[stream.at(step * cfg.batch_size + i)] for i in range(cfg.batch_size)])
-            if batch.video is None:
-                raise ValueError("train.encoder_steps: the data has no video to reconstruct")
-            loss = enc.reconstruction_loss(batch.video.to(self.device))
+            loss = loss_fn(batch)
             loss.backward()
             if self.world > 1:
                 for p in params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
                     dist.all_reduce(p.grad)
                     p.grad /= self.world
             opt.step()
             opt.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
-            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.encoder_steps:
+            if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
                 now = time.perf_counter()
-                rec = {"phase": "encoder", "encoder_step": step + 1, "loss/video_recon": sum(losses) / len(losses),
-                       "lr": lr, "samples_per_s": len(losses) * cfg.batch_size * self.world / max(now - t_log, 1e-9)}
+                rec = {"phase": phase, f"{phase}_step": step + 1, f"loss/{loss_name}": sum(losses) / len(losses),
+                       "lr": step_lr, "samples_per_s": len(losses) * cfg.batch_size * self.world / max(now - t_log, 1e-9)}
                 self._append_metrics(rec)
                 if not self.quiet:
-                    print(f"[train] encoder step {step + 1:>5}/{cfg.encoder_steps} "
-                          f"recon={rec['loss/video_recon']:.5f} {rec['samples_per_s']:.1f} samples/s", flush=True)
+                    print(f"[train] {phase} step {step + 1:>5}/{steps} {loss_name}={rec[f'loss/{loss_name}']:.5f} "
+                          f"{rec['samples_per_s']:.1f} samples/s", flush=True)
                 losses, t_log = [], now
-        if self.ema is not None:  # the EMA copy was taken before; the encoder is frozen from here
-            self.ema.video_encoder.load_state_dict(enc.state_dict())
 
     def _resume_weights(self) -> Path | None:
         """Load model/EMA weights and the trainer position from the latest checkpoint (before
