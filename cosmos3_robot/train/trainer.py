@@ -266,8 +266,8 @@ class Trainer:
         """``steps`` steps of ``loss_fn(batch)`` on ``params`` alone, before the world model
         trains (``encoder_steps``, ``prior_steps``; see :class:`TrainConfig`): AdamW at ``lr``
         after a linear warm-up over ``warmup`` steps, batches of ``batch_size`` from a stream
-        of the phase's own. Logged to ``metrics.jsonl`` as ``{"phase": phase,
-        f"{phase}_step": ..., f"loss/{loss_name}": ...}``; ``salt`` seeds the data stream. Under ``max_minutes`` the
+        of the phase's own (seeded by ``salt``). Logged to ``metrics.jsonl`` as ``{"phase":
+        phase, f"{phase}_step": ..., f"loss/{loss_name}": ...}``. Under ``max_minutes`` the
         pretraining phases stop once half of the budget is spent."""
         cfg = self.cfg
         opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
@@ -298,8 +298,9 @@ class Trainer:
             losses.append(float(loss.detach()))
             if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
                 now = time.perf_counter()
+                rate = len(losses) * cfg.batch_size * self.world / max(now - t_log, 1e-9)
                 rec = {"phase": phase, f"{phase}_step": step + 1, f"loss/{loss_name}": sum(losses) / len(losses),
-                       "lr": step_lr, "samples_per_s": len(losses) * cfg.batch_size * self.world / max(now - t_log, 1e-9)}
+                       "lr": step_lr, "samples_per_s": rate}
                 self._append_metrics(rec)
                 if not self.quiet:
                     print(f"[train] {phase} step {step + 1:>5}/{steps} {loss_name}={rec[f'loss/{loss_name}']:.5f} "
