@@ -225,9 +225,10 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
     test, spec = held_out_windows(run, tasks, episodes, HELD_OUT_SEED, pol.normalizer, pol.state_normalizer)
     fit, _ = held_out_windows(run, tasks, episodes, HELD_OUT_SEED + 50_000, pol.normalizer)
 
-    def batches(ds, n=8):
+    def batches(ds, n=8):  # (window indices, their batch)
         for i in range(0, len(ds), n):
-            yield collate([ds[j] for j in range(i, min(len(ds), i + n))])
+            rows = list(range(i, min(len(ds), i + n)))
+            yield rows, collate([ds[j] for j in rows])
 
     k = spec.n_future  # the actions the future frames pin down
 
@@ -235,7 +236,7 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
         return b.actions[:, :k, : int(b.action_mask[0].sum())]
 
     fx, fy = [], []
-    for b in batches(fit):
+    for _, b in batches(fit):
         fx.append(id_features(b.video))
         fy.append(targets(b).flatten(1).numpy())
     fx_a, fy_a = np.concatenate(fx), np.concatenate(fy)
@@ -253,8 +254,7 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
     other = [int(pick.choice(o)) if len(o) else -1 for o in others]
     swap: dict[str, list[np.ndarray]] = {"change": [], "mae_own": [], "mae_other": []}
     with torch.inference_mode():
-        for i, b in enumerate(batches(test)):
-            rows = list(range(8 * i, 8 * i + len(b.text)))
+        for i, (rows, b) in enumerate(batches(test)):
             fut = model.generate("forward_dynamics", b, steps=steps, seed=i, n_future_frames=k, **temp)["video"]
             video = b.video.to(model.device)
             rec = model.video_encoder.decode(model.video_encoder.encode(video), anchor=video[:, 0])[:, 1:].cpu()

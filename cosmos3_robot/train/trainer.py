@@ -508,7 +508,8 @@ class Trainer:
 def read_metrics(run_dir: str | os.PathLike[str], phase: str = "train") -> list[dict[str, Any]]:
     """The records of a run's ``metrics.jsonl``: ``phase="train"`` the world model's steps
     (with ``step``, ``loss``, ``loss/<mode>``), ``"encoder"`` the encoder pretraining's
-    (``encoder_step``, ``loss/video_recon``). ``[]`` when the file does not exist yet."""
+    (``encoder_step``, ``loss/video_recon``), ``"prior"`` the action prior's (``prior_step``,
+    ``loss/action_prior``). ``[]`` when the file does not exist yet."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
