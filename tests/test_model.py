@@ -585,6 +585,51 @@ def test_action_prior_is_where_the_flow_starts_and_learns_by_regression():
     assert not preset("tiny").action_prior
 
 
+def test_prior_noise_scales_the_start_the_velocity_and_the_loss():
+    """``flow.prior_noise`` (sigma): a sample starts at ``prior + temperature * sigma * noise``,
+    the action velocity is the head's output times sigma (one Euler step from the prior moves
+    sigma times as far as with unit noise), and the action loss is the velocity error in
+    units of sigma: with a zero head and prior, ``mean((a / sigma - n)^2)``."""
+    b = random_batch(D=10)
+    state = torch.randn(2, 10)
+    req = WorldBatch(**{**b.__dict__, "video": b.video[:, :1], "actions": None, "state": state})
+    sigma = 0.25
+
+    def act(model, temperature, steps=1):
+        return model.generate("policy_actions", req, steps=steps, seed=5, n_actions=8, action_dim=10,
+                              temperature=temperature)["actions"]
+
+    # untrained (zero velocity, zero prior): the scaled noise itself
+    unit, small = make_model(state_input=True, action_prior=True), make_model(
+        state_input=True, action_prior=True, flow={"prior_noise": sigma})
+    assert torch.allclose(act(small, 1.0), sigma * act(unit, 1.0), atol=1e-6)
+    # the loss is measured in units of sigma: with a zero head and zero prior the velocity
+    # error is (a - sigma n) / sigma; a zero-action batch gives mean(n^2) and the identity
+    # below recovers mean(a n) from the unit-noise model
+    full = WorldBatch(**{**b.__dict__, "state": state})
+    zero = WorldBatch(**{**full.__dict__, "actions": torch.zeros_like(b.actions[..., :10])})
+    full = WorldBatch(**{**full.__dict__, "actions": b.actions[..., :10]})
+
+    def action_loss(model, batch):
+        return model.loss("policy_actions", batch, torch.Generator().manual_seed(3))[1]["actions"]
+
+    n2, a2 = action_loss(unit, zero), float((full.actions ** 2).mean())
+    an = (a2 + n2 - action_loss(unit, full)) / 2
+    assert action_loss(small, zero) == pytest.approx(n2, rel=1e-5)
+    assert action_loss(small, full) == pytest.approx((a2 - 2 * sigma * an + sigma ** 2 * n2) / sigma ** 2, rel=1e-4)
+    # a trained-looking model: the same weights, one Euler step from the prior at temperature 0
+    unit, small = make_model(wake=True, state_input=True, action_prior=True), make_model(
+        wake=True, state_input=True, action_prior=True, flow={"prior_noise": sigma})
+    domain = unit.domain_ids(b.embodiment, 2)
+    mu = unit.action_prior_mean(unit._action_side(req, 2, domain)[1], domain, 8,
+                                torch.ones(2, 64, dtype=torch.bool))[..., :10]
+    step_unit, step_small = act(unit, 0.0) - mu, act(small, 0.0) - mu
+    assert step_unit.abs().mean() > 1e-3
+    assert torch.allclose(step_small, sigma * step_unit, atol=1e-5)
+    with pytest.raises(ValueError, match=r"flow.prior_noise must be in \(0, 1\]"):
+        preset("tiny", flow={"prior_noise": 0.0})
+
+
 def test_shared_instruction_prefix_equals_one_pass_per_sample():
     """Samples with the same text share one Reasoner pass: the same hidden states, K/V and
     gradients as running every sample on its own."""

@@ -44,6 +44,12 @@ class FlowConfig:
             the others are encoded without grad. ``0``: every clip.
         prior_loss_weight: weight of the action prior's regression loss (MSE to the clean
             chunk), with ``Cosmos3Config.action_prior``.
+        prior_noise: with ``Cosmos3Config.action_prior``, the std of the action flow's
+            starting noise around the prior (normalised units; 1: unit noise as without a
+            prior). The flow then carries ``prior + prior_noise * noise`` to the data, its
+            action head's output is scaled by ``prior_noise`` and its loss is measured in
+            those units (a data-dependent prior as in PriorGrad, Lee et al. 2022): a flow
+            that has learned little moves a sample little from the prior's chunk.
     """
 
     timestep_sampling: Literal["logit_normal", "uniform", "beta"] = "logit_normal"
@@ -57,6 +63,7 @@ class FlowConfig:
     recon_loss_weight: float = 1.0
     recon_samples: int = 4
     prior_loss_weight: float = 10.0
+    prior_noise: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,8 @@ class Cosmos3Config:
         need(not self.video_gated or self.video_anchored, "video_gated needs video_anchored")
         need(self.video_encoder != "patchify" or (self.spatial_compression, self.temporal_compression) == (1, 1),
              "the raw 'patchify' encoder has no compression (spatial and temporal 1)")
+        need(0.0 < self.flow.prior_noise <= 1.0, f"flow.prior_noise must be in (0, 1], got {self.flow.prior_noise}")
+        need(self.visual_keypoints >= 0, f"visual_keypoints must be >= 0, got {self.visual_keypoints}")
         need(self.n_action_domains >= 1 and self.max_action_width >= 1, "action domains and width must be >= 1")
         need(len(self.action_domains) <= self.n_action_domains,
              f"{len(self.action_domains)} action_domains exceed n_action_domains {self.n_action_domains}")

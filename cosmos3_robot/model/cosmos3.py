@@ -580,8 +580,15 @@ class Cosmos3(nn.Module):
         for stream in streams:
             sl = lay.spans[stream]
             part = h[:, sl.start - offset: sl.stop - offset]
-            out[stream] = self.actions.project(part, domain) if stream == "actions" else self.video_out(part)
+            out[stream] = (self.actions.project(part, domain) * self.action_noise_scale if stream == "actions"
+                           else self.video_out(part))
         return out
+
+    @property
+    def action_noise_scale(self) -> float:
+        """Std of the action flow's starting noise (``flow.prior_noise`` with an action prior,
+        else 1); the action head's velocity is in these units times it."""
+        return self.config.flow.prior_noise if self.prior_bias is not None else 1.0
 
     def modulation_table(self, times: torch.Tensor) -> "ModulationTable":
         """Every layer's adaLN parameters for the flow times ``times`` ``(U,)``, computed in
@@ -628,7 +635,7 @@ class Cosmos3(nn.Module):
                 mu = self.action_prior_mean(observed, domain, clean["actions"].shape[1], mask)
                 if mu is not None:  # the prior learns by regression; the flow starts from it
                     parts["action_prior"] = self._prior_error(mu, clean["actions"], mask, batch)
-                    noise["actions"] = noise["actions"] + mu.detach()
+                    noise["actions"] = noise["actions"] * self.action_noise_scale + mu.detach()
             times = {s: sample_time((B,), fc, generator).to(self.device) for s in mode.noisy}
             for s in mode.noisy:
                 inputs[s] = interpolate(clean[s], noise[s], times[s])
@@ -639,7 +646,8 @@ class Cosmos3(nn.Module):
             pred = self._heads(h, lay, 0, domain, mode.noisy)
             for s in mode.noisy:
                 err = (pred[s] - (clean[s] - noise[s])) ** 2
-                if s == "actions":
+                if s == "actions":  # in units of the starting noise's std
+                    err = err / self.action_noise_scale ** 2
                     parts["actions"] = masked_mean(err, mask, self._action_valid(batch, err.shape[:2]))
                 else:
                     parts[s] = err.mean()
@@ -816,7 +824,7 @@ class Cosmos3(nn.Module):
             noise["actions"] = noise["actions"] * mask[:, None]
             mu = self.action_prior_mean(observed, domain, noise["actions"].shape[1], mask)
             if mu is not None:  # the flow starts from the learned prior (temperature 0: at it)
-                noise["actions"] = noise["actions"] + mu
+                noise["actions"] = noise["actions"] * self.action_noise_scale + mu
         names = list(mode.noisy)
         pinned = None
         if action_prefix is not None:
