@@ -244,7 +244,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=64, help="rendered image size (px): the training size")
     p.add_argument("--videos", type=int, default=2, help="episodes per task saved as mp4")
     p.add_argument("--max-steps", type=int, help="per-episode step limit (default: each task's)")
-    p.add_argument("--steps", type=int, default=4, help="denoising steps per chunk")
+    p.add_argument("--steps", type=int, default=4,
+                   help="denoising steps per chunk (0: the action prior's chunk, models with action_prior)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="scale of the sampler's starting noise in [0, 1] (0: start from the distribution's centre)")
@@ -319,7 +320,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 
 
 def _inference_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=4, help="denoising steps per chunk")
+    p.add_argument("--steps", type=int, default=4,
+                   help="denoising steps per chunk (0: the action prior's chunk, models with action_prior)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                    help="where the Generator runs per denoising step (onnxruntime: CPU, exported once and cached "

@@ -545,8 +545,8 @@ def test_action_prior_is_where_the_flow_starts_and_learns_by_regression():
     assert missing and all(k.startswith("prior_") for k in missing)
     req = WorldBatch(**{**b.__dict__, "video": b.video[:, :1], "actions": None, "state": state})
 
-    def act(model, temperature=1.0, **kw):
-        return model.generate("policy_actions", req, steps=3, seed=5, n_actions=8, action_dim=10,
+    def act(model, temperature=1.0, steps=3, **kw):
+        return model.generate("policy_actions", req, steps=steps, seed=5, n_actions=8, action_dim=10,
                               temperature=temperature, **kw)["actions"]
 
     noise = act(plain)
@@ -564,6 +564,17 @@ def test_action_prior_is_where_the_flow_starts_and_learns_by_regression():
     assert torch.allclose(act(m), mu[..., :10] + noise, atol=1e-5)
     prefix = torch.randn(2, 3, 10)
     assert torch.allclose(act(m, action_prefix=prefix)[:, :3], prefix, atol=1e-5)
+    # steps=0: the starting point without the towers (the prior's chunk at temperature 0),
+    # the same noise as the sampler's; a pinned prefix stays in place
+    assert torch.allclose(act(m, 0.0, steps=0), mu[..., :10], atol=1e-6)
+    assert torch.allclose(act(m, steps=0), mu[..., :10] + noise, atol=1e-5)
+    pinned = act(m, 0.0, steps=0, action_prefix=prefix)
+    assert torch.equal(pinned[:, :3], prefix) and torch.allclose(pinned[:, 3:], mu[:, 3:, :10], atol=1e-6)
+    with pytest.raises(ValueError, match="steps: 0 returns the action prior's chunk"):
+        act(plain, steps=0)
+    with pytest.raises(ValueError, match="steps: 0 returns the action prior's chunk"):
+        m.generate("policy", WorldBatch(**{**req.__dict__, "state": state}), steps=0, n_actions=8,
+                   action_dim=10, n_future_frames=2)
     # regression: the prior's loss is reported and trains its head on the observation
     loss, parts = m.loss("policy_actions", WorldBatch(**{**b.__dict__, "state": state}))
     assert parts["action_prior"] > 0
@@ -626,6 +637,7 @@ def test_prior_noise_scales_the_start_the_velocity_and_the_loss():
     step_unit, step_small = act(unit, 0.0) - mu, act(small, 0.0) - mu
     assert step_unit.abs().mean() > 1e-3
     assert torch.allclose(step_small, sigma * step_unit, atol=1e-5)
+    assert torch.allclose(act(small, 0.0, steps=0), mu, atol=1e-6)  # the towers do not run
     with pytest.raises(ValueError, match=r"flow.prior_noise must be in \(0, 1\]"):
         preset("tiny", flow={"prior_noise": 0.0})
 

@@ -715,6 +715,11 @@ class Cosmos3(nn.Module):
         given actions or mask) and/or ``video`` ``(B, F_future, 3, H, W)`` in pixels.
         Deterministic for a given ``seed``.
 
+        ``steps=0`` (a policy mode with an action prior only) returns the sampler's starting
+        point without running either tower: at temperature 0 the prior's regressed chunk,
+        the model's cheapest action (a conv stem and an MLP) and, early in training, often
+        its most accurate one.
+
         ``temperature`` scales the starting noise (1: sample the learned distribution; 0: start
         from its centre, so a one-step Euler sample is the model's estimate of the mean, and
         more steps move towards a mode). A policy imitating a deterministic expert, or a world
@@ -792,6 +797,8 @@ class Cosmos3(nn.Module):
                     raise ValueError(f"n_actions: expected 1..{c.max_actions}, got {n_actions}")
                 shapes["actions"] = (B, n_actions, c.max_action_width)
 
+        if steps == 0:
+            return self._prior_chunk(mode, batch, B, shapes, gen, temperature, domain, mask, action_prefix)
         text = list(batch.text)
         use_cfg = guidance != 1.0
         if use_cfg:
@@ -817,27 +824,9 @@ class Cosmos3(nn.Module):
         state_r = rep(side)
         mask_r = rep(mask)
         t0 = float(prefix.valid.shape[1])
-        check_temperature(temperature)
-        noise = {k: (float(temperature) * torch.randn(s, generator=gen)).to(self.device, self.special.dtype)
-                 for k, s in shapes.items()}
-        if "actions" in noise:
-            noise["actions"] = noise["actions"] * mask[:, None]
-            mu = self.action_prior_mean(observed, domain, noise["actions"].shape[1], mask)
-            if mu is not None:  # the flow starts from the learned prior (temperature 0: at it)
-                noise["actions"] = noise["actions"] * self.action_noise_scale + mu
+        noise = self._starting_noise(shapes, gen, temperature, observed, domain, mask)
         names = list(mode.noisy)
-        pinned = None
-        if action_prefix is not None:
-            if "actions" not in noise:
-                raise ValueError(f"action_prefix: mode {mode.name!r} does not generate actions")
-            ap = torch.as_tensor(action_prefix, dtype=noise["actions"].dtype, device=self.device)
-            n_act = noise["actions"].shape[1]
-            if ap.ndim != 3 or ap.shape[0] != B or not 1 <= ap.shape[1] <= n_act or ap.shape[2] > c.max_action_width:
-                raise ValueError(f"action_prefix: expected (B={B}, k<={n_act}, D) actions, got {tuple(ap.shape)}")
-            if not bool(torch.isfinite(ap).all()):
-                raise ValueError("action_prefix: non-finite values")
-            pinned = torch.zeros(B, ap.shape[1], c.max_action_width, dtype=ap.dtype, device=self.device)
-            pinned[..., :ap.shape[2]] = ap
+        pinned = self._pinned_prefix(action_prefix, mode, noise.get("actions"))
         # The sampler integrates one flat state per sample: streams flattened and concatenated.
         sizes = [noise[k][0].numel() for k in names]
 
@@ -922,14 +911,73 @@ class Cosmos3(nn.Module):
         x1 = split(integrate(velocity, x0, steps, shift, sampler))
         out: dict[str, torch.Tensor] = {}
         if "actions" in x1:
-            D = int(mask[0].sum()) if bool((mask == mask[0]).all()) else c.max_action_width
-            out["actions"] = x1["actions"][..., :D] if D < c.max_action_width else x1["actions"]
-            out["action_mask"] = mask
+            out.update(self._action_output(x1["actions"], mask))
         if "video_future" in x1:
             ctx = clean.get("video_context")
             anchor = None if ctx is None else batch.video[:, 0].to(self.device, self.special.dtype)
             out["video"] = self.decode_video(x1["video_future"], ctx, anchor)
         return out
+
+    def _starting_noise(self, shapes: dict[str, tuple[int, ...]], gen: torch.Generator, temperature: float,
+                        observed: torch.Tensor | None, domain: torch.Tensor | None, mask: torch.Tensor | None,
+                        ) -> dict[str, torch.Tensor]:
+        """The sampler's starting point per noisy stream: ``temperature`` times unit noise,
+        for actions masked to the real dimensions and, with an action prior, scaled by
+        ``flow.prior_noise`` around the prior's chunk."""
+        check_temperature(temperature)
+        noise = {k: (float(temperature) * torch.randn(s, generator=gen)).to(self.device, self.special.dtype)
+                 for k, s in shapes.items()}
+        if "actions" in noise:
+            assert domain is not None and mask is not None
+            noise["actions"] = noise["actions"] * mask[:, None]
+            mu = self.action_prior_mean(observed, domain, noise["actions"].shape[1], mask)
+            if mu is not None:  # the flow starts from the learned prior (temperature 0: at it)
+                noise["actions"] = noise["actions"] * self.action_noise_scale + mu
+        return noise
+
+    def _pinned_prefix(self, action_prefix: torch.Tensor | None, mode: Mode, actions: torch.Tensor | None,
+                       ) -> torch.Tensor | None:
+        """``action_prefix`` ``(B, k, D)`` checked against the generated chunk ``actions``
+        ``(B, T, W)`` and padded to ``(B, k, W)``; ``None`` without a prefix."""
+        if action_prefix is None:
+            return None
+        if actions is None:
+            raise ValueError(f"action_prefix: mode {mode.name!r} does not generate actions")
+        B, n_act, W = actions.shape
+        ap = torch.as_tensor(action_prefix, dtype=actions.dtype, device=self.device)
+        if ap.ndim != 3 or ap.shape[0] != B or not 1 <= ap.shape[1] <= n_act or ap.shape[2] > W:
+            raise ValueError(f"action_prefix: expected (B={B}, k<={n_act}, D) actions, got {tuple(ap.shape)}")
+        if not bool(torch.isfinite(ap).all()):
+            raise ValueError("action_prefix: non-finite values")
+        pinned = torch.zeros(B, ap.shape[1], W, dtype=ap.dtype, device=self.device)
+        pinned[..., :ap.shape[2]] = ap
+        return pinned
+
+    def _action_output(self, actions: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"actions", "action_mask"}`` of a generated padded chunk ``(B, T, W)``: cut to the
+        real width when every sample has the same one."""
+        W = self.config.max_action_width
+        D = int(mask[0].sum()) if bool((mask == mask[0]).all()) else W
+        return {"actions": actions[..., :D] if D < W else actions, "action_mask": mask}
+
+    def _prior_chunk(self, mode: Mode, batch: WorldBatch, B: int, shapes: dict[str, tuple[int, ...]],
+                     gen: torch.Generator, temperature: float, domain: torch.Tensor | None,
+                     mask: torch.Tensor | None, action_prefix: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``generate(steps=0)``: the flow's starting point without running either tower, the
+        action prior's chunk (plus ``temperature * prior_noise`` noise), a pinned
+        ``action_prefix`` in place. Only for modes that generate actions alone."""
+        if set(mode.noisy) != {"actions"} or self.prior_bias is None:
+            raise ValueError("steps: 0 returns the action prior's chunk without running the towers; it needs a "
+                             "mode that generates actions alone (e.g. 'policy_actions') and a model with "
+                             f"action_prior (mode {mode.name!r}, action_prior={self.config.action_prior})")
+        _, observed = self._action_side(batch, B, domain)
+        start = self._starting_noise(shapes, gen, temperature, observed, domain, mask)["actions"]
+        pinned = self._pinned_prefix(action_prefix, mode, start)
+        assert mask is not None
+        if pinned is not None:
+            start = start.clone()
+            start[:, :pinned.shape[1]] = pinned * mask[:, None]
+        return self._action_output(start, mask)
 
     @torch.no_grad()
     def generate_text(self, prompts: Sequence[str], ar_images: torch.Tensor | None = None,

@@ -38,7 +38,8 @@ class InferenceConfig:
     """Sampling settings.
 
     Attributes:
-        steps: denoising steps per chunk.
+        steps: denoising steps per chunk; 0 (models with an action prior) returns the
+            prior's chunk without running the towers (see ``Cosmos3.generate``).
         sampler: ``"euler"`` or ``"heun"``.
         guidance: classifier-free guidance scale on the instruction (1 = off).
         seed: base seed; call ``infer(..., seed=k)`` for per-request seeds.
@@ -69,8 +70,8 @@ class InferenceConfig:
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
-        if not 1 <= int(self.steps) <= 1000:
-            raise ValueError(f"steps: expected 1..1000 denoising steps, got {self.steps}")
+        if not 0 <= int(self.steps) <= 1000:
+            raise ValueError(f"steps: expected 0..1000 denoising steps, got {self.steps}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler: expected {' or '.join(map(repr, SAMPLERS))}, got {self.sampler!r}")
         if self.backend not in ("torch", "onnxruntime"):
