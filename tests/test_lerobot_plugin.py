@@ -85,6 +85,21 @@ def test_lerobot_factory_builds_cosmos3_from_its_type_name():
         policy.forward({"action": torch.randn(2, 8, 8)})
     with pytest.raises(ValueError, match="future_frames"):
         type(cfg)(preset="small", future_frames=3, input_features=inputs, output_features=outputs)
+    # the camera keypoints, action prior and its noise scale reach the model; steps 0 at
+    # temperature 0 is the prior's chunk
+    cfg_p = make_policy_config("cosmos3", preset="tiny", device="cpu", chunk_size=8, visual_keypoints=4,
+                               action_prior=True, prior_noise=0.5, num_inference_steps=0, temperature=0.0,
+                               input_features=inputs, output_features=outputs)
+    prior = policy_cls(cfg_p)
+    mc = prior.model.config
+    assert (mc.visual_keypoints, mc.action_prior, mc.flow.prior_noise) == (4, True, 0.5)
+    with torch.no_grad():
+        prior.model.prior_bias[0, :8, :8] = torch.linspace(-1, 1, 64).reshape(8, 8)
+    assert torch.allclose(prior.predict_action_chunk(pre(obs)), prior.model.prior_bias[0, :8, :8][None])
+    with pytest.raises(ValueError, match="num_inference_steps: expected 1..1000"):
+        type(cfg)(preset="tiny", num_inference_steps=0, input_features=inputs, output_features=outputs)
+    with pytest.raises(ValueError, match="prior_noise"):
+        type(cfg)(preset="tiny", action_prior=True, prior_noise=0.0, input_features=inputs, output_features=outputs)
 
 
 @pytest.mark.slow

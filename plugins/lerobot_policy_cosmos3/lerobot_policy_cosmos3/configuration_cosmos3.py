@@ -36,6 +36,13 @@ class Cosmos3Config(PreTrainedConfig):
             executed before sampling the next chunk (ACT's action queue).
         num_inference_steps: flow-matching denoising steps per chunk; sampler ``euler`` or
             ``heun``; guidance: classifier-free guidance on the task text (1 = off).
+            ``0`` (with ``action_prior``): the action prior's chunk, the towers not run.
+        temperature: scale of the sampler's starting noise in [0, 1] (``Cosmos3.generate``).
+        visual_keypoints, action_prior, prior_noise: the model's camera keypoint stem, learned
+            action prior and the flow's noise scale around it (``Cosmos3Config.visual_keypoints``,
+            ``action_prior``, ``FlowConfig.prior_noise``; README, "The camera on the action
+            side"). Inside LeRobot's loop the prior trains with the flow from the first step
+            (``cosmos3-robot train`` can pretrain it alone first, ``train.prior_steps``).
         future_frames: 0 trains the policy mode on actions alone. ``k * temporal_compression``
             (4, 8, ... for the presets with a video autoencoder, 1, 2, ... for ``tiny``) also
             loads that many future frames per sample and trains the world-model mixture
@@ -54,8 +61,12 @@ class Cosmos3Config(PreTrainedConfig):
     num_inference_steps: int = 4
     sampler: str = "euler"
     guidance: float = 1.0
+    temperature: float = 1.0
     future_frames: int = 0
     fps: float = 10.0
+    visual_keypoints: int = 0
+    action_prior: bool = False
+    prior_noise: float = 1.0
 
     normalization_mapping: dict[str, NormalizationMode] = field(default_factory=lambda: {
         "VISUAL": NormalizationMode.IDENTITY,  # pixels in [0, 1]; the model maps them to [-1, 1]
@@ -83,6 +94,12 @@ class Cosmos3Config(PreTrainedConfig):
             raise ValueError(f"n_obs_steps: the cosmos3 policy takes the current frame only (1), got {self.n_obs_steps}")
         if self.sampler not in ("euler", "heun"):
             raise ValueError(f"sampler: expected 'euler' or 'heun', got {self.sampler!r}")
+        if not 0 <= self.num_inference_steps <= 1000 or (self.num_inference_steps == 0 and not self.action_prior):
+            raise ValueError(f"num_inference_steps: expected 1..1000 (0 only with action_prior: the prior's "
+                             f"chunk), got {self.num_inference_steps}")
+        if not 0.0 <= self.temperature <= 1.0:
+            raise ValueError(f"temperature: expected a number in [0, 1], got {self.temperature}")
+        self.model_config()  # the model's own checks (visual_keypoints >= 0, prior_noise in (0, 1])
         tc = PRESETS[self.preset].temporal_compression
         if self.future_frames < 0 or self.future_frames % tc:
             raise ValueError(f"future_frames: expected a multiple of the preset's temporal compression {tc}, "
@@ -95,7 +112,9 @@ class Cosmos3Config(PreTrainedConfig):
         base = PRESETS[self.preset]
         block_causal = base.block_causal if self.block_causal is None else self.block_causal
         return base.replace(block_causal=block_causal, action_domains=(DOMAIN,),
-                            max_actions=max(base.max_actions, self.chunk_size))
+                            max_actions=max(base.max_actions, self.chunk_size),
+                            visual_keypoints=self.visual_keypoints, action_prior=self.action_prior,
+                            flow={"prior_noise": self.prior_noise})
 
     def get_optimizer_preset(self) -> AdamWConfig:
         return AdamWConfig(lr=self.optimizer_lr, betas=self.optimizer_betas, weight_decay=self.optimizer_weight_decay,

@@ -64,6 +64,7 @@ class Cosmos3Policy(PreTrainedPolicy):
         c = self.config
         out = self.model.generate("policy_actions", self._world_batch(batch, with_actions=False),
                                   steps=c.num_inference_steps, sampler=c.sampler, guidance=c.guidance,
+                                  temperature=c.temperature,
                                   n_actions=c.chunk_size, action_dim=c.action_feature.shape[0],
                                   prefix_cache=self._prefix_cache, seed=int(kwargs.get("seed", 0)))
         return out["actions"]
