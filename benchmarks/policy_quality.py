@@ -163,12 +163,12 @@ def train_lerobot(kind: str, data: Path, out: Path, minutes: float, batch: int, 
 
 # ---- 3. closed loop -----------------------------------------------------------------------
 def closed_loop(spec: str, tasks: list[str], episodes: int, out: Path, workers: int, replan: int,
-                temperature: float = 1.0) -> dict[str, Any]:
+                temperature: float = 1.0, steps: int = 4) -> dict[str, Any]:
     from cosmos3_robot.sim.evaluate import EvalConfig, evaluate
     from cosmos3_robot.sim.report import write_report
 
     cfg = EvalConfig(tasks=tuple(tasks), episodes=episodes, workers=workers, replan=replan, videos=1,
-                     image_size=64, policy_kwargs={"steps": 4, "temperature": temperature})
+                     image_size=64, policy_kwargs={"steps": steps, "temperature": temperature})
     res = evaluate(spec, cfg, out)
     return write_report(res, out, title=spec)
 
@@ -349,6 +349,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--wm-episodes", type=int, default=4, help="held-out expert episodes per task for the world model")
     ap.add_argument("--temperature", type=float, default=1.0,
                     help="our sampler's starting-noise scale in [0, 1], closed loop and world model")
+    ap.add_argument("--prior-row", action="store_true",
+                    help="also evaluate our trained policy's action prior alone (steps 0, temperature 0: "
+                         "the prior's chunk, the towers not run) as the row 'cosmos3 (prior)'")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny preset, reach only, 1 min each")
     ap.add_argument("--retrain", action="store_true", help="train again even where a trained policy is in --out")
     ap.add_argument("--set", dest="cosmos3_set", action="append", default=[], metavar="KEY=VALUE",
@@ -382,11 +385,16 @@ def main(argv: list[str] | None = None) -> None:
             info.write_text(json.dumps(train))
         results["policies"][name] = {"train": train}
         log(f"{name}: {train['steps']} steps, loss {train['first_loss']:.3f} -> {train['last_loss']:.3f}")
+    sampling = {name: (args.temperature if name == "cosmos3" else 1.0, 4) for name in specs}
+    if args.prior_row and "cosmos3" in specs:
+        specs["cosmos3 (prior)"], sampling["cosmos3 (prior)"] = specs["cosmos3"], (0.0, 0)
+        results["policies"]["cosmos3 (prior)"] = {"train": results["policies"]["cosmos3"]["train"]}
     for name, spec in specs.items():
         log(f"evaluating {name}")
-        results["policies"][name]["eval"] = closed_loop(spec, args.tasks, args.episodes, out / "eval" / name,
-                                                        args.workers, args.replan,
-                                                        args.temperature if name == "cosmos3" else 1.0)
+        temperature, steps = sampling[name]
+        results["policies"][name]["eval"] = closed_loop(spec, args.tasks, args.episodes,
+                                                        out / "eval" / name.replace(" (", "_").rstrip(")"),
+                                                        args.workers, args.replan, temperature, steps)
     if "cosmos3" in specs:
         log("world model: forward and inverse dynamics on held-out episodes")
         results["world_model"] = world_model(out / "cosmos3", args.tasks, args.wm_episodes, steps=4,
