@@ -117,6 +117,8 @@ def test_backend_without_an_export_folder_leaves_no_file(tmp_path, monkeypatch):
     (dict(dtype="float16"), "dtype"),
     (dict(int8=True), "int8"),
     (dict(backend="onnxruntime", device="cuda"), "onnxruntime"),
+    (dict(steps=-1), r"steps: expected 0..1000"),
+    (dict(steps=1001), r"steps: expected 0..1000"),
 ])
 def test_inference_config_is_validated(kw, match):
     with pytest.raises(ValueError, match=match):
