@@ -85,6 +85,7 @@ class Cosmos3Config(PreTrainedConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         from cosmos3_robot.model import PRESETS
+        from cosmos3_robot.model.flow import check_temperature
 
         if self.preset not in PRESETS:
             raise ValueError(f"preset: unknown {self.preset!r}; available: {sorted(PRESETS)}")
@@ -97,8 +98,7 @@ class Cosmos3Config(PreTrainedConfig):
         if not 0 <= self.num_inference_steps <= 1000 or (self.num_inference_steps == 0 and not self.action_prior):
             raise ValueError(f"num_inference_steps: expected 1..1000 (0 only with action_prior: the prior's "
                              f"chunk), got {self.num_inference_steps}")
-        if not 0.0 <= self.temperature <= 1.0:
-            raise ValueError(f"temperature: expected a number in [0, 1], got {self.temperature}")
+        check_temperature(self.temperature)
         self.model_config()  # the model's own checks (visual_keypoints >= 0, prior_noise in (0, 1])
         tc = PRESETS[self.preset].temporal_compression
         if self.future_frames < 0 or self.future_frames % tc:
