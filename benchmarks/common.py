@@ -6,6 +6,7 @@ table + peak-memory footer every script prints.
 from __future__ import annotations
 
 import resource
+import sys
 
 import torch
 
@@ -19,7 +20,8 @@ def make_peers(image_size: int, chunk: int, device: str, dim: int = 8, diffusion
         from lerobot.policies.act.modeling_act import ACTPolicy
         from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
         from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
-    except ImportError:
+    except Exception as e:  # not installed, or installed against other library versions
+        print(f"LeRobot peers unavailable: {type(e).__name__}: {e}", file=sys.stderr)
         return {}
     feats_in = {"observation.images.front": PolicyFeature(type=FeatureType.VISUAL, shape=(3, image_size, image_size)),
                 "observation.state": PolicyFeature(type=FeatureType.STATE, shape=(dim,))}

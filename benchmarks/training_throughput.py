@@ -9,7 +9,7 @@ that share one share a Reasoner pass, so one instruction for all would flatter u
 peers train on the same image size, batch size and chunk length. Peak RSS at the end
 (and peak CUDA memory on a GPU).
 
-    .venv/bin/python benchmarks/training_throughput.py [--presets tiny small] [--batch 8]
+    .venv/bin/python benchmarks/training_throughput.py [--presets tiny small] [--batch 8] [--compile]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def samples_per_s(step: Callable[[int], None], batch: int, steps: int, warmup: i
     return batch / med, 1e3 * med
 
 
-def ours(name: str, batch: int, chunk: int, device: str, steps: int, warmup: int):
+def ours(name: str, batch: int, chunk: int, device: str, steps: int, warmup: int, compile_: bool = False):
     from cosmos3_robot.model import Cosmos3, WorldBatch, preset
 
     cfg = preset(name)
@@ -54,10 +54,11 @@ def ours(name: str, batch: int, chunk: int, device: str, steps: int, warmup: int
                       state=(torch.rand(batch, 10, generator=g) * 2 - 1).to(device))  # read by state_input presets
     cycle = ["policy", "forward_dynamics", "policy", "inverse_dynamics"]
     amp = torch.autocast("cuda", torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+    net = torch.compile(model) if compile_ else model  # as TrainConfig.compile: forward() is the loss
 
     def step(i: int) -> None:
         with amp:
-            loss, _ = model.loss(cycle[i % len(cycle)], data)
+            loss, _ = net(cycle[i % len(cycle)], data)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -106,11 +107,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed optimiser steps per model")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time our presets under torch.compile (TrainConfig.compile; the first steps of "
+                         "each mode compile and are not timed)")
     args = ap.parse_args(argv)
     rows = []
     for name in args.presets:
-        (sps, ms), params, size = ours(name, args.batch, args.chunk, args.device, args.steps, args.warmup)
-        rows.append((f"cosmos3 {name}", size, params, sps, ms))
+        for compile_ in (False, True) if args.compile else (False,):
+            (sps, ms), params, size = ours(name, args.batch, args.chunk, args.device, args.steps,
+                                           args.warmup + (8 if compile_ else 0), compile_)
+            rows.append((f"cosmos3 {name}" + (" (compiled)" if compile_ else ""), size, params, sps, ms))
     peers = lerobot_peers(64, args.batch, args.chunk, args.device, args.steps, args.warmup)
     for label, ((sps, ms), params) in peers.items():
         rows.append((label, 64, params, sps, ms))

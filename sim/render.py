@@ -26,12 +26,20 @@ INSTALL_HINT = (
 )
 
 
+PROBE_FAILURES: dict[str, str] = {}
+"""Why each trial render failed (backend -> the last line of its error), for the error message."""
+
+
 def _probe(backend: str, timeout: float = 60.0) -> bool:
     env = {**os.environ, "MUJOCO_GL": backend, "PYOPENGL_PLATFORM": backend}
     try:
         r = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired):
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        PROBE_FAILURES[backend] = f"{type(exc).__name__}: {exc}"
         return False
+    if r.returncode != 0:
+        lines = r.stderr.decode(errors="replace").strip().splitlines()
+        PROBE_FAILURES[backend] = lines[-1] if lines else f"exit status {r.returncode}"
     return r.returncode == 0
 
 
@@ -68,5 +76,6 @@ def select_gl(probe: bool = True) -> str | None:
 def renderer_error(exc: BaseException) -> RuntimeError:
     """A rendering failure rewritten to say which backend was tried and how to fix it."""
     backend = os.environ.get("MUJOCO_GL", "<unset>")
-    return RuntimeError(f"MuJoCo rendering failed with MUJOCO_GL={backend} ({type(exc).__name__}: {exc}); "
+    tried = "".join(f"; the trial render with {b} failed: {why}" for b, why in PROBE_FAILURES.items())
+    return RuntimeError(f"MuJoCo rendering failed with MUJOCO_GL={backend} ({type(exc).__name__}: {exc}){tried}; "
                         f"{INSTALL_HINT}")

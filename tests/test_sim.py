@@ -130,6 +130,11 @@ def test_gl_backend_choice(monkeypatch):
     assert render.select_gl() == "egl"  # a user's choice is kept
     err = render.renderer_error(RuntimeError("boom"))
     assert "libosmesa6" in str(err) and "MUJOCO_GL=egl" in str(err)
+    # a failed trial render says why in the error (e.g. EGL without PyOpenGL or a driver)
+    monkeypatch.setattr(render, "PROBE_FAILURES", {})
+    assert not render._probe("no-such-backend")
+    err = str(render.renderer_error(RuntimeError("boom")))
+    assert "trial render with no-such-backend failed:" in err and "MUJOCO_GL" in err.split("failed:")[-1]
 
 
 @pytest.mark.parametrize("name", ["sim_arm", "sim_arm_absolute"])

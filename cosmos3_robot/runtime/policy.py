@@ -148,7 +148,7 @@ class Cosmos3Policy:
     def __init__(self, model: Cosmos3, embodiment: str, normalizer: QuantileNormalizer, window: Mapping[str, Any],
                  config: InferenceConfig = InferenceConfig(), export_dir: str | os.PathLike[str] | None = None,
                  weights_source: str = "", state_normalizer: QuantileNormalizer | None = None):
-        self.model = model.eval()
+        self.model = model.to(config.device).eval()  # the device the config names, as from_checkpoint
         # proprioception for models that read it (``state_input``), normalised as in training
         self.state_normalizer = state_normalizer if model.config.state_input else None
         self.backend = generator_backend(self.model, config, export_dir, weights_source)
