@@ -210,6 +210,43 @@ class EvalRun:
                 "episodes": [asdict(r) for r in self.results]}
 
 
+WORKERS_DIED = (
+    "evaluation worker processes died while starting. Workers are fresh interpreters (spawn) that "
+    "import the calling script again: a script that calls evaluate() with workers >= 2 must do so "
+    "under `if __name__ == \"__main__\":`, or run with workers=1"
+)
+
+
+def _run_in_workers(jobs: list[tuple[str, int, str | None]], workers: int, policy_spec: str, cfg: "EvalConfig",
+                    threads: int, progress: Callable[[EpisodeResult], None] | None) -> list[EpisodeResult]:
+    """The episodes in ``workers`` spawned processes, results as they finish.
+
+    A ``ProcessPoolExecutor`` rather than ``multiprocessing.Pool``: a worker that dies (e.g.
+    while re-importing an unguarded calling script) breaks the executor with an error here,
+    where a ``Pool`` would start replacement workers that die the same way, forever."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = mp.get_context("spawn")  # fresh interpreters: no forked GL or torch thread state
+    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(policy_spec, cfg, threads))
+    results = []
+    try:
+        # submitted in task order, so each worker builds few envs
+        for future in as_completed([ex.submit(_run_job, job) for job in jobs]):
+            results.append(future.result())
+            if progress:
+                progress(results[-1])
+    except BrokenProcessPool as exc:
+        raise RuntimeError(WORKERS_DIED) from exc
+    except KeyboardInterrupt:
+        for proc in list(getattr(ex, "_processes", {}).values()):  # no public terminate
+            proc.terminate()
+        raise
+    finally:
+        ex.shutdown(wait=False, cancel_futures=True)
+    return results
+
+
 def evaluate(policy_spec: str, cfg: EvalConfig, out_dir: str | os.PathLike[str] | None = None,
              progress: Callable[[EpisodeResult], None] | None = None) -> EvalRun:
     """Run ``cfg.episodes`` episodes of each task with the policy ``policy_spec``.
@@ -239,17 +276,7 @@ def evaluate(policy_spec: str, cfg: EvalConfig, out_dir: str | os.PathLike[str] 
                     progress(results[-1])
         else:
             del policy  # workers build their own
-            ctx = mp.get_context("spawn")  # fresh interpreters: no forked GL or torch thread state
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(policy_spec, cfg, threads)) as pool:
-                try:
-                    # tasks kept together, so each worker builds few envs
-                    for r in pool.imap_unordered(_run_job, jobs, chunksize=max(1, cfg.episodes // (2 * workers))):
-                        results.append(r)
-                        if progress:
-                            progress(r)
-                except KeyboardInterrupt:
-                    pool.terminate()
-                    raise
+            results.extend(_run_in_workers(jobs, workers, policy_spec, cfg, threads, progress))
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -112,6 +112,14 @@ def test_backend_without_an_export_folder_leaves_no_file(tmp_path, monkeypatch):
     assert torch.allclose(got, ref, atol=1e-4)
 
 
+def test_steps_0_exports_no_generator(tmp_path):
+    """The prior's chunk runs neither tower: nothing to export or load for onnxruntime."""
+    base = tiny_sim_policy()
+    pol = Cosmos3Policy(base.model, "sim_arm", base.normalizer, base.window,
+                        InferenceConfig(backend="onnxruntime", steps=0), export_dir=tmp_path, weights_source="w")
+    assert pol.backend is None and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(backend="tensorrt"), "backend"),
     (dict(dtype="float16"), "dtype"),

@@ -189,6 +189,20 @@ def test_evaluator_parallel_matches_serial_and_reports(tmp_path):
     assert saved["overall"] == summary["overall"] and (tmp_path / "success.png").stat().st_size > 1000
 
 
+def test_parallel_evaluation_from_an_unguarded_script_fails_instead_of_hanging(tmp_path):
+    """Spawned workers re-import the calling script; without a ``__main__`` guard each one
+    dies starting up. The run must stop with an error that says so, not respawn forever."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text("from cosmos3_robot.sim.evaluate import EvalConfig, evaluate\n"
+                      "evaluate('random', EvalConfig(tasks=('reach',), episodes=2, workers=2, videos=0))\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert r.returncode != 0
+    assert "worker processes died while starting" in r.stderr and "__main__" in r.stderr
+
+
 class _Exploding:
     def reset(self, env, seed):
         self.seed = seed

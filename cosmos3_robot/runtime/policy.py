@@ -101,7 +101,7 @@ def generator_backend(model: Cosmos3, config: InferenceConfig, export_dir: str |
     if config.compile:
         mode = "reduce-overhead" if config.device.startswith("cuda") else None
         model.core.forward_dm = torch.compile(model.core.forward_dm, dynamic=False, mode=mode)  # type: ignore[method-assign]
-    if config.backend != "onnxruntime":
+    if config.backend != "onnxruntime" or config.steps == 0:  # steps 0 never runs the Generator
         return None
     from cosmos3_robot.runtime.export import OrtGeneratorStep, export_generator_step
 
