@@ -244,8 +244,12 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
     mean_action = fy_a.mean(0)
     # "autoencoder": the real future frames through the video autoencoder, the ceiling of
     # what imagined frames can score (the encoder is trained within the same budget).
-    psnrs = {"model": [], "copy_last": [], "autoencoder": []}
-    ssim = {"model": [], "copy_last": [], "autoencoder": []}
+    # "still": a clip in which nothing moves (the context frame repeated) through the
+    # autoencoder, what a model that predicts no motion at all scores after decoding.
+    names = ("model", "copy_last", "autoencoder", "still")
+    psnrs: dict[str, list[float]] = {n: [] for n in names}
+    ssim: dict[str, list[float]] = {n: [] for n in names}
+    per_frame: dict[str, list[list[float]]] = {n: [[] for _ in range(k)] for n in names}
     err = {"model": [], "ridge": [], "mean": []}
     # does the policy read its camera? each request again with a frame of another episode
     episode = np.array([e for e, _ in test.index])
@@ -257,7 +261,9 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
         for i, (rows, b) in enumerate(batches(test)):
             fut = model.generate("forward_dynamics", b, steps=steps, seed=i, n_future_frames=k, **temp)["video"]
             video = b.video.to(model.device)
-            rec = model.video_encoder.decode(model.video_encoder.encode(video), anchor=video[:, 0])[:, 1:].cpu()
+            enc = model.video_encoder
+            rec = enc.decode(enc.encode(video), anchor=video[:, 0])[:, 1:].cpu()
+            still = enc.decode(enc.encode(video[:, :1].expand_as(video).contiguous()), anchor=video[:, 0])[:, 1:].cpu()
             gt = targets(b)
             ida = model.generate("inverse_dynamics", b, steps=steps, seed=i, n_actions=spec.chunk, **temp)["actions"][:, :k]
             if all(other[r] >= 0 for r in rows):
@@ -276,13 +282,15 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
             for j in range(len(gt)):
                 real = frames_to_uint8(b.video[j, 1:])
                 for name, frames in (("model", frames_to_uint8(fut[j])), ("copy_last", np.repeat(frames_to_uint8(b.video[j, :1]), k, 0)),
-                                     ("autoencoder", frames_to_uint8(rec[j]))):
-                    for r, f in zip(real, frames):
+                                     ("autoencoder", frames_to_uint8(rec[j])), ("still", frames_to_uint8(still[j]))):
+                    for t, (r, f) in enumerate(zip(real, frames)):
                         psnrs[name].append(frame_psnr(r, f))
+                        per_frame[name][t].append(psnrs[name][-1])
                         ssim[name].append(structural_similarity(r, f, channel_axis=-1, data_range=255))
     return {"windows": len(test), "fit_windows": len(fit), "future_frames": k,
             "fd_psnr_db": {n: float(np.mean(v)) for n, v in psnrs.items()},
             "fd_ssim": {n: float(np.mean(v)) for n, v in ssim.items()},
+            "fd_psnr_db_per_frame": {n: [float(np.mean(x)) for x in v] for n, v in per_frame.items()},
             "id_mae_normalised": {n: float(np.mean(np.concatenate(v))) for n, v in err.items()},
             "camera_swap": ({n: float(np.mean(np.concatenate(v))) for n, v in swap.items()}
                             if swap["change"] else None)}
@@ -322,6 +330,13 @@ def print_tables(results: dict[str, Any]) -> None:
         if "autoencoder" in p:  # the ceiling: real future frames through the autoencoder
             w.add_row("FD PSNR (dB)", f"{p['model']:.2f}", "autoencoder round trip (ceiling)",
                       f"{p['autoencoder']:.2f}", f"{p['model'] - p['autoencoder']:+.2f} dB")
+        if "still" in p:  # has the model learned motion, or does it decode "nothing moves"?
+            w.add_row("FD PSNR (dB)", f"{p['model']:.2f}", "autoencoder, nothing moves",
+                      f"{p['still']:.2f}", f"{p['model'] - p['still']:+.2f} dB")
+        if "fd_psnr_db_per_frame" in wm:
+            pf = wm["fd_psnr_db_per_frame"]
+            w.add_row("FD PSNR per future frame (dB)", " / ".join(f"{x:.1f}" for x in pf["model"]),
+                      "copy last frame", " / ".join(f"{x:.1f}" for x in pf["copy_last"]), "")
         for base, label in (("ridge", "ridge on pixels"), ("mean", "mean action")):
             w.add_row("ID action MAE (normalised, lower better)", f"{e['model']:.3f}", label, f"{e[base]:.3f}",
                       f"{e['model'] / max(e[base], 1e-9):.2f}x")

@@ -42,6 +42,10 @@ def test_quality_pipeline_on_a_tiny_budget(tmp_path, monkeypatch):
     for table in ("fd_psnr_db", "fd_ssim", "id_mae_normalised"):
         assert all(math.isfinite(v) for v in wm[table].values()), wm
     assert wm["fd_psnr_db"]["copy_last"] > 10  # consecutive frames of a reach are alike
+    # the tiny preset's latents are pixels: "nothing moves" decodes to the last frame exactly
+    assert wm["fd_psnr_db"]["still"] == pytest.approx(wm["fd_psnr_db"]["copy_last"])
+    for name, frames in wm["fd_psnr_db_per_frame"].items():  # every window has 4 future frames
+        assert len(frames) == 4 and np.mean(frames) == pytest.approx(wm["fd_psnr_db"][name]), name
     swap = wm["camera_swap"]  # own frame vs the frame of a window of the other episode
     assert all(math.isfinite(v) and v >= 0 for v in swap.values()), swap
     assert swap["mae_own"] > 0
