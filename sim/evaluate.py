@@ -218,8 +218,10 @@ WORKERS_DIED = (
 
 
 def _run_in_workers(jobs: list[tuple[str, int, str | None]], workers: int, policy_spec: str, cfg: "EvalConfig",
-                    threads: int, progress: Callable[[EpisodeResult], None] | None) -> list[EpisodeResult]:
-    """The episodes in ``workers`` spawned processes, results as they finish.
+                    threads: int, progress: Callable[[EpisodeResult], None] | None,
+                    results: list[EpisodeResult]) -> None:
+    """The episodes in ``workers`` spawned processes, appended to ``results`` as they finish
+    (so that Ctrl-C leaves the caller the episodes done so far).
 
     A ``ProcessPoolExecutor`` rather than ``multiprocessing.Pool``: a worker that dies (e.g.
     while re-importing an unguarded calling script) breaks the executor with an error here,
@@ -229,7 +231,7 @@ def _run_in_workers(jobs: list[tuple[str, int, str | None]], workers: int, polic
 
     ctx = mp.get_context("spawn")  # fresh interpreters: no forked GL or torch thread state
     ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(policy_spec, cfg, threads))
-    results = []
+    done_before = len(results)
     try:
         # submitted in task order, so each worker builds few envs
         for future in as_completed([ex.submit(_run_job, job) for job in jobs]):
@@ -237,14 +239,16 @@ def _run_in_workers(jobs: list[tuple[str, int, str | None]], workers: int, polic
             if progress:
                 progress(results[-1])
     except BrokenProcessPool as exc:
-        raise RuntimeError(WORKERS_DIED) from exc
+        if len(results) == done_before:
+            raise RuntimeError(WORKERS_DIED) from exc
+        raise RuntimeError(f"an evaluation worker process died after {len(results) - done_before} episodes "
+                           "(a crash in the simulator or the policy); rerun with workers=1 to see it") from exc
     except KeyboardInterrupt:
         for proc in list(getattr(ex, "_processes", {}).values()):  # no public terminate
             proc.terminate()
         raise
     finally:
         ex.shutdown(wait=False, cancel_futures=True)
-    return results
 
 
 def evaluate(policy_spec: str, cfg: EvalConfig, out_dir: str | os.PathLike[str] | None = None,
@@ -276,7 +280,7 @@ def evaluate(policy_spec: str, cfg: EvalConfig, out_dir: str | os.PathLike[str] 
                     progress(results[-1])
         else:
             del policy  # workers build their own
-            results.extend(_run_in_workers(jobs, workers, policy_spec, cfg, threads, progress))
+            _run_in_workers(jobs, workers, policy_spec, cfg, threads, progress, results)
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -257,6 +257,20 @@ def test_ctrl_c_keeps_partial_results(monkeypatch):
     assert run.summary()["interrupted"] is True
 
 
+def test_ctrl_c_with_workers_keeps_the_finished_episodes():
+    seen: list = []
+
+    def ctrl_c_at_the_second(result):  # called as each episode finishes, after it is kept
+        seen.append(result.index)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    run = evaluate("random", EvalConfig(tasks=("reach",), episodes=6, workers=2, videos=0),
+                   progress=ctrl_c_at_the_second)
+    assert run.interrupted and sorted(r.index for r in run.results) == sorted(seen)
+    assert run.summary()["overall"]["episodes"] == 2
+
+
 def test_unknown_policy_or_task_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="unknown 'fly'"):
         EvalConfig(tasks=("fly",))
