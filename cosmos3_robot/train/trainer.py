@@ -223,8 +223,6 @@ class Trainer:
 
                     self._pretrain("encoder", [p for p in enc.parameters() if p.requires_grad], recon,
                                    cfg.encoder_steps, cfg.encoder_lr, "video_recon", 0xE4C)
-                    if self.ema is not None:  # the EMA copy was taken before; the encoder is frozen from here
-                        self.ema.video_encoder.load_state_dict(enc.state_dict())
                 model.video_encoder.requires_grad_(False)
         if cfg.prior_steps > 0 and ckpt is None:
             params = [p for p in model.prior_parameters() if p.requires_grad]
@@ -234,10 +232,6 @@ class Trainer:
                           "nothing to pretrain")
             else:
                 self._pretrain("prior", params, model.prior_loss, cfg.prior_steps, cfg.prior_lr, "action_prior", 0x9A1)
-                if self.ema is not None:  # the EMA starts from the pretrained prior, not from zero
-                    with torch.no_grad():
-                        for pe, p in zip(self.ema.prior_parameters(), model.prior_parameters()):
-                            pe.copy_(p)
         self.fsdp = self.world > 1 and cfg.strategy == "fsdp"
         if self.fsdp:
             from torch.distributed.fsdp import fully_shard
@@ -268,7 +262,8 @@ class Trainer:
         after a linear warm-up over ``warmup`` steps, batches of ``batch_size`` from a stream
         of the phase's own (seeded by ``salt``). Logged to ``metrics.jsonl`` as ``{"phase":
         phase, f"{phase}_step": ..., f"loss/{loss_name}": ...}``. Under ``max_minutes`` the
-        pretraining phases stop once half of the budget is spent."""
+        pretraining phases stop once half of the budget is spent. The EMA copy then takes
+        the pretrained weights."""
         cfg = self.cfg
         opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
         stream = IndexStream(torch.ones(len(self.dataset)), _mix(cfg.seed, salt), self.rank)  # type: ignore[arg-type]
@@ -306,6 +301,8 @@ class Trainer:
                     print(f"[train] {phase} step {step + 1:>5}/{steps} {loss_name}={rec[f'loss/{loss_name}']:.5f} "
                           f"{rec['samples_per_s']:.1f} samples/s", flush=True)
                 losses, t_log = [], now
+        if self.ema is not None:  # the EMA copy was taken before: it starts from the pretrained weights
+            self.ema.load_state_dict(self.model.state_dict())
 
     def _resume_weights(self) -> Path | None:
         """Load model/EMA weights and the trainer position from the latest checkpoint (before
