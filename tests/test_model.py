@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cosmos3_robot.model import MODES, Cosmos3, Mode, WorldBatch, load_model, preset, save_model
+from cosmos3_robot.model.modes import get_mode
 from cosmos3_robot.model import rope
 from cosmos3_robot.model.flow import integrate, sample_time, shift_time
 from cosmos3_robot.model.mot import PrefixCache
@@ -114,11 +115,13 @@ def test_block_causal_cached_generation_equals_recomputation():
             assert torch.allclose(fast[k].float(), slow[k].float(), atol=1e-5), (mode, k)
 
 
-@pytest.mark.parametrize("block_causal", [False, True])
-def test_optimised_generation_equals_the_plain_path(block_causal):
+@pytest.mark.parametrize("block_causal,priors", [(False, False), (True, False), (True, True)])
+def test_optimised_generation_equals_the_plain_path(block_causal, priors):
     """Per-request precomputation (positions, RoPE, the adaLN modulation table, the
-    block-causal clean K/V) changes no sample: same outputs as recomputing at every step."""
-    m = make_model(wake=True, block_causal=block_causal).eval()
+    block-causal clean K/V) changes no sample: same outputs as recomputing at every step
+    (also with the action and video priors, whose starts and scaled heads both paths share)."""
+    extra = {"action_prior": True, "video_prior": True, "flow": {"prior_noise": 0.5}} if priors else {}
+    m = make_model(wake=True, block_causal=block_causal, **extra).eval()
     b = random_batch()
     cache: dict = {}
     for mode in ("policy_actions", "policy", "forward_dynamics", "inverse_dynamics"):
@@ -570,9 +573,9 @@ def test_action_prior_is_where_the_flow_starts_and_learns_by_regression():
     assert torch.allclose(act(m, steps=0), mu[..., :10] + noise, atol=1e-5)
     pinned = act(m, 0.0, steps=0, action_prefix=prefix)
     assert torch.equal(pinned[:, :3], prefix) and torch.allclose(pinned[:, 3:], mu[:, 3:, :10], atol=1e-6)
-    with pytest.raises(ValueError, match="steps: 0 returns the action prior's chunk"):
+    with pytest.raises(ValueError, match="steps: 0 returns a prior's output"):
         act(plain, steps=0)
-    with pytest.raises(ValueError, match="steps: 0 returns the action prior's chunk"):
+    with pytest.raises(ValueError, match="steps: 0 returns a prior's output"):
         m.generate("policy", WorldBatch(**{**req.__dict__, "state": state}), steps=0, n_actions=8,
                    action_dim=10, n_future_frames=2)
     # regression: the prior's loss is reported and trains its head on the observation
@@ -589,7 +592,7 @@ def test_action_prior_is_where_the_flow_starts_and_learns_by_regression():
     prior_ids = {id(p) for p in m.prior_parameters()}
     assert {id(p) for p in m.parameters() if p.grad is not None} <= prior_ids
     assert m.prior_bias.grad.abs().sum() > 0 and m.prior_head[0].weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="prior_loss: the model has no action prior"):
+    with pytest.raises(ValueError, match="prior_loss: the model has no prior"):
         plain.prior_loss(b)
     with pytest.raises(ValueError, match=r"temperature: expected a number in \[0, 1\]"):
         act(m, 1.5)
@@ -640,6 +643,130 @@ def test_prior_noise_scales_the_start_the_velocity_and_the_loss():
     assert torch.allclose(act(small, 0.0, steps=0), mu, atol=1e-6)  # the towers do not run
     with pytest.raises(ValueError, match=r"flow.prior_noise must be in \(0, 1\]"):
         preset("tiny", flow={"prior_noise": 0.0})
+
+
+def test_video_prior_is_where_forward_dynamics_starts_and_learns_by_regression():
+    """``video_prior``: forward dynamics starts at ``prior + temperature * prior_noise *
+    noise`` (an untrained video head has zero velocity, so a sample is that start decoded),
+    ``steps=0`` decodes the start without the towers, the prior's regression part appears
+    in every mode that holds the clip and its actions, and only forward dynamics starts
+    from it."""
+    sigma = 0.5
+    b = random_batch(D=10)
+    plain = make_model()
+    m = make_model(video_prior=True, flow={"prior_noise": sigma})
+    missing, _ = m.load_state_dict(plain.state_dict(), strict=False)
+    assert missing and all(k.startswith("video_prior.") for k in missing)
+    with torch.no_grad():  # a prior that predicts something
+        m.video_prior.body[-1].weight.normal_(std=0.05)
+        m.video_prior.body[-1].bias.normal_(std=0.2)
+
+    def fd(model, temperature=1.0, steps=3):
+        return model.generate("forward_dynamics", b, steps=steps, seed=4, n_future_frames=2,
+                              temperature=temperature)["video"]
+
+    c = m.config
+    ctx = m._video_streams(get_mode("forward_dynamics"), b, 2, False)[0]["video_context"]
+    a, _ = m._padded_actions(b, 2)
+    mu = m.video_prior_tokens(ctx, a, m.domain_ids(b.embodiment, 2), 2)
+    assert mu.shape == (2, 2 * c.tokens_per_latent_frame, c.latent_channels * c.dm_patch ** 2)
+    assert mu.abs().mean() > 0.1
+    prior_video = m.decode_video(mu, ctx)
+    assert torch.allclose(fd(m, 0.0), prior_video, atol=1e-6)  # zero velocity: the prior decoded
+    assert torch.allclose(fd(m, 0.0, steps=0), prior_video, atol=1e-6)  # the towers do not run
+    noise = fd(plain)  # raw patches, zero velocity: a sample of the plain model is its noise
+    assert torch.allclose(fd(m) - prior_video, sigma * noise, atol=1e-5)
+    assert torch.allclose(fd(m, steps=0), fd(m), atol=1e-5)  # the same start as the sampler's
+    with pytest.raises(ValueError, match="steps: 0 returns a prior's output"):
+        fd(plain, steps=0)
+    # policy co-generation has noisy actions: its video starts from unit noise as before
+    pol = {"steps": 2, "seed": 4, "n_future_frames": 2, "n_actions": 8}
+    assert torch.allclose(m.generate("policy", b, **pol)["video"], plain.generate("policy", b, **pol)["video"])
+    # regression: a part of every mode that holds the clip and its actions, and it trains the
+    # prior on both its inputs
+    for name, has in (("forward_dynamics", True), ("inverse_dynamics", True), ("policy", True),
+                      ("policy_actions", False), ("image_to_video", False)):
+        _, parts = m.loss(name, b, torch.Generator().manual_seed(1))
+        assert ("video_prior" in parts) == has, name
+    m.zero_grad(set_to_none=True)
+    loss, parts = m.loss("inverse_dynamics", b)
+    loss.backward()
+    assert m.video_prior.inp.weight.grad.abs().sum() > 0 and m.video_prior.action_in.weight.grad.abs().sum() > 0
+    # prior pretraining: the regression alone; a clip without future frames has nothing for it
+    assert m.prior_loss(b).item() == pytest.approx(m.video_prior_loss(b).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="the video prior needs clips with context and future frames"):
+        m.prior_loss(WorldBatch(**{**b.__dict__, "video": b.video[:, :1]}))
+    assert not preset("tiny").video_prior
+
+
+def test_video_prior_forward_dynamics_loss_is_in_units_of_the_prior_noise():
+    """With a zero prior and a zero video head, the forward-dynamics video loss is
+    ``mean((x / sigma - n)^2)``: the unit-noise model's ``mean((x - n)^2)`` rescaled, the
+    same units rule as the action flow's."""
+    sigma = 0.25
+    b = random_batch(D=10)
+    unit = make_model(video_prior=True)
+    small = make_model(video_prior=True, flow={"prior_noise": sigma})
+    zero = WorldBatch(**{**b.__dict__, "video": torch.zeros_like(b.video)})
+
+    def video_loss(model, batch):
+        return model.loss("forward_dynamics", batch, torch.Generator().manual_seed(3))[1]["video_future"]
+
+    n2 = video_loss(unit, zero)  # mean(n^2)
+    x2 = float((b.video[:, 1:] ** 2).mean())
+    xn = (x2 + n2 - video_loss(unit, b)) / 2
+    assert video_loss(small, zero) == pytest.approx(n2, rel=1e-5)
+    assert video_loss(small, b) == pytest.approx((x2 - 2 * sigma * xn + sigma ** 2 * n2) / sigma ** 2, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_video_prior_learns_motion_from_actions():
+    """Trained by :meth:`~Cosmos3.encoder_loss` alone on squares that move by their actions,
+    the prior's forward dynamics (``steps=0``, temperature 0) beats copying the last frame,
+    and only the prior's parameters learn (a raw-pixel model has no encoder weights)."""
+    video, actions = square_clips(4, frames=2)
+    b = WorldBatch(text=["move"] * 4, embodiment=["single_arm"] * 4, video=video, n_context_frames=1,
+                   actions=actions, fps=15.0, control_hz=15.0)
+    m = make_model(video_prior=True)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    opt = torch.optim.AdamW(m.video_prior.parameters(), lr=3e-3, weight_decay=0)
+    first = float(m.encoder_loss(b))
+    for _ in range(150):
+        loss = m.encoder_loss(b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.1 * first
+    pred = m.generate("forward_dynamics", b, steps=0, n_future_frames=1, temperature=0.0)["video"]
+    mse_model = float(((pred - video[:, 1:]) ** 2).mean())
+    mse_copy = float(((video[:, :1] - video[:, 1:]) ** 2).mean())
+    assert mse_model < 0.3 * mse_copy
+    changed = {k for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("video_prior.") for k in changed)
+
+
+def test_encoder_loss_adds_the_video_prior_on_detached_latents():
+    """``encoder_loss``: the conv autoencoder's reconstruction loss, plus the prior's
+    weighted regression on latents the prior cannot move (the encoder's gradient is the
+    reconstruction's alone)."""
+    b = random_batch(frames=5, D=10)
+    kw = {"video_encoder": "conv_ae", "latent_channels": 4, "spatial_compression": 4, "temporal_compression": 4,
+          "dm_patch": 2, "video_anchored": True, "video_gated": True}
+    plain, m = make_model(**kw), make_model(video_prior=True, **kw)
+    m.load_state_dict(plain.state_dict(), strict=False)
+    with torch.no_grad():
+        m.video_prior.body[-1].weight.normal_(std=0.05)
+    recon = plain.video_encoder.reconstruction_loss(b.video)
+    assert float(plain.encoder_loss(b)) == pytest.approx(float(recon), rel=1e-6)
+    total = m.encoder_loss(b)
+    assert float(total) > float(recon) + 1e-6
+    total.backward()
+    recon.backward()
+    for (name, p), q in zip(m.video_encoder.named_parameters(), plain.video_encoder.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6), name
+    assert m.video_prior.inp.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="video: the encoder's pretraining needs video"):
+        m.encoder_loss(WorldBatch(**{**b.__dict__, "video": None}))
 
 
 def test_shared_instruction_prefix_equals_one_pass_per_sample():

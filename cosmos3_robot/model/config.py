@@ -42,14 +42,17 @@ class FlowConfig:
         recon_samples: clips per batch that train the encoder by reconstruction (its
             backward at full resolution is a third of a ``small`` training step on a CPU);
             the others are encoded without grad. ``0``: every clip.
-        prior_loss_weight: weight of the action prior's regression loss (MSE to the clean
-            chunk), with ``Cosmos3Config.action_prior``.
+        prior_loss_weight: weight of the priors' regression losses (MSE to the clean chunk
+            with ``Cosmos3Config.action_prior``, to the future latents with
+            ``Cosmos3Config.video_prior``).
         prior_noise: with ``Cosmos3Config.action_prior``, the std of the action flow's
             starting noise around the prior (normalised units; 1: unit noise as without a
             prior). The flow then carries ``prior + prior_noise * noise`` to the data, its
             action head's output is scaled by ``prior_noise`` and its loss is measured in
             those units (a data-dependent prior as in PriorGrad, Lee et al. 2022): a flow
-            that has learned little moves a sample little from the prior's chunk.
+            that has learned little moves a sample little from the prior's chunk. The same
+            std, head scaling and loss units hold for the video flow of forward dynamics with
+            ``Cosmos3Config.video_prior``.
     """
 
     timestep_sampling: Literal["logit_normal", "uniform", "beta"] = "logit_normal"
@@ -108,6 +111,13 @@ class Cosmos3Config:
             state, keypoint features), trained by regression; the flow transports ``prior + noise`` to the data
             (:meth:`~cosmos3_robot.model.cosmos3.Cosmos3.action_prior_mean`). Off by default so
             checkpoints saved before the field existed load as they were trained.
+        video_prior: forward dynamics starts from a learned prediction instead of zero-mean
+            noise: a small conv net on the context latents and the clean action chunk,
+            trained by regression to the future latents
+            (:class:`~cosmos3_robot.model.video_prior.VideoPrior`); the video flow transports
+            ``prior + prior_noise * noise`` to the data in modes whose actions are given.
+            Off by default so checkpoints saved before the field existed load as they were
+            trained.
         dm_patch: latent patch side grouped into one DM token.
         max_action_width: padded action width (64 in the reference).
         n_action_domains: one input/output projection per embodiment domain (32).
@@ -138,6 +148,7 @@ class Cosmos3Config:
     state_input: bool = False
     visual_keypoints: int = 0
     action_prior: bool = False
+    video_prior: bool = False
     dm_patch: int = 8
     max_action_width: int = 64
     n_action_domains: int = 32

@@ -36,6 +36,7 @@ from cosmos3_robot.model.tokenizers import (
 )
 from cosmos3_robot.model.keypoints import KeypointStem
 from cosmos3_robot.model.vae import ConvVideoAE, RawPatchify, VideoEncoder, check_frames
+from cosmos3_robot.model.video_prior import VideoPrior
 
 
 @dataclass
@@ -234,6 +235,8 @@ class Cosmos3(nn.Module):
                                             nn.SiLU(), nn.Linear(c.dim, c.max_actions * c.max_action_width))
             nn.init.zeros_(self.prior_head[-1].weight)
             nn.init.zeros_(self.prior_head[-1].bias)
+        self.video_prior = (VideoPrior(c.latent_channels, c.max_actions, c.max_action_width, c.n_action_domains)
+                            if c.video_prior else None)
         self.modality = nn.Parameter(torch.randn(2, c.dim) * 0.02)  # video, action
         self.time_embed = TimestepEmbedding(c.dim)
         self.dm_final_norm = RMSNorm(c.dim, affine=False)
@@ -248,6 +251,8 @@ class Cosmos3(nn.Module):
             for layer in self.prior_head[:3]:
                 if isinstance(layer, nn.Linear):
                     layer.reset_parameters()
+        if self.video_prior is not None:  # a conv net on O(1) inputs, like the prior head
+            self.video_prior.reset_parameters()
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -403,28 +408,66 @@ class Cosmos3(nn.Module):
         err = (mu - actions) ** 2
         return masked_mean(err, mask, self._action_valid(batch, err.shape[:2]))
 
-    def prior_loss(self, batch: WorldBatch) -> torch.Tensor:
-        """The action prior's regression loss alone (scalar): the observation path (state,
-        keypoint stem, prior head and per-domain mean) without the towers, for pretraining
-        it before the flow (``TrainConfig.prior_steps``). Needs ``action_prior``, actions
-        and embodiments, and the current frame when the model has ``visual_keypoints``."""
-        if self.prior_bias is None:
-            raise ValueError("prior_loss: the model has no action prior (Cosmos3Config.action_prior)")
+    def prior_loss(self, batch: WorldBatch, video_latents: torch.Tensor | None = None) -> torch.Tensor:
+        """The priors' regression losses alone (scalar), without the towers, for pretraining
+        them before the flow (``TrainConfig.prior_steps``): the action prior's (the
+        observation path: state, keypoint stem, prior head and per-domain mean; needs actions
+        and embodiments, and the current frame with ``visual_keypoints``) plus the video
+        prior's (:meth:`video_prior_loss`; on ``video_latents`` ``(B, F', C, h, w)`` when
+        given, e.g. cached, else the clip encoded without gradient; skipped for a batch
+        without future frames). Needs ``action_prior`` or ``video_prior``."""
+        if self.prior_bias is None and self.video_prior is None:
+            raise ValueError("prior_loss: the model has no prior (Cosmos3Config.action_prior / video_prior)")
         B = batch.batch_size
         actions, mask = self._padded_actions(batch, B)
         domain = self.domain_ids(batch.embodiment, B)
-        _, observed = self._action_side(batch, B, domain)
-        mu = self.action_prior_mean(observed, domain, actions.shape[1], mask)
-        assert mu is not None
-        return self._prior_error(mu, actions, mask, batch)
+        loss = actions.new_zeros(())
+        if self.prior_bias is not None:
+            _, observed = self._action_side(batch, B, domain)
+            mu = self.action_prior_mean(observed, domain, actions.shape[1], mask)
+            assert mu is not None
+            loss = loss + self._prior_error(mu, actions, mask, batch)
+        if self.video_prior is not None and batch.video is not None and batch.n_context_frames < batch.video.shape[1]:
+            loss = loss + self.video_prior_loss(batch, video_latents)
+        elif self.prior_bias is None:
+            raise ValueError("prior_loss: the video prior needs clips with context and future frames "
+                             "(window.n_future > 0), and the model has no action prior")
+        return loss
+
+    def video_prior_loss(self, batch: WorldBatch, latents: torch.Tensor | None = None) -> torch.Tensor:
+        """The video prior's regression loss (scalar): MSE of its prediction to the clip's
+        future latents, from the context latents, the clean actions and the embodiments.
+        ``latents`` ``(B, F', C, h, w)``: the clip's latents (treated as fixed targets);
+        ``None`` encodes ``batch.video`` without gradient."""
+        if self.video_prior is None:
+            raise ValueError("video_prior_loss: the model has no video prior (Cosmos3Config.video_prior)")
+        B = batch.batch_size
+        n_ctx = batch.n_context_frames
+        if batch.video is None or n_ctx < 1:
+            raise ValueError("video: the video prior needs context and future frames (B, F, 3, H, W)")
+        if latents is None:
+            self._check_images(batch.video, "video", B)
+            with torch.no_grad():
+                latents = self.video_encoder.encode(batch.video.to(self.device, self.special.dtype))
+        n_ctx_lat = 1 + (n_ctx - 1) // self.config.temporal_compression
+        if latents.shape[1] <= n_ctx_lat:
+            raise ValueError(f"video: the video prior needs future frames after the {n_ctx} context frames")
+        actions, _ = self._padded_actions(batch, B)
+        latents = latents.detach().to(self.device, self.special.dtype)
+        mu = self.video_prior(latents[:, :n_ctx_lat], actions, self.domain_ids(batch.embodiment, B),
+                              latents.shape[1] - n_ctx_lat)
+        return F.mse_loss(mu, latents[:, n_ctx_lat:])
 
     def prior_parameters(self) -> list[nn.Parameter]:
-        """The parameters :meth:`prior_loss` trains (``[]`` without an action prior): the
-        prior's own and the keypoint stem's."""
-        if self.prior_bias is None:
-            return []
-        mods = [m for m in (self.keypoints, self.prior_head) if m is not None]
-        return [self.prior_bias] + [p for m in mods for p in m.parameters()]
+        """The parameters :meth:`prior_loss` trains (``[]`` without a prior): the action
+        prior's own and the keypoint stem's, and the video prior's."""
+        params: list[nn.Parameter] = []
+        if self.prior_bias is not None:
+            mods = [m for m in (self.keypoints, self.prior_head) if m is not None]
+            params += [self.prior_bias] + [p for m in mods for p in m.parameters()]
+        if self.video_prior is not None:
+            params += list(self.video_prior.parameters())
+        return params
 
     def _padded_state(self, batch: WorldBatch, B: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The proprioception zero-padded to ``(B, W)`` (masked entries zeroed) and whether
@@ -580,15 +623,16 @@ class Cosmos3(nn.Module):
         return self.dm_final_norm(h) * (1 + scale) + shift, k, v
 
     def _heads(self, h: torch.Tensor, lay: _Layout, offset: int, domain: torch.Tensor | None,
-               streams: Sequence[str]) -> dict[str, torch.Tensor]:
+               streams: Sequence[str], video_scale: float = 1.0) -> dict[str, torch.Tensor]:
         """Output heads of ``streams`` (the noisy ones: clean streams have no target) from the
-        Generator outputs ``h``, which start at token ``offset`` of ``lay``."""
+        Generator outputs ``h``, which start at token ``offset`` of ``lay``. ``video_scale``:
+        the video flow's starting-noise std (:meth:`video_noise_scale`)."""
         out = {}
         for stream in streams:
             sl = lay.spans[stream]
             part = h[:, sl.start - offset: sl.stop - offset]
             out[stream] = (self.actions.project(part, domain) * self.action_noise_scale if stream == "actions"
-                           else self.video_out(part))
+                           else self.video_out(part) * video_scale)
         return out
 
     @property
@@ -596,6 +640,49 @@ class Cosmos3(nn.Module):
         """Std of the action flow's starting noise (``flow.prior_noise`` with an action prior,
         else 1); the action head's velocity is in these units times it."""
         return self.config.flow.prior_noise if self.prior_bias is not None else 1.0
+
+    def video_prior_applies(self, mode: Mode) -> bool:
+        """Whether ``mode``'s video flow starts from the video prior: a model with
+        ``video_prior`` generating future frames from given context and actions (forward
+        dynamics)."""
+        return (self.video_prior is not None and "video_future" in mode.noisy
+                and "video_context" in mode.clean and "actions" in mode.clean)
+
+    def video_noise_scale(self, mode: Mode) -> float:
+        """Std of the video flow's starting noise in ``mode`` (``flow.prior_noise`` where the
+        video prior applies, else 1); the video head's velocity is in these units times it."""
+        return self.config.flow.prior_noise if self.video_prior_applies(mode) else 1.0
+
+    def video_prior_tokens(self, context: torch.Tensor, actions: torch.Tensor, domain: torch.Tensor,
+                           n_future: int) -> torch.Tensor:
+        """The video prior's future latents as DM tokens ``(B, n_future * tokens_per_latent_frame,
+        C * p * p)`` from the context tokens ``(B, n_ctx * tokens_per_latent_frame, C * p * p)``
+        and the padded actions ``(B, T, max_action_width)``."""
+        c = self.config
+        assert self.video_prior is not None
+        g, tpf = c.latent_size, c.tokens_per_latent_frame
+        ctx = unpatchify(context, context.shape[1] // tpf, c.latent_channels, g, g, c.dm_patch)
+        return patchify(self.video_prior(ctx, actions, domain, n_future), c.dm_patch)
+
+    def encoder_loss(self, batch: WorldBatch) -> torch.Tensor:
+        """The trainable video encoder's reconstruction loss (MSE of the round trip, later
+        groups decoded onto the real first frame) plus, with ``video_prior`` and a batch with
+        context, future frames and actions, ``flow.prior_loss_weight`` times the prior's
+        regression loss on the detached latents: the prior learns while the encoder does
+        (``TrainConfig.encoder_steps``). Scalar."""
+        if batch.video is None:
+            raise ValueError("video: the encoder's pretraining needs video (B, F, 3, H, W)")
+        B = batch.batch_size
+        self._check_images(batch.video, "video", B)
+        enc = self.video_encoder
+        video = batch.video.to(self.device, self.special.dtype)
+        lat = enc.encode(video)
+        loss = F.mse_loss(enc.decode(lat, anchor=video[:, 0]), video)
+        n_ctx = batch.n_context_frames
+        n_ctx_lat = 1 + (n_ctx - 1) // self.config.temporal_compression if n_ctx else 0
+        if self.video_prior is not None and batch.actions is not None and 0 < n_ctx_lat < lat.shape[1]:
+            loss = loss + self.config.flow.prior_loss_weight * self.video_prior_loss(batch, lat)
+        return loss
 
     def modulation_table(self, times: torch.Tensor) -> "ModulationTable":
         """Every layer's adaLN parameters for the flow times ``times`` ``(U,)``, computed in
@@ -643,6 +730,14 @@ class Cosmos3(nn.Module):
                 if mu is not None:  # the prior learns by regression; the flow starts from it
                     parts["action_prior"] = self._prior_error(mu, clean["actions"], mask, batch)
                     noise["actions"] = noise["actions"] * self.action_noise_scale + mu.detach()
+            vscale = self.video_noise_scale(mode)
+            if self.video_prior is not None and "actions" in clean and {"video_context", "video_future"} <= set(clean):
+                # the prior learns from every mode that holds the clip and its actions
+                n_fut = clean["video_future"].shape[1] // self.config.tokens_per_latent_frame
+                vmu = self.video_prior_tokens(clean["video_context"], clean["actions"], domain, n_fut)
+                parts["video_prior"] = F.mse_loss(vmu, clean["video_future"])
+                if self.video_prior_applies(mode):  # forward dynamics starts from it
+                    noise["video_future"] = noise["video_future"] * vscale + vmu.detach()
             times = {s: sample_time((B,), fc, generator).to(self.device) for s in mode.noisy}
             for s in mode.noisy:
                 inputs[s] = interpolate(clean[s], noise[s], times[s])
@@ -650,17 +745,18 @@ class Cosmos3(nn.Module):
             lay = self._layout(mode, B, t0, fps, hz, {k: v for k, v in inputs.items() if k != "actions"},
                                n_ctx_lat, inputs.get("actions"), domain, times, side)
             h, _, _ = self._run_dm(lay, prefix)
-            pred = self._heads(h, lay, 0, domain, mode.noisy)
+            pred = self._heads(h, lay, 0, domain, mode.noisy, vscale)
             for s in mode.noisy:
                 err = (pred[s] - (clean[s] - noise[s])) ** 2
                 if s == "actions":  # in units of the starting noise's std
                     err = err / self.action_noise_scale ** 2
                     parts["actions"] = masked_mean(err, mask, self._action_valid(batch, err.shape[:2]))
                 else:
-                    parts[s] = err.mean()
+                    parts[s] = err.mean() / vscale ** 2
         weights = {"text": fc.text_loss_weight if not mode.text_loss else max(fc.text_loss_weight, 1.0),
                    "video_recon": fc.recon_loss_weight,
                    "actions": fc.action_loss_weight, "action_prior": fc.prior_loss_weight,
+                   "video_prior": fc.prior_loss_weight,
                    "video_future": fc.video_loss_weight, "video_context": fc.video_loss_weight}
         if not parts:
             raise ValueError(f"mode {mode.name!r} has nothing to learn from")
@@ -722,10 +818,11 @@ class Cosmos3(nn.Module):
         given actions or mask) and/or ``video`` ``(B, F_future, 3, H, W)`` in pixels.
         Deterministic for a given ``seed``.
 
-        ``steps=0`` (a policy mode with an action prior only) returns the sampler's starting
-        point without running either tower: at temperature 0 the prior's regressed chunk,
-        the model's cheapest action (a conv stem and an MLP) and, early in training, often
-        its most accurate one.
+        ``steps=0`` (a policy mode with an action prior, or forward dynamics with a video
+        prior) returns the sampler's starting point without running either tower: at
+        temperature 0 the prior's regressed chunk, the model's cheapest action (a conv stem
+        and an MLP) and, early in training, often its most accurate one; or the video
+        prior's regressed future frames.
 
         ``temperature`` scales the starting noise (1: sample the learned distribution; 0: start
         from its centre, so a one-step Euler sample is the model's estimate of the mean, and
@@ -804,7 +901,13 @@ class Cosmos3(nn.Module):
                     raise ValueError(f"n_actions: expected 1..{c.max_actions}, got {n_actions}")
                 shapes["actions"] = (B, n_actions, c.max_action_width)
 
+        video_mu = None
+        if self.video_prior_applies(mode):
+            n_fut = shapes["video_future"][1] // c.tokens_per_latent_frame
+            video_mu = self.video_prior_tokens(clean["video_context"], clean["actions"], domain, n_fut)
         if steps == 0:
+            if video_mu is not None:
+                return self._prior_video(mode, batch, clean, shapes, gen, temperature, video_mu)
             return self._prior_chunk(mode, batch, B, shapes, gen, temperature, domain, mask, action_prefix)
         text = list(batch.text)
         use_cfg = guidance != 1.0
@@ -831,7 +934,8 @@ class Cosmos3(nn.Module):
         state_r = rep(side)
         mask_r = rep(mask)
         t0 = float(prefix.valid.shape[1])
-        noise = self._starting_noise(shapes, gen, temperature, observed, domain, mask)
+        noise = self._starting_noise(shapes, gen, temperature, observed, domain, mask, video_mu)
+        vscale = self.video_noise_scale(mode)
         names = list(mode.noisy)
         pinned = self._pinned_prefix(action_prefix, mode, noise.get("actions"))
         # The sampler integrates one flat state per sample: streams flattened and concatenated.
@@ -900,10 +1004,10 @@ class Cosmos3(nn.Module):
             m = mods(float(t))
             if noisy_start is not None:
                 h, _, _ = self._run_dm(lay, dm_prefix, slice(noisy_start, None), m, backend)
-                pred = self._heads(h, lay, noisy_start, dom_r, names)
+                pred = self._heads(h, lay, noisy_start, dom_r, names, vscale)
             else:
                 h, _, _ = self._run_dm(lay, prefix, None, m, backend)
-                pred = self._heads(h, lay, 0, dom_r, names)
+                pred = self._heads(h, lay, 0, dom_r, names, vscale)
             v = {k: pred[k] for k in names}
             if "actions" in v:
                 v["actions"] = v["actions"] * mask_r[:, None]
@@ -920,17 +1024,23 @@ class Cosmos3(nn.Module):
         if "actions" in x1:
             out.update(self._action_output(x1["actions"], mask))
         if "video_future" in x1:
-            ctx = clean.get("video_context")
-            anchor = None if ctx is None else batch.video[:, 0].to(self.device, self.special.dtype)
-            out["video"] = self.decode_video(x1["video_future"], ctx, anchor)
+            out["video"] = self._decode_future(x1["video_future"], clean, batch)
         return out
+
+    def _decode_future(self, future: torch.Tensor, clean: dict[str, torch.Tensor], batch: WorldBatch) -> torch.Tensor:
+        """Generated future tokens -> frames ``(B, F, 3, H, W)``, decoded after the clean
+        context (when the mode has one) onto the real first frame."""
+        ctx = clean.get("video_context")
+        anchor = None if ctx is None else batch.video[:, 0].to(self.device, self.special.dtype)
+        return self.decode_video(future, ctx, anchor)
 
     def _starting_noise(self, shapes: dict[str, tuple[int, ...]], gen: torch.Generator, temperature: float,
                         observed: torch.Tensor | None, domain: torch.Tensor | None, mask: torch.Tensor | None,
-                        ) -> dict[str, torch.Tensor]:
+                        video_mu: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The sampler's starting point per noisy stream: ``temperature`` times unit noise,
         for actions masked to the real dimensions and, with an action prior, scaled by
-        ``flow.prior_noise`` around the prior's chunk."""
+        ``flow.prior_noise`` around the prior's chunk; for future video, with ``video_mu``
+        (the video prior's tokens), scaled the same way around them."""
         check_temperature(temperature)
         noise = {k: (float(temperature) * torch.randn(s, generator=gen)).to(self.device, self.special.dtype)
                  for k, s in shapes.items()}
@@ -940,6 +1050,8 @@ class Cosmos3(nn.Module):
             mu = self.action_prior_mean(observed, domain, noise["actions"].shape[1], mask)
             if mu is not None:  # the flow starts from the learned prior (temperature 0: at it)
                 noise["actions"] = noise["actions"] * self.action_noise_scale + mu
+        if video_mu is not None:
+            noise["video_future"] = noise["video_future"] * self.config.flow.prior_noise + video_mu
         return noise
 
     def _pinned_prefix(self, action_prefix: torch.Tensor | None, mode: Mode, actions: torch.Tensor | None,
@@ -974,9 +1086,11 @@ class Cosmos3(nn.Module):
         action prior's chunk (plus ``temperature * prior_noise`` noise), a pinned
         ``action_prefix`` in place. Only for modes that generate actions alone."""
         if set(mode.noisy) != {"actions"} or self.prior_bias is None:
-            raise ValueError("steps: 0 returns the action prior's chunk without running the towers; it needs a "
-                             "mode that generates actions alone (e.g. 'policy_actions') and a model with "
-                             f"action_prior (mode {mode.name!r}, action_prior={self.config.action_prior})")
+            raise ValueError("steps: 0 returns a prior's output without running the towers; it needs a mode "
+                             "that generates actions alone (e.g. 'policy_actions') and a model with action_prior, "
+                             "or 'forward_dynamics' and a model with video_prior (mode "
+                             f"{mode.name!r}, action_prior={self.config.action_prior}, "
+                             f"video_prior={self.config.video_prior})")
         _, observed = self._action_side(batch, B, domain)
         start = self._starting_noise(shapes, gen, temperature, observed, domain, mask)["actions"]
         pinned = self._pinned_prefix(action_prefix, mode, start)
@@ -985,6 +1099,15 @@ class Cosmos3(nn.Module):
             start = start.clone()
             start[:, :pinned.shape[1]] = pinned * mask[:, None]
         return self._action_output(start, mask)
+
+    def _prior_video(self, mode: Mode, batch: WorldBatch, clean: dict[str, torch.Tensor],
+                     shapes: dict[str, tuple[int, ...]], gen: torch.Generator, temperature: float,
+                     video_mu: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``generate(steps=0)`` in forward dynamics with a video prior: the flow's starting
+        point decoded without running either tower (at temperature 0 the prior's regressed
+        future, its estimate of the mean)."""
+        start = self._starting_noise(shapes, gen, temperature, None, None, None, video_mu)["video_future"]
+        return {"video": self._decode_future(start, clean, batch)}
 
     @torch.no_grad()
     def generate_text(self, prompts: Sequence[str], ar_images: torch.Tensor | None = None,
