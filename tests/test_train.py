@@ -379,6 +379,52 @@ def test_encoder_pretraining_then_frozen(tmp_path):
     assert read_metrics(tmp_path / "patchify", "encoder") == [] and hist[-1]["step"] == 4
 
 
+def test_video_prior_pretrains_with_the_encoder_and_on_latents_encoded_once(tmp_path):
+    """``video_prior``: it learns alongside the encoder's pretraining (one record of both
+    losses), then in the prior phase on latents encoded once per window (the encoder is
+    fixed there: no window is encoded twice), its loss falling while nothing else moves."""
+    from cosmos3_robot.train.recipe import build_datasets, build_model, load_recipe
+    from cosmos3_robot.train.trainer import Trainer, train_config_from
+
+    path = libero_recipe(tmp_path, steps=1, encoder_steps=3, prior_steps=60, prior_lr=3e-3, warmup=5,
+                         log_every=10)
+    vp = ["model.overrides={video_encoder: conv_ae, latent_channels: 4, spatial_compression: 4, "
+          "temporal_compression: 2, dm_patch: 2, video_anchored: true, video_prior: true}"]
+    recipe = load_recipe(path, vp)
+    torch.manual_seed(0)
+    model = build_model(recipe)
+    datasets, _ = build_datasets(recipe, tmp_path / "stats")
+    encoded: list[int] = []
+    encode = model.video_encoder.encode
+
+    def counting(video):
+        encoded.append(video.shape[0])
+        return encode(video)
+
+    model.video_encoder.encode = counting  # type: ignore[method-assign]
+    snapshot: dict[str, torch.Tensor] = {}
+    pretrain = Trainer._pretrain
+
+    def spy(self, phase, *args, **kw):
+        if phase == "prior":
+            encoded.clear()
+            snapshot.update({k: v.clone() for k, v in self.model.state_dict().items()})
+        return pretrain(self, phase, *args, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "_pretrain", spy)
+        Trainer(model, datasets[0], train_config_from(recipe["train"]), tmp_path / "run", quiet=True)
+    enc = read_metrics(tmp_path / "run", "encoder")
+    assert len(enc) == 1 and np.isfinite(enc[0]["loss/video_recon_and_prior"])
+    recs = read_metrics(tmp_path / "run", "prior")
+    assert [r["prior_step"] for r in recs] == [10, 20, 30, 40, 50, 60]
+    assert recs[-1]["loss/video_prior"] < 0.5 * recs[0]["loss/video_prior"]
+    assert 0 < sum(encoded) <= len(datasets[0]) < 60 * 2  # each window once, not each draw
+    state = model.state_dict()
+    moved = {k for k in state if not torch.equal(state[k], snapshot[k])}
+    assert moved and all(k.startswith("video_prior.") for k in moved)
+
+
 def test_prior_pretraining_reads_the_camera_before_the_flow(tmp_path):
     """``prior_steps``: the action prior (keypoint stem and head) regresses the chunk alone
     first (its own records in metrics.jsonl, its loss falling) while the towers stay at

@@ -68,6 +68,8 @@ class TrainConfig:
             against the budget and stops at half of it. A model whose encoder has no
             trainable weights (raw patches, an external VAE) skips it. ``0``: the encoder
             trains alongside the world model by ``flow.recon_loss_weight`` (never frozen).
+            A model with ``video_prior`` trains the prior in the same steps, on the detached
+            latents (:meth:`~cosmos3_robot.model.cosmos3.Cosmos3.encoder_loss`).
         prior_steps: regression-only steps of the action prior (``Cosmos3Config.action_prior``:
             the keypoint stem, the prior head and the per-domain mean,
             :meth:`~cosmos3_robot.model.cosmos3.Cosmos3.prior_loss`) before the world model
@@ -76,7 +78,9 @@ class TrainConfig:
             with the flow afterwards (``flow.prior_loss_weight``): the flow then starts from a
             chunk that already reads the camera instead of learning that path through it. A
             fresh start only; under ``max_minutes`` both pretraining phases together stop at
-            half of the budget. A model without an action prior skips it.
+            half of the budget. A model with ``video_prior`` trains that prior in the same
+            steps, on the windows' latents encoded once each (the encoder is fixed in this
+            phase); a model with neither prior skips it.
         strategy: with several processes, ``"ddp"`` (replicated weights) or ``"fsdp"``
             (FSDP2: parameters, gradients and optimizer state sharded per MoT layer; for the
             larger presets). Checkpoints hold full tensors either way.
@@ -214,24 +218,44 @@ class Trainer:
                           "trainable weights; nothing to pretrain")
             else:
                 if ckpt is None:  # a fresh start; before any wrapping, so ranks average by hand
-                    enc = model.video_encoder
-
-                    def recon(batch: Any) -> torch.Tensor:
+                    def recon(batch: Any, indices: list[int]) -> torch.Tensor:
                         if batch.video is None:
                             raise ValueError("train.encoder_steps: the data has no video to reconstruct")
-                        return enc.reconstruction_loss(batch.video.to(self.device))
+                        return model.encoder_loss(batch)
 
-                    self._pretrain("encoder", [p for p in enc.parameters() if p.requires_grad], recon,
-                                   cfg.encoder_steps, cfg.encoder_lr, "video_recon", 0xE4C)
+                    # a video prior learns alongside, from the latents each step encodes anyway
+                    mods = [m for m in (model.video_encoder, model.video_prior) if m is not None]
+                    self._pretrain("encoder", [p for m in mods for p in m.parameters() if p.requires_grad], recon,
+                                   cfg.encoder_steps, cfg.encoder_lr,
+                                   "video_recon" if model.video_prior is None else "video_recon_and_prior", 0xE4C)
                 model.video_encoder.requires_grad_(False)
         if cfg.prior_steps > 0 and ckpt is None:
             params = [p for p in model.prior_parameters() if p.requires_grad]
             if not params:
                 if not self.quiet:
-                    print("[train] prior_steps: the model has no action prior (model action_prior); "
+                    print("[train] prior_steps: the model has no prior (model action_prior / video_prior); "
                           "nothing to pretrain")
             else:
-                self._pretrain("prior", params, model.prior_loss, cfg.prior_steps, cfg.prior_lr, "action_prior", 0x9A1)
+                # The encoder does not change in this phase, so each window's latents are
+                # encoded once and reused (windows are drawn many times; encoding a clip costs
+                # far more than the prior's step). A random video transform is then frozen at
+                # its first draw for the video prior.
+                latents: dict[int, torch.Tensor] = {}
+
+                def priors(batch: Any, indices: list[int]) -> torch.Tensor:
+                    lat = None
+                    if model.video_prior is not None and batch.video is not None:
+                        todo = [k for k, i in enumerate(indices) if i not in latents]
+                        if todo:
+                            with torch.no_grad():
+                                new = model.video_encoder.encode(batch.video[todo].to(self.device))
+                            latents.update(zip([indices[k] for k in todo], new))
+                        lat = torch.stack([latents[i] for i in indices])
+                    return model.prior_loss(batch, lat)
+
+                name = "_and_".join(n for n, on in (("action_prior", model.prior_bias is not None),
+                                                    ("video_prior", model.video_prior is not None)) if on)
+                self._pretrain("prior", params, priors, cfg.prior_steps, cfg.prior_lr, name, 0x9A1)
         self.fsdp = self.world > 1 and cfg.strategy == "fsdp"
         if self.fsdp:
             from torch.distributed.fsdp import fully_shard
@@ -255,9 +279,11 @@ class Trainer:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def _pretrain(self, phase: str, params: list[torch.nn.Parameter], loss_fn: Callable[[Any], torch.Tensor],
+    def _pretrain(self, phase: str, params: list[torch.nn.Parameter],
+                  loss_fn: Callable[[Any, list[int]], torch.Tensor],
                   steps: int, lr: float, loss_name: str, salt: int) -> None:
-        """``steps`` steps of ``loss_fn(batch)`` on ``params`` alone, before the world model
+        """``steps`` steps of ``loss_fn(batch, indices)`` (the batch and its dataset indices) on
+        ``params`` alone, before the world model
         trains (``encoder_steps``, ``prior_steps``; see :class:`TrainConfig`): AdamW at ``lr``
         after a linear warm-up over ``warmup`` steps, batches of ``batch_size`` from a stream
         of the phase's own (seeded by ``salt``). Logged to ``metrics.jsonl`` as ``{"phase":
@@ -279,8 +305,8 @@ class Trainer:
             step_lr = lr * min(1.0, (step + 1) / max(1, cfg.warmup))
             for g in opt.param_groups:
                 g["lr"] = step_lr
-            batch = collate([self.dataset[stream.at(step * cfg.batch_size + i)] for i in range(cfg.batch_size)])
-            loss = loss_fn(batch)
+            indices = [stream.at(step * cfg.batch_size + i) for i in range(cfg.batch_size)]
+            loss = loss_fn(collate([self.dataset[i] for i in indices]), indices)
             loss.backward()
             if self.world > 1:
                 for p in params:
@@ -505,7 +531,8 @@ class Trainer:
 def read_metrics(run_dir: str | os.PathLike[str], phase: str = "train") -> list[dict[str, Any]]:
     """The records of a run's ``metrics.jsonl``: ``phase="train"`` the world model's steps
     (with ``step``, ``loss``, ``loss/<mode>``), ``"encoder"`` the encoder pretraining's
-    (``encoder_step``, ``loss/video_recon``), ``"prior"`` the action prior's (``prior_step``,
+    (``encoder_step``, ``loss/video_recon``, or ``loss/video_recon_and_prior`` with a video
+    prior), ``"prior"`` the action prior's (``prior_step``,
     ``loss/action_prior``). ``[]`` when the file does not exist yet."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
