@@ -246,7 +246,10 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
     # what imagined frames can score (the encoder is trained within the same budget).
     # "still": a clip in which nothing moves (the context frame repeated) through the
     # autoencoder, what a model that predicts no motion at all scores after decoding.
-    names = ("model", "copy_last", "autoencoder", "still")
+    # "prior": with a video prior, its regressed future alone (steps 0, temperature 0), the
+    # point the flow starts from.
+    has_prior = bool(getattr(model.config, "video_prior", False))
+    names = ("model", "copy_last", "autoencoder", "still") + (("prior",) if has_prior else ())
     psnrs: dict[str, list[float]] = {n: [] for n in names}
     ssim: dict[str, list[float]] = {n: [] for n in names}
     per_frame: dict[str, list[list[float]]] = {n: [[] for _ in range(k)] for n in names}
@@ -264,6 +267,11 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
             enc = model.video_encoder
             rec = enc.decode(enc.encode(video), anchor=video[:, 0])[:, 1:].cpu()
             still = enc.decode(enc.encode(video[:, :1].expand_as(video).contiguous()), anchor=video[:, 0])[:, 1:].cpu()
+            outputs = {"model": fut, "copy_last": b.video[:, :1].expand(-1, k, -1, -1, -1), "autoencoder": rec,
+                       "still": still}
+            if has_prior:
+                outputs["prior"] = model.generate("forward_dynamics", b, steps=0, n_future_frames=k,
+                                                  temperature=0.0)["video"]
             gt = targets(b)
             ida = model.generate("inverse_dynamics", b, steps=steps, seed=i, n_actions=spec.chunk, **temp)["actions"][:, :k]
             if all(other[r] >= 0 for r in rows):
@@ -281,8 +289,8 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
             err["mean"].append(np.abs(mean_action[None] - gt.flatten(1).numpy()).mean(1))
             for j in range(len(gt)):
                 real = frames_to_uint8(b.video[j, 1:])
-                for name, frames in (("model", frames_to_uint8(fut[j])), ("copy_last", np.repeat(frames_to_uint8(b.video[j, :1]), k, 0)),
-                                     ("autoencoder", frames_to_uint8(rec[j])), ("still", frames_to_uint8(still[j]))):
+                for name in names:
+                    frames = frames_to_uint8(outputs[name][j].cpu())
                     for t, (r, f) in enumerate(zip(real, frames)):
                         psnrs[name].append(frame_psnr(r, f))
                         per_frame[name][t].append(psnrs[name][-1])
@@ -333,6 +341,9 @@ def print_tables(results: dict[str, Any]) -> None:
         if "still" in p:  # has the model learned motion, or does it decode "nothing moves"?
             w.add_row("FD PSNR (dB)", f"{p['model']:.2f}", "autoencoder, nothing moves",
                       f"{p['still']:.2f}", f"{p['model'] - p['still']:+.2f} dB")
+        if "prior" in p:  # the flow's starting point: the video prior's regression alone
+            w.add_row("FD PSNR (dB)", f"{p['model']:.2f}", "video prior alone (steps 0)",
+                      f"{p['prior']:.2f}", f"{p['model'] - p['prior']:+.2f} dB")
         if "fd_psnr_db_per_frame" in wm:
             pf = wm["fd_psnr_db_per_frame"]
             w.add_row("FD PSNR per future frame (dB)", " / ".join(f"{x:.1f}" for x in pf["model"]),

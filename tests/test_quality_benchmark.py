@@ -35,9 +35,11 @@ def test_quality_pipeline_on_a_tiny_budget(tmp_path, monkeypatch):
     assert s["overall"]["errors"] == 0, s["episodes"]  # the LeRobot policy ran the episode without raising
     assert s["episodes"][0]["steps"] > 1
 
-    ours = quality.train_cosmos3(data, tmp_path / "cosmos3", "tiny", minutes=0.1, batch=4)
+    ours = quality.train_cosmos3(data, tmp_path / "cosmos3", "tiny", minutes=0.1, batch=4,
+                                 overrides=["model.overrides.video_prior=true", "train.prior_steps=5"])
     assert ours["steps"] >= 1
     wm = quality.world_model(tmp_path / "cosmos3", ["reach"], 2, steps=2)
+    assert set(wm["fd_psnr_db"]) == {"model", "copy_last", "autoencoder", "still", "prior"}
     assert wm["windows"] >= 1 and wm["future_frames"] == 4
     for table in ("fd_psnr_db", "fd_ssim", "id_mae_normalised"):
         assert all(math.isfinite(v) for v in wm[table].values()), wm
