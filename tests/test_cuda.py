@@ -83,3 +83,21 @@ def test_training_on_cuda_with_bf16_autocast_then_loading_on_the_cpu(tmp_path):
                        map_location="cpu")
     assert model.device.type == "cpu"
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_video_prior_forward_dynamics_and_pretraining_on_cuda(tmp_path):
+    """The video prior's start (steps 0 and a few flow steps) on CUDA matches the CPU, and a
+    recipe with it pretrains (encoder and prior phases, latents cached on the GPU) and trains
+    there with bf16 autocast."""
+    m = make_model(wake=True, video_prior=True, action_prior=True, flow={"prior_noise": 0.3}).eval()
+    b = random_batch()
+    for steps in (0, 2):
+        kw = dict(steps=steps, n_future_frames=2, seed=1, temperature=0.5)
+        ref = m.cpu().generate("forward_dynamics", b, **kw)["video"]
+        out = m.to("cuda").generate("forward_dynamics", b, **kw)["video"]
+        torch.testing.assert_close(out.cpu(), ref, atol=2e-4, rtol=1e-4)
+    vp = ["model.overrides={video_encoder: conv_ae, latent_channels: 4, spatial_compression: 4, "
+          "temporal_compression: 2, dm_patch: 2, video_anchored: true, video_prior: true}"]
+    history = run(libero_recipe(tmp_path, steps=4, encoder_steps=3, prior_steps=20, amp=True, ema=0.0),
+                  tmp_path / "run", overrides=vp, quiet=True)
+    assert len(history) == 4 and all(np.isfinite([h["loss"] for h in history]))
