@@ -248,7 +248,7 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
     # autoencoder, what a model that predicts no motion at all scores after decoding.
     # "prior": with a video prior, its regressed future alone (steps 0, temperature 0), the
     # point the flow starts from.
-    has_prior = bool(getattr(model.config, "video_prior", False))
+    has_prior = model.config.video_prior
     names = ("model", "copy_last", "autoencoder", "still") + (("prior",) if has_prior else ())
     psnrs: dict[str, list[float]] = {n: [] for n in names}
     ssim: dict[str, list[float]] = {n: [] for n in names}

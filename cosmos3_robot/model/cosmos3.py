@@ -449,7 +449,7 @@ class Cosmos3(nn.Module):
             self._check_images(batch.video, "video", B)
             with torch.no_grad():
                 latents = self.video_encoder.encode(batch.video.to(self.device, self.special.dtype))
-        n_ctx_lat = 1 + (n_ctx - 1) // self.config.temporal_compression
+        n_ctx_lat = self._context_latents(n_ctx)
         if latents.shape[1] <= n_ctx_lat:
             raise ValueError(f"video: the video prior needs future frames after the {n_ctx} context frames")
         actions, _ = self._padded_actions(batch, B)
@@ -500,6 +500,11 @@ class Cosmos3(nn.Module):
                              f"got {tuple(v.shape)} {v.dtype}")
         return v
 
+    def _context_latents(self, n_context_frames: int) -> int:
+        """Latent frames of ``n_context_frames`` context frames (the first alone, then groups
+        of the temporal compression); 0 without context."""
+        return 0 if n_context_frames == 0 else 1 + (n_context_frames - 1) // self.config.temporal_compression
+
     def _split_video(self, batch: WorldBatch, B: int) -> tuple[torch.Tensor, int, torch.Tensor | None]:
         """Latents of the whole clip ``(B, F', C, h, w)``, the number of context latents, and
         (training a trainable encoder) its reconstruction loss."""
@@ -533,7 +538,7 @@ class Cosmos3(nn.Module):
                     lat = torch.cat([lat, self.video_encoder.encode(video[n:])])
         else:
             lat = self.video_encoder.encode(video)
-        n_ctx_lat = 0 if n_ctx == 0 else 1 + (n_ctx - 1) // tc
+        n_ctx_lat = self._context_latents(n_ctx)
         return lat, n_ctx_lat, recon
 
     # ---- layout ------------------------------------------------------------------------
@@ -678,8 +683,7 @@ class Cosmos3(nn.Module):
         video = batch.video.to(self.device, self.special.dtype)
         lat = enc.encode(video)
         loss = F.mse_loss(enc.decode(lat, anchor=video[:, 0]), video)
-        n_ctx = batch.n_context_frames
-        n_ctx_lat = 1 + (n_ctx - 1) // self.config.temporal_compression if n_ctx else 0
+        n_ctx_lat = self._context_latents(batch.n_context_frames)
         if self.video_prior is not None and batch.actions is not None and 0 < n_ctx_lat < lat.shape[1]:
             loss = loss + self.config.flow.prior_loss_weight * self.video_prior_loss(batch, lat)
         return loss
@@ -907,7 +911,7 @@ class Cosmos3(nn.Module):
             video_mu = self.video_prior_tokens(clean["video_context"], clean["actions"], domain, n_fut)
         if steps == 0:
             if video_mu is not None:
-                return self._prior_video(mode, batch, clean, shapes, gen, temperature, video_mu)
+                return self._prior_video(batch, clean, shapes, gen, temperature, video_mu)
             return self._prior_chunk(mode, batch, B, shapes, gen, temperature, domain, mask, action_prefix)
         text = list(batch.text)
         use_cfg = guidance != 1.0
@@ -1100,7 +1104,7 @@ class Cosmos3(nn.Module):
             start[:, :pinned.shape[1]] = pinned * mask[:, None]
         return self._action_output(start, mask)
 
-    def _prior_video(self, mode: Mode, batch: WorldBatch, clean: dict[str, torch.Tensor],
+    def _prior_video(self, batch: WorldBatch, clean: dict[str, torch.Tensor],
                      shapes: dict[str, tuple[int, ...]], gen: torch.Generator, temperature: float,
                      video_mu: torch.Tensor) -> dict[str, torch.Tensor]:
         """``generate(steps=0)`` in forward dynamics with a video prior: the flow's starting
