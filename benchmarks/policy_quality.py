@@ -180,11 +180,12 @@ def held_out_windows(run: Path, tasks: list[str], episodes: int, seed: int, norm
     from cosmos3_robot.sim.record import RecordStats, expert_episodes
 
     w = json.loads((resolve_checkpoint(run) / "trainer.json").read_text())["windows"][0]
-    spec = WindowSpec(embodiment=w["embodiment"], camera=w["camera"], fps=w.get("fps"), n_context=1,
+    spec = WindowSpec(embodiment=w["embodiment"], camera=w["camera"], views=tuple(w.get("views") or ()),
+                      fps=w.get("fps"), n_context=1,
                       n_future=int(w["n_future"]), chunk=int(w["chunk"]), image_size=int(w["image_size"]),
                       stride=int(w["n_future"]))
     eps = list(expert_episodes(tasks, episodes, RecordStats(), seed=seed, image_size=int(w["image_size"]),
-                               cameras=(w["camera"],), hold_steps=spec.chunk))
+                               cameras=tuple(dict.fromkeys((w["camera"], *spec.views))), hold_steps=spec.chunk))
     return WindowDataset(eps, spec, normalizer=normalizer, state_normalizer=state_normalizer), spec
 
 

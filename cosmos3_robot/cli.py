@@ -274,9 +274,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default runs/demo, or runs/demo_quick with --quick)")
     p.add_argument("--quick", action="store_true", help="smoke run: few demos, tiny model, 1 minute of training")
-    p.add_argument("--minutes", type=float, help="training budget in minutes (default 15)")
-    p.add_argument("--demos", type=int, help="expert demonstrations per task (default 40)")
-    p.add_argument("--eval-episodes", type=int, help="closed-loop episodes per task (default 20)")
+    p.add_argument("--minutes", type=float, help="training budget in minutes (default 14)")
+    p.add_argument("--demos", type=int, help="expert demonstrations per task (default 150)")
+    p.add_argument("--eval-episodes", type=int, help="closed-loop episodes per task (default 50)")
     p.add_argument("--preset", help="model preset (default small)")
     p.add_argument("--workers", type=int, help="evaluation worker processes (default 2)")
     p.add_argument("--recipe", help="training recipe (default recipes/sim/builtin_tasks.yaml)")
@@ -289,17 +289,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         policy = Cosmos3Policy.from_checkpoint(args.checkpoint, _inference_config(args))
         state = dict(kv.split("=", 1) for kv in args.state_key) if args.state_key else {"state": "observation/state"}
+        views = dict(kv.split("=", 1) for kv in args.view) if args.view else {"wrist": "observation/wrist_image"}
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
         print(f"[serve] warning: listening on {args.host} without --token: anyone who can reach the port can "
               f"drive the policy", file=sys.stderr)
-    keys = ObservationKeys(image=args.image_key, state=state, prompt=args.prompt_key)
+    keys = ObservationKeys(image=args.image_key, state=state, prompt=args.prompt_key, views=views)
     meta = {"embodiment": policy.embodiment.name, "chunk": policy.chunk, "action_dim": policy.embodiment.width,
             "control_hz": policy.fps, "image_size": policy.image_size, "n_context": policy.n_context,
             "observation_keys": {"image": keys.image, "state": keys.state, "prompt": keys.prompt}}
-    server = PolicyServer(policy_infer_fn(policy, keys), ServerConfig(args.host, args.port, args.token), meta)
+    meta["observation_keys"]["views"] = keys.views
+    try:
+        infer = policy_infer_fn(policy, keys)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    server = PolicyServer(infer, ServerConfig(args.host, args.port, args.token), meta)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -313,6 +320,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' from clients")
     p.add_argument("--image-key", default="observation/image", help="request key of the camera frame")
+    p.add_argument("--view", action="append", metavar="CAMERA=KEY",
+                   help="request key of another camera the model reads (repeatable; default "
+                        "wrist=observation/wrist_image)")
     p.add_argument("--state-key", action="append", metavar="RAW=KEY",
                    help="embodiment raw key = request key (default state=observation/state)")
     p.add_argument("--prompt-key", default="prompt", help="request key of the instruction")

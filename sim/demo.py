@@ -41,21 +41,23 @@ class DemoConfig:
         batch_size: training batch size.
         workers: evaluation worker processes.
         replan: actions executed per chunk.
-        steps: denoising steps at inference.
+        steps: denoising steps at inference; 0 acts with the action prior alone (the
+            observation stem and regression head, without the towers), which is what the
+            CPU budget trains best (docs/experiments/2026-12-01-visuomotor-prior.md).
         noise: expert position noise (m) while recording.
         recipe: the training recipe (default: the repository's ``recipes/sim/builtin_tasks.yaml``).
     """
 
     out: str = "runs/demo"
     tasks: tuple[str, ...] = BUILTIN_TASKS
-    demos_per_task: int = 40
-    minutes: float = 15.0
-    eval_episodes: int = 20
+    demos_per_task: int = 150
+    minutes: float = 14.0
+    eval_episodes: int = 50
     preset: str = "small"
     batch_size: int = 16
     workers: int = 2
     replan: int = 8
-    steps: int = 4
+    steps: int = 0
     noise: float = 0.004
     recipe: str | None = None
 
@@ -119,10 +121,11 @@ def imagination(run_dir: Path, out_dir: Path, task: str = "pick_place", seed: in
 
     pol = Cosmos3Policy.from_checkpoint(run_dir, InferenceConfig(steps=steps))
     w = pol.window
-    spec = WindowSpec(embodiment=w["embodiment"], camera=w["camera"], fps=w.get("fps"), n_context=1,
+    spec = WindowSpec(embodiment=w["embodiment"], camera=w["camera"], views=tuple(w.get("views") or ()),
+                      fps=w.get("fps"), n_context=1,
                       n_future=int(w.get("n_future") or 4), chunk=int(w["chunk"]), image_size=int(w["image_size"]),
                       stride=int(w.get("n_future") or 4))
-    env = TASKS[task](image_size=int(w["image_size"]), cameras=(w["camera"],))
+    env = TASKS[task](image_size=int(w["image_size"]), cameras=tuple(dict.fromkeys((w["camera"], *(w.get("views") or ())))))
     try:
         ep, _ = expert_episode(env, seed, hold_steps=spec.chunk)
     finally:

@@ -68,7 +68,8 @@ class RandomPolicy:
 class CheckpointPolicy:
     """A trained model through :class:`cosmos3_robot.runtime.Cosmos3Policy`.
 
-    The camera is the one the model was trained on (the run's window settings); the
+    The cameras are the ones the model was trained on (the run's window settings: the
+    video camera and every camera of ``views``); the
     request seed is derived from the episode seed and the call index, so a rerun with the
     same seeds reproduces the same actions.
     """
@@ -86,13 +87,14 @@ class CheckpointPolicy:
         self.seed, self.calls = 0, 0
 
     def reset(self, env, seed):
-        if self.camera not in env.unwrapped.cameras:
-            raise ValueError(f"policy camera {self.camera!r} is not rendered by the env ({env.unwrapped.cameras})")
+        for cam in (self.camera, *self.policy.views):
+            if cam not in env.unwrapped.cameras:
+                raise ValueError(f"policy camera {cam!r} is not rendered by the env ({env.unwrapped.cameras})")
         self.seed, self.calls = seed, 0
 
     def act(self, obs, instruction):
         out = self.policy.infer(obs[self.camera], {"state": obs["state"]} if self.needs_state else {}, instruction,
-                                seed=self.seed * 1009 + self.calls)
+                                seed=self.seed * 1009 + self.calls, views={c: obs[c] for c in self.policy.views})
         self.calls += 1
         if len(out) != 1:
             raise ValueError(f"policy output has keys {sorted(out)}; an env takes one action array")

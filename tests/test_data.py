@@ -48,7 +48,28 @@ def test_libero_windows_follow_the_timing_rule(tmp_path):
     ds.normalizer = ds.action_statistics()
     b = collate([ds[i] for i in range(4)])
     assert b.actions.shape == (4, 8, 64) and b.action_mask.sum(1).tolist() == [7] * 4
-    assert b.text == [INSTRUCTION] * 4 and b.embodiment == ["libero"] * 4
+    assert b.text == [INSTRUCTION] * 4 and b.embodiment == ["libero"] * 4 and b.views is None
+
+
+def test_windows_carry_every_listed_camera_as_views(tmp_path):
+    """``views``: each sample carries the current frame ("now") of every listed camera, in
+    that order, and collate stacks them ``(B, N, 3, S, S)``; a camera the episodes lack, or
+    one listed twice, is refused by name."""
+    eps = list(read_hdf5(write_libero_hdf5(tmp_path / "a.hdf5"), LIBERO))
+    spec = WindowSpec(embodiment="libero", camera="agentview", views=("wrist", "agentview"), fps=20,
+                      n_context=1, n_future=2, chunk=8, image_size=32)
+    ds = WindowDataset(eps, spec)
+    s = ds[5]
+    assert s["views"].shape == (2, 3, 32, 32)
+    for k, cam in enumerate(("wrist", "agentview")):
+        expected = torch.from_numpy(eps[0].frames[cam][5].astype(np.float32)).permute(2, 0, 1) / 127.5 - 1
+        assert torch.allclose(s["views"][k], expected)
+    assert torch.equal(s["views"][1], s["video"][0])  # now = the last context frame
+    assert collate([ds[i] for i in range(3)]).views.shape == (3, 2, 3, 32, 32)
+    with pytest.raises(DataError, match=r"no camera 'top'"):
+        WindowDataset(eps, WindowSpec(**{**spec.__dict__, "views": ("wrist", "top")}))
+    with pytest.raises(ValueError, match=r"views \['wrist', 'wrist'\] name a camera twice"):
+        WindowSpec(**{**spec.__dict__, "views": ("wrist", "wrist")})
 
 
 def test_zarr_replay_buffer_with_source_transforms(tmp_path):

@@ -530,9 +530,40 @@ def test_visual_keypoints_read_the_current_frame_into_the_actions():
     assert (act(m, b.video) - act(m, other)).abs().mean() < stem_change
     learner = make_model(wake=True, visual_keypoints=8)
     learner.loss("policy_actions", random_batch(frames=1))[0].backward()
-    assert learner.keypoints.convs[0].weight.grad.abs().sum() > 0
+    assert learner.keypoints.cameras[0].conv1.weight.grad.abs().sum() > 0
     assert learner.keypoints.out.weight.grad.abs().sum() > 0
     assert not preset("tiny").visual_keypoints
+
+
+def test_observation_stem_reads_every_view_and_the_instruction():
+    """With ``n_views`` 2 the stem reads ``WorldBatch.views`` ``(B, 2, 3, S, S)``: changing
+    either camera's frame, or only the instruction (FiLM on the convs), changes its
+    keypoints; a batch without views, or with the wrong number, is refused by name."""
+    torch.manual_seed(0)
+    m = make_model(visual_keypoints=4, n_views=2, action_prior=True).eval()
+    b = random_batch(frames=1)
+    B, S = b.batch_size, m.config.image_size
+    views = torch.rand(B, 2, 3, S, S) * 2 - 1
+
+    def feats(v, text=None):
+        batch = WorldBatch(**{**b.__dict__, "views": v, "text": text or b.text})
+        return m.keypoints(m._views(batch, B), list(batch.text))[0]
+
+    base = feats(views)
+    assert base.shape == (B, m.keypoints.features) == (B, 64 + 2 * 4 * 2)
+    for cam in (0, 1):
+        other = views.clone()
+        other[:, cam] = torch.roll(views[:, cam], 1, 0)
+        changed = (feats(other) - base).abs().amax(1)
+        assert bool((changed > 1e-6).all()), f"camera {cam} does not reach the stem"
+    kp = slice(64, None)  # the keypoints, after the text vector
+    assert not torch.allclose(feats(views, ["reach the blue target"] * B)[:, kp], base[:, kp], atol=1e-6)
+    with pytest.raises(ValueError, match=r"views: a model with visual_keypoints reads 2"):
+        m.generate("policy_actions", b, steps=0, n_actions=8)
+    with pytest.raises(ValueError, match=r"views: expected \(\d+, 2, 3"):
+        m.generate("policy_actions", WorldBatch(**{**b.__dict__, "views": views[:, :1]}), steps=0, n_actions=8)
+    out = m.generate("policy_actions", WorldBatch(**{**b.__dict__, "views": views}), steps=0, n_actions=8)
+    assert out["actions"].shape[:2] == (B, 8)
 
 
 def test_action_prior_is_where_the_flow_starts_and_learns_by_regression():

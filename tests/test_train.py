@@ -445,11 +445,11 @@ def test_prior_pretraining_reads_the_camera_before_the_flow(tmp_path):
     trainer = Trainer(model, datasets[0], train_config_from(recipe["train"]), out, quiet=True)
     recs = read_metrics(out, "prior")
     assert [r["prior_step"] for r in recs] == [10, 20, 30, 40, 50, 60]
-    assert recs[-1]["loss/action_prior"] < 0.5 * recs[0]["loss/action_prior"]
+    assert recs[-1]["loss/action_prior"] < 0.7 * recs[0]["loss/action_prior"]  # L1: falls more slowly than MSE
     state = model.state_dict()
     moved = {k for k in state if not torch.equal(state[k], init[k])}
     assert moved and all(k.startswith(("prior_", "keypoints.")) for k in moved)
-    assert any(k.startswith("keypoints.convs") for k in moved)  # the camera path learned
+    assert any(k.startswith("keypoints.cameras") for k in moved)  # the camera path learned
     ema = trainer.ema.state_dict()
     assert all(torch.equal(ema[k], state[k]) for k in state)
     before = model.prior_head[0].weight.detach().clone()

@@ -28,10 +28,32 @@ def _feature_names(ep: Episode) -> dict[str, tuple[str, str]]:
     return names
 
 
+def quiet_encoders() -> None:
+    """Keep the video encoders' and datasets' per-episode chatter off the console: SVT-AV1
+    (LeRobot's default codec) prints its whole configuration for every video unless
+    ``SVT_LOG`` lowers its level (1: errors), libav muxer notes go through PyAV's logger,
+    and ``datasets`` draws a progress bar per saved episode. A user's own ``SVT_LOG`` wins."""
+    os.environ.setdefault("SVT_LOG", "1")
+    try:
+        import av.logging
+
+        av.logging.set_level(av.logging.ERROR)
+    except ImportError:
+        pass
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+
+
 def to_lerobot(episodes: Iterable[Episode], root: str | os.PathLike[str], repo_id: str, fps: int,
                use_videos: bool = True, robot_type: str | None = None) -> Path:
     """Write ``episodes`` to a new LeRobot dataset at ``root``; returns ``root``."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    quiet_encoders()
 
     root = Path(root)
     ds = None

@@ -42,6 +42,9 @@ class WindowSpec:
         chunk: actions per sample.
         image_size: frames are resized to ``image_size`` square (area interpolation).
         stride: steps between consecutive window starts.
+        views: cameras whose current frame ("now") each sample also carries as ``views``
+            ``(N, 3, S, S)``, in this order (the observation stem of a model with
+            ``visual_keypoints`` reads them; e.g. ``("front", "wrist")``). Empty: none.
         pad_end: also cut windows whose chunk / future frames run past the episode's end,
             holding the last state, command and frame (LeRobot-style end padding), so an
             episode shorter than a chunk still trains and the final approach is not lost.
@@ -56,8 +59,12 @@ class WindowSpec:
     image_size: int = 64
     stride: int = 1
     pad_end: bool = False
+    views: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "views", tuple(self.views))
+        if len(set(self.views)) != len(self.views):
+            raise ValueError(f"WindowSpec: views {list(self.views)} name a camera twice")
         if self.n_context < 1 or self.n_future < 0 or self.chunk < 1 or self.stride < 1:
             raise ValueError(f"WindowSpec: n_context >= 1, n_future >= 0, chunk >= 1, stride >= 1; got {self}")
 
@@ -109,11 +116,13 @@ class WindowDataset(Dataset):
         self.episodes: list[Episode] = []
         self.fps: list[float] = []
         self.index: list[tuple[int, int]] = []
+        self._cache: dict = {}
         horizon = max(spec.chunk, spec.n_future)
         for ep in episodes:
             ep.validate()
-            if spec.camera not in ep.frames:
-                raise DataError(f"{ep.name}: frames: no camera {spec.camera!r}; cameras: {sorted(ep.frames)}")
+            for cam in (spec.camera, *spec.views):
+                if cam not in ep.frames:
+                    raise DataError(f"{ep.name}: frames: no camera {cam!r}; cameras: {sorted(ep.frames)}")
             if spec.fps is not None:
                 ep = ep.select(resample_indices(ep.timestamps, spec.fps, ep.name))
                 fps = spec.fps
@@ -146,7 +155,16 @@ class WindowDataset(Dataset):
 
     def _encoded(self, i: int, proprio: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Pseudo-actions ``(chunk, D)`` of window ``i`` and (``proprio``) the proprioception
-        ``(P,)`` at its step 0, before normalisation."""
+        ``(P,)`` at its step 0, before normalisation. Each window is encoded once and kept
+        (the codec's per-window work is a large share of a small model's training step;
+        windows are drawn many times)."""
+        key = (self.index[i], proprio)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._cache[key] = self._encode(i, proprio)
+        return hit
+
+    def _encode(self, i: int, proprio: bool) -> tuple[np.ndarray, np.ndarray | None]:
         e, t = self.index[i]
         ep = self.episodes[e]
         c = self.spec.chunk
@@ -202,6 +220,8 @@ class WindowDataset(Dataset):
             actions = self.normalizer.normalize(actions)
         extra = {} if state is None else {"state": torch.as_tensor(self.state_normalizer.normalize(state),
                                                                    dtype=torch.float32)}
+        if s.views:
+            extra["views"] = frames_to_tensor(np.stack([ep.frames[c][t] for c in s.views]), s.image_size)
         return {**extra,
             "video": frames_to_tensor(frames, s.image_size),
             "n_context_frames": s.n_context,
@@ -227,6 +247,10 @@ def collate(samples: Sequence[dict[str, Any]]) -> WorldBatch:
     if any("state" in s for s in samples):
         state, state_mask = stack_padded([s.get("state", torch.zeros(0))[None] for s in samples], MAX_ACTION_WIDTH)
         state = state[:, 0].float()
+    n_views = {len(s["views"]) if "views" in s else 0 for s in samples}
+    if len(n_views) != 1:
+        raise ValueError(f"collate: samples disagree on the number of views {sorted(n_views)}")
+    views = torch.stack([s["views"] for s in samples]) if n_views.pop() else None
     return WorldBatch(
         text=[s["text"] for s in samples],
         embodiment=[s["embodiment"] for s in samples],
@@ -238,6 +262,7 @@ def collate(samples: Sequence[dict[str, Any]]) -> WorldBatch:
         control_hz=torch.tensor([s["control_hz"] for s in samples]),
         state=state,
         state_mask=state_mask,
+        views=views,
     )
 
 

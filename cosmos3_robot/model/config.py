@@ -102,10 +102,13 @@ class Cosmos3Config:
         state_input: read the robot's proprioception (``WorldBatch.state``, per-domain
             projection) and add it to every action token. Off by default so checkpoints
             saved before the field existed load as they were trained.
-        visual_keypoints: with ``> 0``, a small conv stem reads the current (last context)
-            camera frame into that many spatial-softmax keypoints and adds them, projected,
-            to every action token (:mod:`~cosmos3_robot.model.keypoints`). ``0``: off (and
-            checkpoints saved before the field existed load as they were trained).
+        visual_keypoints: with ``> 0``, the observation stem reads every camera's current
+            frame (``WorldBatch.views``, or the last context frame with one view) into that
+            many spatial-softmax keypoints per camera, its conv stacks conditioned on the
+            instruction (FiLM), and adds them, projected, to every action token
+            (:mod:`~cosmos3_robot.model.keypoints`). ``0``: off.
+        n_views: cameras the observation stem reads (one conv stack each, in the order of
+            the recipe's ``window.views``).
         action_prior: the action flow starts from a learned prior instead of zero-mean noise:
             a per-domain mean chunk plus a small head on the unprojected observation (padded
             state, keypoint features), trained by regression; the flow transports ``prior + noise`` to the data
@@ -147,6 +150,7 @@ class Cosmos3Config:
     video_gated: bool = False
     state_input: bool = False
     visual_keypoints: int = 0
+    n_views: int = 1
     action_prior: bool = False
     video_prior: bool = False
     dm_patch: int = 8
@@ -176,6 +180,7 @@ class Cosmos3Config:
              "the raw 'patchify' encoder has no compression (spatial and temporal 1)")
         need(0.0 < self.flow.prior_noise <= 1.0, f"flow.prior_noise must be in (0, 1], got {self.flow.prior_noise}")
         need(self.visual_keypoints >= 0, f"visual_keypoints must be >= 0, got {self.visual_keypoints}")
+        need(self.n_views >= 1, f"n_views must be >= 1, got {self.n_views}")
         need(self.n_action_domains >= 1 and self.max_action_width >= 1, "action domains and width must be >= 1")
         need(len(self.action_domains) <= self.n_action_domains,
              f"{len(self.action_domains)} action_domains exceed n_action_domains {self.n_action_domains}")

@@ -38,6 +38,10 @@ from cosmos3_robot.model.keypoints import KeypointStem
 from cosmos3_robot.model.vae import ConvVideoAE, RawPatchify, VideoEncoder, check_frames
 from cosmos3_robot.model.video_prior import VideoPrior
 
+PRIOR_HIDDEN = 512
+"""Hidden width of the action prior's head (independent of the towers' width: the prior is
+the whole policy at ``steps 0``, and 512 fitted the built-in tasks where 320 underfitted)."""
+
 
 @dataclass
 class WorldBatch:
@@ -59,6 +63,9 @@ class WorldBatch:
         state: ``(B, P)`` normalised proprioception at "now" (the last context frame), zero-
             padded to ``max_action_width`` with ``state_mask`` ``(B, W)`` bool (a sample
             without state has an empty mask); read when the model has ``state_input``.
+        views: ``(B, N, 3, H, W)`` float in [-1, 1], every camera's current frame (the
+            recipe's ``window.views`` order), read by the observation stem of a model with
+            ``visual_keypoints``; ``None`` with ``n_views`` 1 uses the last context frame.
         action_valid: ``(B, T)`` bool, which chunk steps are real; ``False`` marks padding
             past an episode's end (LeRobot's ``action_is_pad``). Padded steps stay in the
             sequence but are left out of the action loss. ``None``: all real.
@@ -76,6 +83,7 @@ class WorldBatch:
     action_valid: torch.Tensor | None = None
     state: torch.Tensor | None = None
     state_mask: torch.Tensor | None = None
+    views: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -223,16 +231,18 @@ class Cosmos3(nn.Module):
         nn.init.zeros_(self.video_out.bias)
         self.actions = ActionProjections(c.n_action_domains, c.max_action_width, c.dim)
         self.state_in = StateProjection(c.n_action_domains, c.max_action_width, c.dim) if c.state_input else None
-        self.keypoints = KeypointStem(c.visual_keypoints, c.dim) if c.visual_keypoints else None
+        self.keypoints = (KeypointStem(c.visual_keypoints, c.dim, c.n_views, c.max_text_len)
+                          if c.visual_keypoints else None)
         # The action prior: a per-domain mean chunk, plus a head on the observation when the
         # model has one (state, keypoints); zero-initialised, so the flow starts from noise.
-        observed = c.max_action_width * c.state_input + 3 * c.visual_keypoints
+        observed = c.max_action_width * c.state_input + (self.keypoints.features if self.keypoints else 0)
         self.prior_bias = (nn.Parameter(torch.zeros(c.n_action_domains, c.max_actions, c.max_action_width))
                            if c.action_prior else None)
         self.prior_head = None
         if c.action_prior and observed:
-            self.prior_head = nn.Sequential(nn.Linear(observed, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim),
-                                            nn.SiLU(), nn.Linear(c.dim, c.max_actions * c.max_action_width))
+            hidden = PRIOR_HIDDEN
+            self.prior_head = nn.Sequential(nn.Linear(observed, hidden), nn.GELU(), nn.Linear(hidden, hidden),
+                                            nn.GELU(), nn.Linear(hidden, c.max_actions * c.max_action_width))
             nn.init.zeros_(self.prior_head[-1].weight)
             nn.init.zeros_(self.prior_head[-1].bias)
         self.video_prior = (VideoPrior(c.latent_channels, c.max_actions, c.max_action_width, c.n_action_domains)
@@ -358,16 +368,16 @@ class Cosmos3(nn.Module):
         """What the action tokens read besides attention, and the action prior's input.
 
         Returns ``(side, observed)``: ``side`` ``(B, dim)`` is added to every action token, the
-        proprioception's embedding (``state_input``) plus the current camera frame's
-        keypoints (``visual_keypoints``); ``observed`` ``(B, W + 3K)`` is the same
-        observation unprojected (padded state, zero where absent, then the keypoint
-        features), the input of the action prior. Both ``None`` when the mode has no actions
-        or neither input applies.
+        proprioception's embedding (``state_input``) plus the observation stem's output
+        (``visual_keypoints``: every camera's keypoints, conditioned on the instruction);
+        ``observed`` ``(B, W + F)`` is the same observation unprojected (padded state, zero
+        where absent, then the stem's ``F`` features), the input of the action prior. Both
+        ``None`` when the mode has no actions or neither input applies.
 
-        The prior does not read the instruction: given the Reasoner's summary of it (the
-        last prefix token's hidden state), the prior pretrained on the 5-minute benchmark
-        learned from the instruction and the state and left the camera (its action error
-        moved by 0.02 with another episode's frame, against 0.10 without the instruction)."""
+        The instruction reaches the prior through the stem (FiLM on each camera's convs),
+        not beside it: given the Reasoner's summary of the instruction next to unconditioned
+        keypoints, an earlier prior learned from the instruction and the state and left the
+        camera (its action error moved by 0.02 with another episode's frame)."""
         if domain is None:
             return None, None
         c = self.config
@@ -378,13 +388,27 @@ class Cosmos3(nn.Module):
             observed.append(torch.zeros(B, c.max_action_width, device=self.device, dtype=self.special.dtype)
                             if state is None else state[0])
         if self.keypoints is not None:
-            if batch.video is None or batch.n_context_frames < 1:
-                raise ValueError("video: a model with visual_keypoints needs the current camera frame "
-                                 "(n_context_frames >= 1) wherever it reads or writes actions")
-            feats, seen = self.keypoints(batch.video[:, batch.n_context_frames - 1].to(self.device, self.special.dtype))
+            feats, seen = self.keypoints(self._views(batch, B), list(batch.text))
             side = seen if side is None else side + seen
             observed.append(feats)
         return side, (torch.cat(observed, 1) if observed else None)
+
+    def _views(self, batch: WorldBatch, B: int) -> torch.Tensor:
+        """The observation stem's input ``(B, n_views, 3, S, S)``: ``batch.views``, or with one
+        view and none given, the last context frame."""
+        n, s = self.config.n_views, self.config.image_size
+        if batch.views is None:
+            if n != 1 or batch.video is None or batch.n_context_frames < 1:
+                raise ValueError(f"views: a model with visual_keypoints reads {n} current camera frame(s) "
+                                 f"(B, {n}, 3, {s}, {s}) wherever it reads or writes actions; "
+                                 "pass WorldBatch.views (one view: or a context frame in video)")
+            return batch.video[:, batch.n_context_frames - 1: batch.n_context_frames].to(self.device, self.special.dtype)
+        v = batch.views
+        if v.dim() != 5 or tuple(v.shape[:3]) != (B, n, 3) or tuple(v.shape[3:]) != (s, s):
+            raise ValueError(f"views: expected ({B}, {n}, 3, {s}, {s}) float in [-1, 1], got {tuple(v.shape)}")
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError("views: non-finite pixel values")
+        return v.to(self.device, self.special.dtype)
 
     def action_prior_mean(self, observed: torch.Tensor | None, domain: torch.Tensor, n_actions: int,
                           mask: torch.Tensor) -> torch.Tensor | None:
@@ -403,9 +427,10 @@ class Cosmos3(nn.Module):
 
     def _prior_error(self, mu: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
                      batch: WorldBatch) -> torch.Tensor:
-        """The prior's regression loss: MSE of ``mu`` to the clean padded chunk ``actions``
-        ``(B, T, W)`` over the real dimensions ``mask`` and real chunk steps."""
-        err = (mu - actions) ** 2
+        """The prior's regression loss: mean absolute error (L1, as ACT's chunk loss) of ``mu``
+        to the clean padded chunk ``actions`` ``(B, T, W)`` over the real dimensions ``mask``
+        and real chunk steps."""
+        err = (mu - actions).abs()
         return masked_mean(err, mask, self._action_valid(batch, err.shape[:2]))
 
     def prior_loss(self, batch: WorldBatch, video_latents: torch.Tensor | None = None) -> torch.Tensor:

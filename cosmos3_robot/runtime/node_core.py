@@ -243,14 +243,27 @@ class PolicyNodeCore:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def policy_infer(policy: Any, state_key: str = "state") -> Callable[..., np.ndarray]:
+def policy_infer(policy: Any, state_key: str = "state", cameras: tuple[str, ...] = ()) -> Callable[..., np.ndarray]:
     """Adapt a :class:`~cosmos3_robot.runtime.Cosmos3Policy` to :class:`PolicyNodeCore`'s
-    ``infer``: first camera's frame, the raw state, the instruction, the pending prefix."""
+    ``infer``: the first camera's frame as the model's video, every camera the model reads
+    (``policy.views``, matched by name against ``cameras``, the node's camera order) as its
+    views, the raw state, the instruction, the pending prefix. A model camera the node does
+    not subscribe to is an error here, when the node is built."""
+    primary = getattr(policy, "window", {}).get("camera")
+    wanted = tuple(getattr(policy, "views", ()))
+    missing = [c for c in wanted if c not in cameras and c != primary]
+    if missing:
+        raise ValueError(f"camera_names: the model reads cameras {list(wanted)}; add {missing} "
+                         f"(node cameras: {list(cameras)})")
+    index = {c: cameras.index(c) for c in wanted if c in cameras}
 
     def infer(frames: list[np.ndarray], state: Mapping[str, Any], text: str, prefix: np.ndarray | None):
         # pin at most chunk - 1 pending commands, so the new chunk always adds something
         pre = {state_key: prefix[: policy.chunk - 1]} if prefix is not None and len(prefix) else None
-        out = policy.infer(frames[0], state, text, prefix=pre)
+        if index:
+            out = policy.infer(frames[0], state, text, prefix=pre, views={c: frames[i] for c, i in index.items()})
+        else:
+            out = policy.infer(frames[0], state, text, prefix=pre)
         return np.asarray(out[state_key])
 
     return infer

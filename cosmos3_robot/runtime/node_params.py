@@ -75,7 +75,14 @@ def build_node(p: Mapping[str, Any]):
     cams = [str(t) for t in p.get("camera_topics") or []]
     if not cams:
         raise ValueError("parameter camera_topics: at least one camera topic is required")
-    names = [f"camera{i}" for i in range(len(cams))]
+    # camera_names: what each topic shows, in the model's camera names (the first topic is the
+    # model's video camera); default: the model's cameras in order (video camera, then views)
+    model_cams = list(dict.fromkeys([str(policy.window.get("camera", "camera0")), *policy.views]))
+    names = [str(n) for n in p.get("camera_names") or [] if n] or \
+        (model_cams + [f"camera{i}" for i in range(len(model_cams), len(cams))])[: len(cams)]
+    if len(names) != len(cams) or len(set(names)) != len(names):
+        raise ValueError(f"parameter camera_names: expected {len(cams)} distinct names, one per camera_topics "
+                         f"entry, got {names}")
     h, w = int(p.get("image_height", 0)), int(p.get("image_width", 0))
     cfg = NodeConfig(cameras=tuple(names), image_size=(h, w) if h > 0 and w > 0 else None,
                      control_hz=float(p.get("control_rate", policy.fps)),
@@ -93,5 +100,5 @@ def build_node(p: Mapping[str, Any]):
                          command_topic=str(p.get("command_topic", "/cosmos3/command")),
                          output_type=str(p.get("output_type", "joint_trajectory")), joint_names=joints,
                          frame_id=str(p.get("frame_id", "base")))
-    core = PolicyNodeCore(policy_infer(policy, topics.state_key), cfg)
+    core = PolicyNodeCore(policy_infer(policy, topics.state_key, cfg.cameras), cfg)
     return core, topics, policy

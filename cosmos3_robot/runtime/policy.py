@@ -160,6 +160,10 @@ class Cosmos3Policy:
         self.chunk = int(self.window.get("chunk", self.embodiment.chunk))
         self.image_size = int(self.window.get("image_size", model.config.image_size))
         self.fps = float(self.window.get("fps") or self.embodiment.fps)
+        # cameras whose current frame the observation stem reads (the recipe's window.views)
+        self.views: tuple[str, ...] = tuple(self.window.get("views") or ()) if model.keypoints is not None else ()
+        if self.views and len(self.views) != model.config.n_views:
+            raise ValueError(f"window views {list(self.views)}: the model reads {model.config.n_views} camera(s)")
         self.last_timing: dict[str, float] = {}
         self.prefix_cache: dict = {}  # AR prefix K/V per instruction (the weights are fixed here)
 
@@ -195,17 +199,18 @@ class Cosmos3Policy:
                    state_normalizer=state_normalizer)
 
     # ---- input checks ----------------------------------------------------------------
-    def _frames(self, frames: Any) -> torch.Tensor:
+    def _frames(self, frames: Any, name: str = "frames", n: int | None = None) -> torch.Tensor:
         x = np.asarray(frames)
-        if x.ndim == 3 and self.n_context == 1:
+        n = self.n_context if n is None else n
+        if x.ndim == 3 and n == 1:
             x = x[None]
-        if x.ndim != 4 or x.shape[0] != self.n_context or x.shape[-1] != 3:
-            raise ValueError(f"frames: expected ({self.n_context}, H, W, 3) uint8 context frames"
-                             f"{' or (H, W, 3)' if self.n_context == 1 else ''}, got shape {x.shape}")
+        if x.ndim != 4 or x.shape[0] != n or x.shape[-1] != 3:
+            raise ValueError(f"{name}: expected ({n}, H, W, 3) uint8 context frames"
+                             f"{' or (H, W, 3)' if n == 1 else ''}, got shape {x.shape}")
         if x.dtype != np.uint8:
-            raise ValueError(f"frames: expected uint8 pixels 0..255, got {x.dtype}")
+            raise ValueError(f"{name}: expected uint8 pixels 0..255, got {x.dtype}")
         if min(x.shape[1:3]) < 16:
-            raise ValueError(f"frames: images of {x.shape[1]}x{x.shape[2]} px are too small (>= 16 px)")
+            raise ValueError(f"{name}: images of {x.shape[1]}x{x.shape[2]} px are too small (>= 16 px)")
         return frames_to_tensor(x, self.image_size)
 
     def _start(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -244,16 +249,35 @@ class Cosmos3Policy:
             raise ValueError(f"prefix: {len(x)} steps, more than the chunk of {self.chunk}")
         return self.normalizer.normalize(np.asarray(x))
 
+    def _views(self, views: Mapping[str, Any] | None, frames: Any) -> torch.Tensor | None:
+        """Every camera's current frame ``{camera: (H, W, 3) uint8}`` -> ``(1, N, 3, S, S)`` in
+        the trained order; ``None`` for a model without an observation stem. The primary
+        camera's view may be left out: it is then the last context frame."""
+        if not self.views:
+            return None
+        primary = self.window.get("camera")
+        given = dict(views or {})
+        out = []
+        for cam in self.views:
+            if cam not in given:
+                if cam != primary:
+                    raise ValueError(f"views: no frame for camera {cam!r}; the model reads {list(self.views)} "
+                                     f"(views={{camera: (H, W, 3) uint8}})")
+                x = np.asarray(frames)
+                given[cam] = x if x.ndim == 3 else x[-1]
+            out.append(self._frames(given[cam], name=f"views[{cam!r}]", n=1)[0])
+        return torch.stack(out)[None].to(self.model.device)
+
     # ---- inference -------------------------------------------------------------------
     def _batch(self, video: torch.Tensor, instruction: str, start: dict[str, Any] | None,
-               actions: torch.Tensor | None = None) -> WorldBatch:
+               actions: torch.Tensor | None = None, views: torch.Tensor | None = None) -> WorldBatch:
         state = None
         if self.state_normalizer is not None and start is not None:
             proprio = self.state_normalizer.normalize(self.embodiment.codec.proprio(start))
             state = torch.as_tensor(proprio, dtype=torch.float32, device=self.model.device)[None]
         return WorldBatch(text=[str(instruction)], embodiment=[self.embodiment.name], video=video,
                           n_context_frames=self.n_context, fps=self.fps, control_hz=self.fps, actions=actions,
-                          state=state)
+                          state=state, views=views)
 
     def _generate(self, mode: str, batch: WorldBatch, seed: int | None, **kw: Any) -> dict[str, torch.Tensor]:
         """``model.generate`` with this policy's sampler settings, prefix cache and backend."""
@@ -282,33 +306,40 @@ class Cosmos3Policy:
 
     @torch.inference_mode()
     def infer(self, frames: Any, state: Mapping[str, Any], instruction: str, seed: int | None = None,
-              prefix: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+              prefix: Mapping[str, Any] | None = None, views: Mapping[str, Any] | None = None,
+              ) -> dict[str, np.ndarray]:
         """One action chunk: raw robot keys -> ``(chunk, ...)`` targets for the next
         ``chunk`` control steps (step 0 is the first target after the current state).
 
         ``prefix`` (raw keys -> ``(k, ...)``, e.g. the previous chunk's not-yet-executed
-        targets) pins the first ``k`` steps of the new chunk (inpainting continuation)."""
-        return self._policy(frames, state, instruction, seed, prefix, n_future_frames=None)[0]
+        targets) pins the first ``k`` steps of the new chunk (inpainting continuation).
+        ``views`` (camera -> ``(H, W, 3)`` uint8): the current frame of every camera the
+        model reads (``self.views``; the primary camera may be left out)."""
+        return self._policy(frames, state, instruction, seed, prefix, n_future_frames=None, views=views)[0]
 
     @torch.inference_mode()
     def infer_with_video(self, frames: Any, state: Mapping[str, Any], instruction: str, n_future_frames: int,
-                         seed: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                         seed: int | None = None, views: Mapping[str, Any] | None = None,
+                         ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Actions and the co-generated future video ``(n_future_frames, S, S, 3)`` uint8
         (the ``policy`` mode: what the model expects to see while acting)."""
-        actions, video = self._policy(frames, state, instruction, seed, None, n_future_frames=n_future_frames)
+        actions, video = self._policy(frames, state, instruction, seed, None, n_future_frames=n_future_frames,
+                                      views=views)
         assert video is not None
         return actions, video
 
-    def _policy(self, frames, state, instruction, seed, prefix, n_future_frames):
+    def _policy(self, frames, state, instruction, seed, prefix, n_future_frames, views=None):
         t0 = time.perf_counter()
         video = self._frames(frames)[None].to(self.model.device)
+        view_tensor = self._views(views, frames)
         start = self._start(state)
         action_prefix = None
         if prefix is not None:
             action_prefix = torch.as_tensor(self._encode_targets(state, prefix), dtype=torch.float32)[None]
         t1 = time.perf_counter()
         mode = "policy_actions" if n_future_frames is None else "policy"
-        out = self._generate(mode, self._batch(video, instruction, start), seed, guidance=self.config.guidance,
+        out = self._generate(mode, self._batch(video, instruction, start, views=view_tensor), seed,
+                             guidance=self.config.guidance,
                              n_actions=self.chunk, action_dim=self.embodiment.width, action_prefix=action_prefix,
                              n_future_frames=n_future_frames)
         t2 = time.perf_counter()
@@ -320,7 +351,7 @@ class Cosmos3Policy:
 
     @torch.inference_mode()
     def imagine(self, frames: Any, state: Mapping[str, Any], actions: Mapping[str, Any], instruction: str,
-                n_future_frames: int, seed: int | None = None) -> np.ndarray:
+                n_future_frames: int, seed: int | None = None, views: Mapping[str, Any] | None = None) -> np.ndarray:
         """Forward dynamics, "what would happen": the next ``n_future_frames`` frames
         ``(F, S, S, 3)`` uint8 if the robot executed ``actions`` (raw keys -> ``(chunk, ...)``
         targets from the current ``state``)."""
@@ -329,13 +360,14 @@ class Cosmos3Policy:
         if x.shape[1] != self.chunk:
             raise ValueError(f"actions: expected {self.chunk} steps (the model's chunk), got {x.shape[1]}")
         out = self._generate("forward_dynamics", self._batch(video, instruction, self._start(state),
-                                                             x.to(self.model.device)), seed,
+                                                             x.to(self.model.device), self._views(views, frames)),
+                             seed,
                              n_future_frames=n_future_frames)
         return frames_to_uint8(out["video"][0])
 
     @torch.inference_mode()
     def label(self, frames: Any, future: Any, state: Mapping[str, Any], instruction: str = "",
-              seed: int | None = None) -> dict[str, np.ndarray]:
+              seed: int | None = None, views: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
         """Inverse dynamics, for labelling video: the actions (raw keys -> ``(chunk, ...)``)
         that lead from the context ``frames`` to the ``future`` frames ``(F, H, W, 3)``."""
         ctx = self._frames(frames)
@@ -344,6 +376,7 @@ class Cosmos3Policy:
             raise ValueError(f"future: expected (F, H, W, 3) uint8 frames, got {fut.shape} {fut.dtype}")
         video = torch.cat([ctx, frames_to_tensor(fut, self.image_size)])[None].to(self.model.device)
         start = self._start(state)
-        out = self._generate("inverse_dynamics", self._batch(video, instruction, start), seed, n_actions=self.chunk,
+        out = self._generate("inverse_dynamics", self._batch(video, instruction, start, views=self._views(views, frames)),
+                             seed, n_actions=self.chunk,
                              action_dim=self.embodiment.width)
         return self._decode_actions(out["actions"][0], start)

@@ -37,6 +37,9 @@ class ObservationKeys:
         image: key of the ``(H, W, 3)`` uint8 camera frame (or ``(n_context, H, W, 3)``).
         state: raw embodiment key -> request key of that state vector.
         prompt: key of the instruction string.
+        views: camera name -> request key of that camera's current ``(H, W, 3)`` uint8 frame,
+            for a model that reads several cameras (``Cosmos3Policy.views``; the primary
+            camera is ``image``). Default: openpi's wrist image as the ``wrist`` camera.
         timestamp: optional key of the observation time (s); the reply then carries
             ``timestamps`` ``(chunk,)``: when each target is due.
     """
@@ -45,11 +48,20 @@ class ObservationKeys:
     state: dict[str, str] = field(default_factory=lambda: {"state": "observation/state"})
     prompt: str = "prompt"
     timestamp: str = "timestamp"
+    views: dict[str, str] = field(default_factory=lambda: {"wrist": "observation/wrist_image"})
 
 
 def policy_infer_fn(policy: Any, keys: ObservationKeys = ObservationKeys()) -> InferFn:
     """Request dict -> reply dict for a :class:`~cosmos3_robot.runtime.Cosmos3Policy`."""
     needs_state = bool(policy.embodiment.codec.state_blocks)
+    primary = getattr(policy, "window", {}).get("camera")
+    view_keys = {}
+    for cam in getattr(policy, "views", ()):
+        if cam in keys.views:
+            view_keys[cam] = keys.views[cam]
+        elif cam != primary:
+            raise ValueError(f"views: the model reads camera {cam!r} but no request key is mapped to it; "
+                             f"mapped: {keys.views} (cosmos3-robot serve --view {cam}=KEY)")
 
     def infer(obs: Mapping[str, Any]) -> dict[str, Any]:
         if keys.image not in obs:
@@ -62,7 +74,12 @@ def policy_infer_fn(policy: Any, keys: ObservationKeys = ObservationKeys()) -> I
                 if key not in obs:
                     raise ValueError(f"{key}: missing; expected the robot state for {raw!r}")
                 state[raw] = obs[key]
-        out = policy.infer(obs[keys.image], state, obs[keys.prompt])
+        for cam, key in view_keys.items():
+            if key not in obs:
+                raise ValueError(f"{key}: missing; expected the {cam!r} camera's (H, W, 3) uint8 image")
+        views = {cam: obs[key] for cam, key in view_keys.items()}
+        out = policy.infer(obs[keys.image], state, obs[keys.prompt], views=views) if views else \
+            policy.infer(obs[keys.image], state, obs[keys.prompt])
         arrays = [np.asarray(v, dtype=np.float32) for v in out.values()]
         actions = arrays[0] if len(arrays) == 1 else np.concatenate([a.reshape(len(a), -1) for a in arrays], -1)
         reply = {"actions": actions, "action_keys": list(out), "policy_timing": dict(policy.last_timing)}

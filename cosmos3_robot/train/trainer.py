@@ -40,6 +40,11 @@ from cosmos3_robot.model.modes import get_mode
 from cosmos3_robot.train.state import latest_checkpoint, load_optimizer_tensors, save_checkpoint
 
 
+PRINT_EVERY_S = 20.0
+"""Without a progress bar, training prints a line at most this often (every record still goes
+to metrics.jsonl)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Attributes:
@@ -65,7 +70,7 @@ class TrainConfig:
             encoder is then frozen: the flow learns on latents that no longer move under it,
             and steps skip the encoder's reconstruction pass. Runs on a fresh start only (a
             resumed run has its encoder in the checkpoint); under ``max_minutes`` it counts
-            against the budget and stops at half of it. A model whose encoder has no
+            against the budget and stops at ``pretrain_fraction`` of it. A model whose encoder has no
             trainable weights (raw patches, an external VAE) skips it. ``0``: the encoder
             trains alongside the world model by ``flow.recon_loss_weight`` (never frozen).
             A model with ``video_prior`` trains the prior in the same steps, on the detached
@@ -78,9 +83,21 @@ class TrainConfig:
             with the flow afterwards (``flow.prior_loss_weight``): the flow then starts from a
             chunk that already reads the camera instead of learning that path through it. A
             fresh start only; under ``max_minutes`` both pretraining phases together stop at
-            half of the budget. A model with ``video_prior`` trains that prior in the same
+            ``pretrain_fraction`` of the budget. A model with ``video_prior`` trains that prior in the same
             steps, on the windows' latents encoded once each (the encoder is fixed in this
             phase); a model with neither prior skips it.
+        prior_lr: the prior phase's peak learning rate; after the warm-up it follows a
+            cosine to zero over the phase (its steps, or under ``max_minutes`` its share of the
+            budget, whichever ends first).
+        freeze_prior: after ``prior_steps`` (and on resuming such a run), the priors' own
+            parameters stop training (the stem's projection onto the action tokens still
+            learns with the flow): the world model trains around a fixed observation path,
+            and a ``steps 0`` policy is exactly what the prior phase fitted. Without it the
+            prior keeps learning by ``flow.prior_loss_weight`` at the world model's batch.
+        pretrain_fraction: under ``max_minutes``, the share of the budget the pretraining
+            phases may spend (the rest trains the world model).
+        pretrain_batch_size: batch of the pretraining phases (``None``: ``batch_size``); a
+            prior step never runs the towers, so it affords a larger batch.
         strategy: with several processes, ``"ddp"`` (replicated weights) or ``"fsdp"``
             (FSDP2: parameters, gradients and optimizer state sharded per MoT layer; for the
             larger presets). Checkpoints hold full tensors either way.
@@ -112,6 +129,9 @@ class TrainConfig:
     encoder_lr: float = 1e-3
     prior_steps: int = 0
     prior_lr: float = 1e-3
+    freeze_prior: bool = False
+    pretrain_fraction: float = 0.5
+    pretrain_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         for name in self.modes:
@@ -124,6 +144,11 @@ class TrainConfig:
             raise ValueError("train: steps, batch_size and grad_accum must be >= 1")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"train.max_minutes: expected > 0 minutes or null, got {self.max_minutes}")
+        if not 0.0 < self.pretrain_fraction <= 1.0:
+            raise ValueError(f"train.pretrain_fraction: expected a share of the budget in (0, 1], "
+                             f"got {self.pretrain_fraction}")
+        if self.pretrain_batch_size is not None and self.pretrain_batch_size < 1:
+            raise ValueError(f"train.pretrain_batch_size: expected >= 1 or null, got {self.pretrain_batch_size}")
         for phase in ("encoder", "prior"):
             steps, lr = getattr(self, f"{phase}_steps"), getattr(self, f"{phase}_lr")
             if steps < 0 or not lr > 0:
@@ -210,6 +235,7 @@ class Trainer:
         self.run_info = run_info or {}
         ckpt = self._resume_weights() if resume else None
         self.t_start = time.perf_counter()  # the wall-clock budget counts from here
+        self._t_print = 0.0
         if cfg.encoder_steps > 0:
             if not any(p.requires_grad for p in model.video_encoder.parameters()):
                 # one recipe serves several presets; a fixed encoder has nothing to pretrain
@@ -256,6 +282,13 @@ class Trainer:
                 name = "_and_".join(n for n, on in (("action_prior", model.prior_bias is not None),
                                                     ("video_prior", model.video_prior is not None)) if on)
                 self._pretrain("prior", params, priors, cfg.prior_steps, cfg.prior_lr, name, 0x9A1)
+        if cfg.freeze_prior and cfg.prior_steps > 0:
+            # the observation path the prior phase fitted stays as fitted (a steps-0 policy is
+            # exactly it); the stem's projection onto the action tokens still learns with the flow
+            side = {id(p) for p in model.keypoints.out.parameters()} if model.keypoints is not None else set()
+            for p in model.prior_parameters():
+                if id(p) not in side:
+                    p.requires_grad_(False)
         self.fsdp = self.world > 1 and cfg.strategy == "fsdp"
         if self.fsdp:
             from torch.distributed.fsdp import fully_shard
@@ -288,24 +321,33 @@ class Trainer:
         after a linear warm-up over ``warmup`` steps, batches of ``batch_size`` from a stream
         of the phase's own (seeded by ``salt``). Logged to ``metrics.jsonl`` as ``{"phase":
         phase, f"{phase}_step": ..., f"loss/{loss_name}": ...}``. Under ``max_minutes`` the
-        pretraining phases stop once half of the budget is spent. The EMA copy then takes
-        the pretrained weights."""
+        pretraining phases stop once ``pretrain_fraction`` of the budget is spent. The prior
+        phase's learning rate follows a cosine to zero over the phase (steps or time,
+        whichever runs out first). The EMA copy then takes the pretrained weights."""
         cfg = self.cfg
         opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
         stream = IndexStream(torch.ones(len(self.dataset)), _mix(cfg.seed, salt), self.rank)  # type: ignore[arg-type]
-        limit = None if cfg.max_minutes is None else cfg.max_minutes * 30.0  # half the budget, s
-        t_log = time.perf_counter()
+        limit = None if cfg.max_minutes is None else cfg.max_minutes * 60.0 * cfg.pretrain_fraction  # s
+        t_phase = time.perf_counter()
+        bs = cfg.pretrain_batch_size or cfg.batch_size
+        t_log = t_print = time.perf_counter()
         losses: list[float] = []
         for step in range(steps):
-            if limit is not None and time.perf_counter() - self.t_start > limit:
+            now = time.perf_counter()
+            if limit is not None and now - self.t_start > limit:
                 if not self.quiet:
-                    print(f"[train] {phase} pretraining stopped at step {step}: half of the "
+                    print(f"[train] {phase} pretraining stopped at step {step}: {cfg.pretrain_fraction:g} of the "
                           f"{cfg.max_minutes:g}-minute budget is spent")
                 break
             step_lr = lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+            if phase == "prior":  # cosine over the phase: by steps, or by the time it may use
+                done = step / steps
+                if limit is not None:
+                    done = max(done, (now - t_phase) / max(limit - (t_phase - self.t_start), 1e-9))
+                step_lr *= 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
             for g in opt.param_groups:
                 g["lr"] = step_lr
-            indices = [stream.at(step * cfg.batch_size + i) for i in range(cfg.batch_size)]
+            indices = [stream.at(step * bs + i) for i in range(bs)]
             loss = loss_fn(collate([self.dataset[i] for i in indices]), indices)
             loss.backward()
             if self.world > 1:
@@ -319,11 +361,12 @@ class Trainer:
             losses.append(float(loss.detach()))
             if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
                 now = time.perf_counter()
-                rate = len(losses) * cfg.batch_size * self.world / max(now - t_log, 1e-9)
+                rate = len(losses) * bs * self.world / max(now - t_log, 1e-9)
                 rec = {"phase": phase, f"{phase}_step": step + 1, f"loss/{loss_name}": sum(losses) / len(losses),
                        "lr": step_lr, "samples_per_s": rate}
                 self._append_metrics(rec)
-                if not self.quiet:
+                if not self.quiet and (now - t_print >= PRINT_EVERY_S or step + 1 == steps):
+                    t_print = now
                     print(f"[train] {phase} step {step + 1:>5}/{steps} {loss_name}={rec[f'loss/{loss_name}']:.5f} "
                           f"{rec['samples_per_s']:.1f} samples/s", flush=True)
                 losses, t_log = [], now
@@ -406,7 +449,9 @@ class Trainer:
         if self._progress is not None:
             self._progress.update(self._task, completed=record["step"],
                                   info=f"loss {record['loss']:.4f}  {record['samples_per_s']:.1f} samples/s")
-        elif not self.quiet:
+        elif not self.quiet and (time.perf_counter() - self._t_print >= PRINT_EVERY_S
+                                 or record["step"] == self.cfg.steps):
+            self._t_print = time.perf_counter()
             parts = " ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith("loss"))
             print(f"[train] step {record['step']:>6}/{self.cfg.steps} {parts} lr={record['lr']:.2e} "
                   f"{record['samples_per_s']:.1f} samples/s", flush=True)

@@ -22,7 +22,8 @@ from cosmos3_robot.runtime.node_core import decode_compressed, decode_image
 from cosmos3_robot.runtime.node_params import NODE_NAME, build_node, load_params  # noqa: F401
 
 PARAMS = {
-    "checkpoint": "", "embodiment": "", "camera_topics": ["/camera/image_raw"], "compressed": False,
+    "checkpoint": "", "embodiment": "", "camera_topics": ["/camera/image_raw"], "camera_names": [""],
+    "compressed": False,
     "image_height": 0, "image_width": 0, "state_topic": "/joint_states", "state_type": "joint_state",
     "state_dim": 0, "instruction_topic": "/instruction", "instruction": "", "estop_topic": "/estop",
     "command_topic": "/cosmos3/command", "output_type": "joint_trajectory", "joint_names": [""],
