@@ -8,9 +8,11 @@ command array with ``T-1`` rows gets its last row repeated for the final frame.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -48,6 +50,36 @@ def quiet_encoders() -> None:
         pass
 
 
+# libav's muxer notes that LeRobot's video writer lets through (it restores libav's default
+# log callback after each file): two lines per episode, no information for a user
+_NOISE = ("Starting second pass: moving the moov atom",)
+
+
+@contextlib.contextmanager
+def filtered_stderr(noise: tuple[str, ...] = _NOISE) -> Iterator[None]:
+    """Hold what C libraries write to file descriptor 2 inside the block, then pass it on
+    without the lines that contain one of ``noise`` (everything else, errors included, is
+    written out unchanged, also when the block raises)."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [ln for ln in tmp.read().decode(errors="replace").splitlines(keepends=True)
+                    if not any(n in ln for n in noise)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
 def to_lerobot(episodes: Iterable[Episode], root: str | os.PathLike[str], repo_id: str, fps: int,
                use_videos: bool = True, robot_type: str | None = None) -> Path:
     """Write ``episodes`` to a new LeRobot dataset at ``root``; returns ``root``."""
@@ -82,9 +114,11 @@ def to_lerobot(episodes: Iterable[Episode], root: str | os.PathLike[str], repo_i
                 frame[feat] = v if kind == "frames" else np.asarray(v, np.float32).reshape(ds.features[feat]["shape"])
             frame["task"] = ep.text or "unspecified"
             ds.add_frame(frame)
-        ds.save_episode()
+        with filtered_stderr():
+            ds.save_episode()
         n += 1
     if ds is None:
         raise DataError("convert: no episodes to write")
-    ds.finalize()
+    with filtered_stderr():
+        ds.finalize()
     return root
