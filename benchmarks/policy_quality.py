@@ -42,7 +42,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "sim" / "builtin_tasks.yaml"
 REPO_ID = "local/cosmos3_sim"
-CAMERA = "front"
+CAMERA = "front"  # the world model's video camera
+CAMERAS = ("front", "wrist")  # every policy (ours, ACT, Diffusion) sees both
 HELD_OUT_SEED = 500_000
 
 
@@ -59,7 +60,7 @@ def record_data(out: Path, tasks: list[str], demos: int, image_size: int) -> dic
         log(f"demonstrations already at {data}")
         return json.loads((out / "record.json").read_text())
     shutil.rmtree(data, ignore_errors=True)
-    st = record(tasks, demos, data, repo_id=REPO_ID, use_videos=False, image_size=image_size, cameras=(CAMERA,),
+    st = record(tasks, demos, data, repo_id=REPO_ID, use_videos=False, image_size=image_size, cameras=CAMERAS,
                 noise=0.004)
     info = {"kept": st.kept, "failed": st.failed, "frames": st.frames}
     (out / "record.json").write_text(json.dumps(info))
@@ -79,7 +80,8 @@ def train_cosmos3(data: Path, run: Path, preset: str, minutes: float, batch: int
     t0 = time.perf_counter()
     train_run(RECIPE, run, overrides=[
         f"data.0.root={data.resolve()}", f"data.0.repo_id={REPO_ID}",
-        f"data.0.layout.cameras={{{CAMERA}: observation.images.{CAMERA}}}", f"window.camera={CAMERA}",
+        "data.0.layout.cameras={" + ", ".join(f"{c}: observation.images.{c}" for c in CAMERAS) + "}",
+        f"window.camera={CAMERA}",
         f"model.preset={preset}", f"window.image_size={model_preset(preset).image_size}",
         f"train.max_minutes={minutes}", f"train.batch_size={batch}", *overrides])
     metrics = read_metrics(run)

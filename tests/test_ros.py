@@ -275,8 +275,19 @@ def test_checkpoint_embodiment_is_checked(tmp_path):
     (ckpt / "trainer.json").write_text(json.dumps(info))
     params = {**load_params(PKG / "config" / "policy.yaml"), "checkpoint": str(ckpt)}
     core, topics, policy = build_node(params)  # loads
-    assert policy.embodiment.name == "sim_arm" and topics.cameras == {"camera0": "/camera/image_raw"}
+    # each topic is named after the model's camera it shows (the first: the video camera)
+    cam = pol.window["camera"]
+    assert policy.embodiment.name == "sim_arm" and topics.cameras == {cam: "/camera/image_raw"}
     assert policy.config.temperature == 1.0
+    two = {**params, "camera_topics": ["/a", "/b"]}
+    core2, topics2, _ = build_node(two)
+    assert topics2.cameras == {cam: "/a", "camera1": "/b"}
+    core2.close()
+    core2, topics2, _ = build_node({**two, "camera_names": ["left", "wrist"]})
+    assert topics2.cameras == {"left": "/a", "wrist": "/b"}
+    core2.close()
+    with pytest.raises(ValueError, match="parameter camera_names: expected 2 distinct names"):
+        build_node({**two, "camera_names": ["a", "a"]})
     core.close()
     core, _, cool = build_node({**params, "temperature": 0.25})
     assert cool.config.temperature == 0.25
