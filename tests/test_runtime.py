@@ -301,3 +301,39 @@ def test_pose_state_is_padded_with_the_last_gripper_command(policy):
     assert core.pose_state([0, 0, 0], [1, 0, 0, 0], width=8)[-1] == pytest.approx(0.8)
     assert len(core.pose_state([0, 0, 0], [1, 0, 0, 0])) == 7
     core.close()
+
+
+def test_policy_reads_every_camera_it_was_trained_on():
+    """A model with an observation stem on front and wrist: ``infer(views=...)`` reaches it
+    (another wrist frame moves the chunk), the video camera's view may be left out (it is
+    the context frame), a missing wrist frame is refused by name; the websocket adapter
+    maps the wrist camera to openpi's key and the node adapter to its camera names."""
+    from cosmos3_robot.runtime.node_core import policy_infer
+    from cosmos3_robot.runtime.server import ObservationKeys, policy_infer_fn
+
+    pol = tiny_sim_policy(views=("front", "wrist"))
+    assert pol.views == ("front", "wrist")
+    rng = np.random.default_rng(0)
+    front, wrist, other = (rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3))
+    s = {"state": sim_state()}
+    a = pol.infer(front, s, "reach the red target", views={"front": front, "wrist": wrist})["state"]
+    assert a.shape == (8, 8)
+    np.testing.assert_allclose(pol.infer(front, s, "reach the red target", views={"wrist": wrist})["state"], a)
+    b = pol.infer(front, s, "reach the red target", views={"wrist": other})["state"]
+    assert np.abs(a - b).max() > 1e-6
+    with pytest.raises(ValueError, match=r"views: no frame for camera 'wrist'"):
+        pol.infer(front, s, "reach the red target")
+
+    infer = policy_infer_fn(pol)
+    obs = {"observation/image": front, "observation/wrist_image": wrist, "observation/state": sim_state(),
+           "prompt": "reach the red target"}
+    np.testing.assert_allclose(infer(obs)["actions"], a, atol=1e-6)
+    with pytest.raises(ValueError, match="observation/wrist_image: missing"):
+        infer({k: v for k, v in obs.items() if k != "observation/wrist_image"})
+    with pytest.raises(ValueError, match="no request key is mapped"):
+        policy_infer_fn(pol, ObservationKeys(views={}))
+
+    node = policy_infer(pol, cameras=("front", "wrist"))
+    np.testing.assert_allclose(node([front, wrist], s, "reach the red target", None), a, atol=1e-6)
+    with pytest.raises(ValueError, match=r"camera_names: the model reads cameras \['front', 'wrist'\]"):
+        policy_infer(pol, cameras=("front", "camera1"))

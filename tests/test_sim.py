@@ -300,10 +300,11 @@ def test_record_train_and_evaluate_a_checkpoint(tmp_path):
 
     out = tmp_path / "run"
     hist = run(REPO_RECIPE, out, overrides=[f"data.0.root={data}", "model.preset=tiny", "window.image_size=32", "train.steps=3",
-                                            "train.batch_size=2", "train.ckpt_every=3"], quiet=True)
+                                            "train.batch_size=2", "train.ckpt_every=3", "train.prior_steps=5",
+                                            "train.pretrain_batch_size=4"], quiet=True)
     assert len(hist) >= 1 and np.isfinite(hist[-1]["loss"])
     res = evaluate(str(out), EvalConfig(tasks=("reach",), episodes=1, workers=0, videos=0,
-                                        policy_kwargs={"steps": 2}))
+                                        policy_kwargs={"steps": 0, "temperature": 0.0}))
     r = res.results[0]
     assert r.error is None, r.error
     assert r.policy_calls >= 1 and r.steps >= 1
