@@ -130,7 +130,7 @@ def imagination(run_dir: Path, out_dir: Path, task: str = "pick_place", seed: in
                       fps=w.get("fps"), n_context=1,
                       n_future=int(w.get("n_future") or 4), chunk=int(w["chunk"]), image_size=int(w["image_size"]),
                       stride=int(w.get("n_future") or 4))
-    env = TASKS[task](image_size=int(w["image_size"]), cameras=tuple(dict.fromkeys((w["camera"], *(w.get("views") or ())))))
+    env = TASKS[task](image_size=int(w["image_size"]), cameras=pol.cameras)
     try:
         ep, _ = expert_episode(env, seed, hold_steps=spec.chunk)
     finally:

@@ -87,7 +87,7 @@ class CheckpointPolicy:
         self.seed, self.calls = 0, 0
 
     def reset(self, env, seed):
-        for cam in (self.camera, *self.policy.views):
+        for cam in self.policy.cameras:
             if cam not in env.unwrapped.cameras:
                 raise ValueError(f"policy camera {cam!r} is not rendered by the env ({env.unwrapped.cameras})")
         self.seed, self.calls = seed, 0

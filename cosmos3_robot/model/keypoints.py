@@ -17,7 +17,7 @@ states, so the action prior trains without running the towers (``train.prior_ste
 Measured on the built-in tasks (``docs/experiments/2026-12-01-visuomotor-prior.md``): with
 the instruction only beside the keypoints (no FiLM) and one camera, the prior could not
 tell which target was named; with FiLM on front and wrist cameras it reaches the named
-object.
+target and pushes to the named zone (picking the named cube is not yet reliable).
 """
 
 from __future__ import annotations

@@ -249,9 +249,8 @@ def policy_infer(policy: Any, state_key: str = "state", cameras: tuple[str, ...]
     (``policy.views``, matched by name against ``cameras``, the node's camera order) as its
     views, the raw state, the instruction, the pending prefix. A model camera the node does
     not subscribe to is an error here, when the node is built."""
-    primary = getattr(policy, "window", {}).get("camera")
     wanted = tuple(getattr(policy, "views", ()))
-    missing = [c for c in wanted if c not in cameras and c != primary]
+    missing = [c for c in wanted if c not in cameras and c in policy.required_views]
     if missing:
         raise ValueError(f"camera_names: the model reads cameras {list(wanted)}; add {missing} "
                          f"(node cameras: {list(cameras)})")
@@ -260,10 +259,8 @@ def policy_infer(policy: Any, state_key: str = "state", cameras: tuple[str, ...]
     def infer(frames: list[np.ndarray], state: Mapping[str, Any], text: str, prefix: np.ndarray | None):
         # pin at most chunk - 1 pending commands, so the new chunk always adds something
         pre = {state_key: prefix[: policy.chunk - 1]} if prefix is not None and len(prefix) else None
-        if index:
-            out = policy.infer(frames[0], state, text, prefix=pre, views={c: frames[i] for c, i in index.items()})
-        else:
-            out = policy.infer(frames[0], state, text, prefix=pre)
+        extra = {"views": {c: frames[i] for c, i in index.items()}} if index else {}
+        out = policy.infer(frames[0], state, text, prefix=pre, **extra)
         return np.asarray(out[state_key])
 
     return infer

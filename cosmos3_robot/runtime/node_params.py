@@ -77,7 +77,7 @@ def build_node(p: Mapping[str, Any]):
         raise ValueError("parameter camera_topics: at least one camera topic is required")
     # camera_names: what each topic shows, in the model's camera names (the first topic is the
     # model's video camera); default: the model's cameras in order (video camera, then views)
-    model_cams = list(dict.fromkeys([str(policy.window.get("camera", "camera0")), *policy.views]))
+    model_cams = list(policy.cameras)
     names = [str(n) for n in p.get("camera_names") or [] if n] or \
         (model_cams + [f"camera{i}" for i in range(len(model_cams), len(cams))])[: len(cams)]
     if len(names) != len(cams) or len(set(names)) != len(names):

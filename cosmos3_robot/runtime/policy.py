@@ -249,18 +249,27 @@ class Cosmos3Policy:
             raise ValueError(f"prefix: {len(x)} steps, more than the chunk of {self.chunk}")
         return self.normalizer.normalize(np.asarray(x))
 
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        """Every camera the policy reads: the video camera, then the other views."""
+        return tuple(dict.fromkeys([str(self.window.get("camera", "camera0")), *self.views]))
+
+    @property
+    def required_views(self) -> tuple[str, ...]:
+        """The views a request must carry (the video camera's is its context frame)."""
+        return self.cameras[1:] if self.views else ()
+
     def _views(self, views: Mapping[str, Any] | None, frames: Any) -> torch.Tensor | None:
         """Every camera's current frame ``{camera: (H, W, 3) uint8}`` -> ``(1, N, 3, S, S)`` in
         the trained order; ``None`` for a model without an observation stem. The primary
         camera's view may be left out: it is then the last context frame."""
         if not self.views:
             return None
-        primary = self.window.get("camera")
         given = dict(views or {})
         out = []
         for cam in self.views:
             if cam not in given:
-                if cam != primary:
+                if cam in self.required_views:
                     raise ValueError(f"views: no frame for camera {cam!r}; the model reads {list(self.views)} "
                                      f"(views={{camera: (H, W, 3) uint8}})")
                 x = np.asarray(frames)

@@ -54,12 +54,11 @@ class ObservationKeys:
 def policy_infer_fn(policy: Any, keys: ObservationKeys = ObservationKeys()) -> InferFn:
     """Request dict -> reply dict for a :class:`~cosmos3_robot.runtime.Cosmos3Policy`."""
     needs_state = bool(policy.embodiment.codec.state_blocks)
-    primary = getattr(policy, "window", {}).get("camera")
     view_keys = {}
     for cam in getattr(policy, "views", ()):
         if cam in keys.views:
             view_keys[cam] = keys.views[cam]
-        elif cam != primary:
+        elif cam in policy.required_views:
             raise ValueError(f"views: the model reads camera {cam!r} but no request key is mapped to it; "
                              f"mapped: {keys.views} (cosmos3-robot serve --view {cam}=KEY)")
 
@@ -77,9 +76,8 @@ def policy_infer_fn(policy: Any, keys: ObservationKeys = ObservationKeys()) -> I
         for cam, key in view_keys.items():
             if key not in obs:
                 raise ValueError(f"{key}: missing; expected the {cam!r} camera's (H, W, 3) uint8 image")
-        views = {cam: obs[key] for cam, key in view_keys.items()}
-        out = policy.infer(obs[keys.image], state, obs[keys.prompt], views=views) if views else \
-            policy.infer(obs[keys.image], state, obs[keys.prompt])
+        extra = {"views": {cam: obs[key] for cam, key in view_keys.items()}} if view_keys else {}
+        out = policy.infer(obs[keys.image], state, obs[keys.prompt], **extra)
         arrays = [np.asarray(v, dtype=np.float32) for v in out.values()]
         actions = arrays[0] if len(arrays) == 1 else np.concatenate([a.reshape(len(a), -1) for a in arrays], -1)
         reply = {"actions": actions, "action_keys": list(out), "policy_timing": dict(policy.last_timing)}
