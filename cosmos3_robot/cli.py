@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from cosmos3_robot import __version__
@@ -284,7 +286,8 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from cosmos3_robot.runtime import Cosmos3Policy
-    from cosmos3_robot.runtime.server import ObservationKeys, PolicyServer, ServerConfig, policy_infer_fn
+    from cosmos3_robot.runtime.server import (ObservationKeys, PolicyServer, ServerConfig, policy_infer_fn,
+                                              server_metadata)
 
     try:
         policy = Cosmos3Policy.from_checkpoint(args.checkpoint, _inference_config(args))
@@ -293,20 +296,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
+    try:
+        token = _serve_token(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
         print(f"[serve] warning: listening on {args.host} without --token: anyone who can reach the port can "
               f"drive the policy", file=sys.stderr)
     keys = ObservationKeys(image=args.image_key, state=state, prompt=args.prompt_key, views=views)
-    meta = {"embodiment": policy.embodiment.name, "chunk": policy.chunk, "action_dim": policy.embodiment.width,
-            "control_hz": policy.fps, "image_size": policy.image_size, "n_context": policy.n_context,
-            "observation_keys": {"image": keys.image, "state": keys.state, "prompt": keys.prompt}}
-    meta["observation_keys"]["views"] = keys.views
+    meta = server_metadata(policy, keys)
     try:
         infer = policy_infer_fn(policy, keys)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    server = PolicyServer(infer, ServerConfig(args.host, args.port, args.token), meta)
+    server = PolicyServer(infer, ServerConfig(args.host, args.port, token), meta)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -314,11 +319,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_token(args: argparse.Namespace) -> str | None:
+    """--token, else --token-file, else $COSMOS3_TOKEN (None: no token)."""
+    if args.token and args.token_file:
+        raise ValueError("--token and --token-file: give one")
+    if args.token_file:
+        try:
+            text = Path(args.token_file).read_text().strip().splitlines()
+        except OSError as exc:
+            raise ValueError(f"--token-file {args.token_file}: cannot be read ({exc.strerror})") from None
+        if not text or not text[0].strip():
+            raise ValueError(f"--token-file {args.token_file}: empty")
+        return text[0].strip()
+    return args.token or os.environ.get("COSMOS3_TOKEN") or None
+
+
 def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="run or checkpoint folder")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' from clients")
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or openpi's 'Api-Key TOKEN') from "
+                                   "clients; visible in ps, prefer --token-file or $COSMOS3_TOKEN")
+    p.add_argument("--token-file", help="read the token from this file (first line)")
     p.add_argument("--image-key", default="observation/image", help="request key of the camera frame")
     p.add_argument("--view", action="append", metavar="CAMERA=KEY",
                    help="request key of another camera the model reads (repeatable; default "

@@ -124,6 +124,11 @@ class Block:
     def label(self) -> str:
         return f"block {self.name!r} ({type(self).__name__})"
 
+    def rest(self) -> torch.Tensor:
+        """One valid step of this block's input, at rest (for layout probes): a state block's
+        absolute value, a command block's command."""
+        raise NotImplementedError
+
     def proprio(self, value: torch.Tensor) -> torch.Tensor:
         """One step's absolute value (a start state's entry) -> a flat vector, the model's
         proprioceptive input (scalars and points as they are)."""
@@ -188,6 +193,9 @@ class PoseBlock(Block):
     relative: PoseMode = "framewise"
 
     step_ndim: ClassVar[int] = 2
+
+    def rest(self) -> torch.Tensor:
+        return torch.eye(4, dtype=torch.float64)
 
     def proprio(self, value: torch.Tensor) -> torch.Tensor:
         """A ``(4, 4)`` pose -> translation (3, metres) + 6D rotation (6), in the world frame."""
@@ -271,6 +279,9 @@ class BoundedScalarBlock(Block):
     def width(self) -> int:
         return 1
 
+    def rest(self) -> torch.Tensor:
+        return torch.tensor(float(self.low), dtype=torch.float64)
+
     def dim_names(self) -> list[str]:
         return [self.name]
 
@@ -343,6 +354,9 @@ class PointsBlock(Block):
     def width(self) -> int:
         return 3 * self.n_points
 
+    def rest(self) -> torch.Tensor:
+        return torch.zeros(self.n_points, 3, dtype=torch.float64)
+
     def dim_names(self) -> list[str]:
         names = self.point_names or tuple(f"p{i}" for i in range(self.n_points))
         return [f"{self.name}.{p}.{c}" for p in names for c in "xyz"]
@@ -404,6 +418,9 @@ class DeltaPoseCommandBlock(Block):
     @property
     def width(self) -> int:
         return 6 if self.rotation == "axis_angle" else 9
+
+    def rest(self) -> torch.Tensor:
+        return torch.zeros(6, dtype=torch.float64)
 
     def dim_names(self) -> list[str]:
         if self.rotation == "axis_angle":

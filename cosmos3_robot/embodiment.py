@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numpy as np
+
 from cosmos3_robot.codec import ActionCodec, Episode
 from cosmos3_robot.normalize import QuantileNormalizer
 from cosmos3_robot.transforms import Transform, apply, invert_all
@@ -86,6 +88,17 @@ class Embodiment:
 
     def start_state(self, episode: Episode, t: int = 0) -> dict[str, Any]:
         return self.codec.start_state(episode, t)
+
+    def raw_action_layout(self) -> dict[str, tuple[int, ...]]:
+        """What a decoded chunk holds in the robot's own keys: raw key -> per-step shape
+        (e.g. ``{"state": (8,)}`` for ``sim_arm``), found by decoding one step at rest."""
+        import torch
+
+        ep = {b.name: torch.stack([b.rest()] * (2 if b.kind == "state" else 1)) for b in self.codec.blocks}
+        x = self.codec.encode(ep)
+        start = self.codec.start_state(ep, 0) if self.codec.state_blocks else None
+        raw = self.to_raw(self.codec.decode(x, start))
+        return {k: tuple(np.asarray(v).shape[1:]) for k, v in raw.items()}
 
     def normalizer(self, actions: Any, clamp: bool = False) -> QuantileNormalizer:
         """Quantile statistics of pseudo-actions ``(..., D)`` for this layout."""

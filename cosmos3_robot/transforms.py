@@ -95,6 +95,11 @@ class Split(Transform):
         return out
 
 
+QUAT_NORM_TOL = 0.01
+"""How far from 1 a quaternion's norm may be (float32 round trips, 4-decimal logs) before it
+is refused: a zero or far-off quaternion is a broken message, not a rotation."""
+
+
 @dataclass(frozen=True)
 class PoseFromPosRotation(Transform):
     """Build a ``(..., 4, 4)`` pose ``out`` from a position ``(..., 3)`` and a rotation.
@@ -113,6 +118,12 @@ class PoseFromPosRotation(Transform):
         kind = self.rotation
         if kind in ("quat_wxyz", "quat_xyzw"):
             _last_dim(r, 4, self.rot, "PoseFromPosRotation", "(..., 4) quaternion")
+            norm = np.linalg.norm(np.asarray(r, dtype=np.float64), axis=-1)
+            bad = ~(np.abs(norm - 1.0) <= QUAT_NORM_TOL)
+            if bad.any():
+                i = tuple(int(j) for j in np.argwhere(bad)[0])
+                raise ValueError(f"{self.rot}: quaternion at index {i} has norm {float(norm[i]):.4g}; expected a "
+                                 f"unit quaternion ({kind[5:]}, |q| = 1 within {QUAT_NORM_TOL:g})")
             return geo.quat_to_matrix(r, order=kind[5:])
         if kind == "axis_angle":
             _last_dim(r, 3, self.rot, "PoseFromPosRotation", "(..., 3) axis-angle")

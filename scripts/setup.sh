@@ -53,7 +53,7 @@ PY="$VENV/bin/python"
 # Reinstall only when pyproject.toml or the extras change (a stamp records the last install).
 stamp="$VENV/.cosmos3-robot-installed"
 PLUGIN=plugins/lerobot_policy_cosmos3   # LeRobot policy plugin, installed with the lerobot extra
-want="$(cat pyproject.toml "$PLUGIN/pyproject.toml" | sha256sum | cut -d' ' -f1) $EXTRAS"
+want="$(cat pyproject.toml "$PLUGIN/pyproject.toml" | sha256sum | cut -d' ' -f1) $EXTRAS openpi-client-0.1.2"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! "$PY" -c 'import cosmos3_robot' 2>/dev/null; then
   log "installing Python packages (extras: $EXTRAS); the first time takes several minutes"
   "$PY" -m pip install --quiet --upgrade "pip>=24" "setuptools>=69" wheel
@@ -62,6 +62,9 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] || ! "$PY" -c 'import cos
     # a second distribution: LeRobot discovers plugins by distribution name (lerobot_policy_*)
     "$PY" -m pip install --quiet --no-deps -e "$PLUGIN"
   fi
+  # openpi's own websocket client, for the compatibility test: it declares numpy<2, so it is
+  # installed without its dependencies (it uses websockets, msgpack and typing_extensions, ours)
+  "$PY" -m pip install --quiet --no-deps "openpi-client==0.1.2"
   echo "$want" > "$stamp"
 else
   log "Python packages up to date ($VENV)"

@@ -104,9 +104,11 @@ def write_lerobot_dataset(root: Path, n_episodes: int = 2, T: int = 24, size: in
 
 
 def write_rosbag(path: Path, seconds: float = 3.0, size: int = 32, mcap: bool = False, seed: int = 0,
-                 drop_images: tuple[float, float] | None = None) -> Path:
+                 drop_images: tuple[float, float] | None = None, reverse_stamps: str | None = None) -> Path:
     """A rosbag2 (sqlite3 or MCAP) with a 30 Hz camera, 100 Hz joint states and 50 Hz poses,
-    written with rosbags and ROS 2 message definitions; header stamps start at t=100 s."""
+    written with rosbags and ROS 2 message definitions; header stamps start at t=100 s.
+    ``reverse_stamps``: that topic's header stamps run backwards over its second half
+    (recorded in order, stamped wrongly)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -123,7 +125,9 @@ def write_rosbag(path: Path, seconds: float = 3.0, size: int = 32, mcap: bool = 
     frames = _moving_square(int(seconds * 30) + 1, size, rng)
     t0 = 100.0
 
-    def header(t: float) -> object:
+    def header(t: float, topic: str = "") -> object:
+        if topic == reverse_stamps and t > t0 + seconds / 2:
+            t = 2 * (t0 + seconds / 2) - t  # mirrored: later messages, earlier stamps
         sec = int(t)
         return Header(stamp=Time(sec=sec, nanosec=int(round((t - sec) * 1e9))), frame_id="base")
 
@@ -142,7 +146,7 @@ def write_rosbag(path: Path, seconds: float = 3.0, size: int = 32, mcap: bool = 
             msgs.append((t, cam, m, Image.__msgtype__))
         for i in range(int(seconds * 100) + 1):
             t = t0 + i / 100
-            m = JointState(header=header(t), name=[f"j{k}" for k in range(8)],
+            m = JointState(header=header(t, "/joint_states"), name=[f"j{k}" for k in range(8)],
                            position=np.r_[np.sin(t + np.arange(7)), 0.5 + 0.5 * np.sin(t)],
                            velocity=np.zeros(0), effort=np.zeros(0))
             msgs.append((t, js, m, JointState.__msgtype__))

@@ -82,31 +82,75 @@ def filtered_stderr(noise: tuple[str, ...] = _NOISE) -> Iterator[None]:
 
 def to_lerobot(episodes: Iterable[Episode], root: str | os.PathLike[str], repo_id: str, fps: int,
                use_videos: bool = True, robot_type: str | None = None) -> Path:
-    """Write ``episodes`` to a new LeRobot dataset at ``root``; returns ``root``."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    """Write ``episodes`` to a new LeRobot dataset at ``root``; returns ``root``.
 
-    quiet_encoders()
+    The dataset is written to a temporary folder beside ``root`` and moved into place when
+    complete, so a failure (a bad episode, Ctrl-C) leaves nothing at ``root`` and the same
+    command can simply be run again. ``root`` must not exist yet. Every episode must have
+    the first one's keys and per-step shapes; the error names the episode and the field."""
+    import shutil
 
     root = Path(root)
+    if root.exists():
+        raise DataError(f"{root}: already exists; write the dataset to a new folder (or remove this one)")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_lerobot(episodes, tmp, repo_id, fps, use_videos, robot_type)
+        os.replace(tmp, root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _write_lerobot(episodes: Iterable[Episode], root: Path, repo_id: str, fps: int, use_videos: bool,
+                   robot_type: str | None) -> None:
+    quiet_encoders()
+    state: dict = {"ds": None}
+    try:
+        _write_episodes(episodes, root, repo_id, fps, use_videos, robot_type, state)
+    except BaseException:
+        ds = state["ds"]
+        if ds is not None:  # let LeRobot's writer threads finish before the folder is removed
+            for obj, stop in ((ds, "clear_episode_buffer"), (ds, "stop_image_writer"), (ds, "_close_writer"),
+                              (getattr(ds, "meta", None), "_close_writer")):
+                try:
+                    getattr(obj, stop)()
+                except Exception:  # noqa: BLE001  (best effort on the way out)
+                    pass
+        raise
+
+
+def _write_episodes(episodes: Iterable[Episode], root: Path, repo_id: str, fps: int, use_videos: bool,
+                    robot_type: str | None, state: dict) -> None:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
     ds = None
     names: dict[str, tuple[str, str]] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     n = 0
     for ep in episodes:
         ep = ep.select(resample_indices(ep.timestamps, fps, ep.name))
         if ds is None:
             names = _feature_names(ep)
+            shapes = {feat: tuple(getattr(ep, kind)[key].shape[1:]) for feat, (kind, key) in names.items()}
             features = {}
             for feat, (kind, key) in names.items():
-                arr = getattr(ep, kind)[key]
                 if kind == "frames":
-                    features[feat] = {"dtype": "video" if use_videos else "image", "shape": tuple(arr.shape[1:]),
+                    features[feat] = {"dtype": "video" if use_videos else "image", "shape": shapes[feat],
                                       "names": ["height", "width", "channels"]}
                 else:
-                    features[feat] = {"dtype": "float32", "shape": tuple(arr.shape[1:]) or (1,), "names": None}
-            ds = LeRobotDataset.create(repo_id, fps=fps, features=features, root=root, use_videos=use_videos,
-                                       robot_type=robot_type)
+                    features[feat] = {"dtype": "float32", "shape": shapes[feat] or (1,), "names": None}
+            ds = state["ds"] = LeRobotDataset.create(repo_id, fps=fps, features=features, root=root,
+                                                     use_videos=use_videos, robot_type=robot_type)
         elif _feature_names(ep) != names:
             raise DataError(f"{ep.name}: keys differ from the first episode's ({sorted(names)})")
+        for feat, (kind, key) in names.items():
+            got = tuple(getattr(ep, kind)[key].shape[1:])
+            if got != shapes[feat]:
+                raise DataError(f"{ep.name}: {kind}[{key!r}] has per-step shape {got}; the first episode's "
+                                f"is {shapes[feat]}")
         for t in range(len(ep)):
             frame = {}
             for feat, (kind, key) in names.items():
@@ -121,4 +165,3 @@ def to_lerobot(episodes: Iterable[Episode], root: str | os.PathLike[str], repo_i
         raise DataError("convert: no episodes to write")
     with filtered_stderr():
         ds.finalize()
-    return root

@@ -144,10 +144,22 @@ class PolicyNodeCore:
         return True
 
     def on_state(self, stamp: float, state: Mapping[str, Any]) -> bool:
-        vals = {k: np.asarray(v, dtype=np.float64) for k, v in state.items()}
+        if not isinstance(state, Mapping):
+            self.reject("bad_state", f"expected a mapping of raw key -> numbers, got {type(state).__name__}")
+            return False
+        vals = {}
+        for k, v in state.items():
+            a = np.asarray(v)
+            if a.dtype.kind not in "biuf" or a.size == 0:
+                self.reject("bad_state", f"state[{k!r}]: expected numbers, got {a.dtype} of shape {a.shape}")
+                return False
+            vals[k] = a.astype(np.float64)
         bad = [k for k, v in vals.items() if not np.all(np.isfinite(v))]
         if bad:
             self.reject("bad_state", f"non-finite values in {bad}")
+            return False
+        if not isinstance(stamp, (int, float, np.integer, np.floating)) or not np.isfinite(stamp):
+            self.reject("bad_state", f"stamp: expected a finite time in seconds, got {stamp!r}")
             return False
         with self._lock:
             self.state = Stamped(float(stamp), self.clock(), vals)
@@ -162,9 +174,15 @@ class PolicyNodeCore:
             v = np.r_[v, np.full(width - len(v), float(last[-1]) if last is not None else 0.0)]
         return v
 
-    def on_instruction(self, text: str) -> None:
+    def on_instruction(self, text: str) -> bool:
+        """A new instruction; anything but a string is refused (counted as ``bad_instruction``)
+        and the current one stays."""
+        if not isinstance(text, str):
+            self.reject("bad_instruction", f"expected a string, got {type(text).__name__}")
+            return False
         with self._lock:
-            self.instruction = str(text)
+            self.instruction = text
+        return True
 
     def on_estop(self, pressed: bool) -> None:
         self.safety.estop(bool(pressed))
@@ -197,17 +215,29 @@ class PolicyNodeCore:
         self.scheduler.in_flight = None
         try:
             chunk = np.asarray(fut.result(), dtype=np.float64)
-            if chunk.ndim != 2 or not np.all(np.isfinite(chunk)):
-                raise ValueError(f"policy returned {chunk.shape} with non-finite values")
+            if chunk.ndim != 2 or len(chunk) == 0 or not np.all(np.isfinite(chunk)):
+                raise ValueError(f"policy returned shape {chunk.shape}; expected (T>=1, D) finite commands")
+            self.scheduler.add_chunk(s_obs, chunk)
         except Exception as exc:  # noqa: BLE001  (a failing policy must not stop the loop)
             self.reject("policy_error", f"{type(exc).__name__}: {exc}")
             return
         self.scheduler.record_latency(now - self._t_request)
-        self.scheduler.add_chunk(s_obs, chunk)
         self.counts["chunks"] += 1
 
     def tick(self) -> tuple[np.ndarray | None, dict[str, Any]]:
-        """One control period: returns (command to publish or None, status)."""
+        """One control period: returns (command to publish or None, status). Never raises:
+        an unexpected error holds the last safe command, counted as ``tick_error``."""
+        try:
+            return self._tick()
+        except Exception as exc:  # noqa: BLE001  (the control loop must keep running)
+            self.reject("tick_error", f"{type(exc).__name__}: {exc}")
+            try:
+                cmd = self.safety.hold("tick_error")
+            except Exception:  # noqa: BLE001
+                cmd = None
+            return (None if cmd is None else cmd[0]), self.status()
+
+    def _tick(self) -> tuple[np.ndarray | None, dict[str, Any]]:
         now = self.clock()
         step = self.step
         self.step += 1

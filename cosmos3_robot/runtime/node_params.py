@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import yaml
 
 from cosmos3_robot.runtime.node_core import NodeConfig, PolicyNodeCore, policy_infer
@@ -41,9 +42,15 @@ def safety_config(p: Mapping[str, Any]) -> SafetyConfig:
     wl, wh = _limits(p.get("workspace_low")), _limits(p.get("workspace_high"))
     if wl is not None and wh is not None and wl == wh:
         wl = wh = None
-    g = int(p.get("gripper_dim", -1))
-    return SafetyConfig(low=_limits(p.get("low")), high=_limits(p.get("high")), max_step=_limits(p.get("max_step")),
-                        workspace_low=wl, workspace_high=wh, gripper_dim=None if g < 0 else g, max_obs_age_s=None)
+    try:
+        g = int(p.get("gripper_dim", -1))
+        return SafetyConfig(low=_limits(p.get("low")), high=_limits(p.get("high")),
+                            max_step=_limits(p.get("max_step")), max_accel_step=_limits(p.get("max_accel_step")),
+                            workspace_low=wl, workspace_high=wh, gripper_dim=None if g < 0 else g,
+                            max_obs_age_s=None)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"parameters low/high/max_step/max_accel_step/workspace_low/workspace_high/gripper_dim: "
+                         f"{exc}") from None
 
 
 def inference_config(p: Mapping[str, Any]):
@@ -100,5 +107,13 @@ def build_node(p: Mapping[str, Any]):
                          command_topic=str(p.get("command_topic", "/cosmos3/command")),
                          output_type=str(p.get("output_type", "joint_trajectory")), joint_names=joints,
                          frame_id=str(p.get("frame_id", "base")))
+    layout = policy.embodiment.raw_action_layout()
+    if topics.state_key not in layout:
+        raise ValueError(f"the model's commands hold {sorted(layout)}, not the state key {topics.state_key!r}")
+    width = int(np.prod(layout[topics.state_key]))
+    problem = cfg.safety.problem(width)
+    if problem:  # e.g. gripper_dim 8 for 8-wide commands: refused here, not in the control loop
+        raise ValueError(f"parameters: {problem} "
+                         f"(the model's {topics.state_key!r} commands are {width} wide)")
     core = PolicyNodeCore(policy_infer(policy, topics.state_key, cfg.cameras), cfg)
     return core, topics, policy

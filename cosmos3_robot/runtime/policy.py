@@ -128,6 +128,11 @@ def generator_backend(model: Cosmos3, config: InferenceConfig, export_dir: str |
     return OrtGeneratorStep(path)
 
 
+def _check_instruction(text: Any) -> None:
+    if not isinstance(text, str):
+        raise ValueError(f"instruction: expected a string, got {type(text).__name__}")
+
+
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """A run folder (its latest checkpoint) or a checkpoint folder -> the checkpoint folder."""
     from cosmos3_robot.train.state import latest_checkpoint
@@ -216,9 +221,14 @@ class Cosmos3Policy:
     def _start(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
         if not self.embodiment.codec.state_blocks:  # command-only layouts decode without a state
             return None
+        if not isinstance(state, Mapping):
+            raise ValueError(f"state: expected a mapping of raw key -> numbers, got {type(state).__name__}")
         raw = {}
         for k, v in state.items():
-            a = np.asarray(v, dtype=np.float64)
+            a = np.asarray(v)
+            if a.dtype.kind not in "biuf":
+                raise ValueError(f"state[{k!r}]: expected numbers, got {a.dtype} values")
+            a = a.astype(np.float64)
             if not np.all(np.isfinite(a)):
                 raise ValueError(f"state[{k!r}]: non-finite values {a.tolist()}")
             raw[k] = a[None]  # one time step
@@ -280,11 +290,12 @@ class Cosmos3Policy:
     # ---- inference -------------------------------------------------------------------
     def _batch(self, video: torch.Tensor, instruction: str, start: dict[str, Any] | None,
                actions: torch.Tensor | None = None, views: torch.Tensor | None = None) -> WorldBatch:
+        _check_instruction(instruction)
         state = None
         if self.state_normalizer is not None and start is not None:
             proprio = self.state_normalizer.normalize(self.embodiment.codec.proprio(start))
             state = torch.as_tensor(proprio, dtype=torch.float32, device=self.model.device)[None]
-        return WorldBatch(text=[str(instruction)], embodiment=[self.embodiment.name], video=video,
+        return WorldBatch(text=[instruction], embodiment=[self.embodiment.name], video=video,
                           n_context_frames=self.n_context, fps=self.fps, control_hz=self.fps, actions=actions,
                           state=state, views=views)
 

@@ -6,7 +6,8 @@ each request is a binary msgpack-numpy observation dict, each reply a binary dic
 observation gets a *text* frame ``"error: <field>: <what was expected>"`` (openpi clients
 raise it as an error) and the connection stays open for the next request. ``GET /healthz``
 answers ``200 OK``. The server binds to loopback unless told otherwise; with a token,
-connections must send ``Authorization: Bearer <token>``. Messages above
+connections must send ``Authorization: Bearer <token>`` or openpi's ``Api-Key <token>`` (the scheme
+case-insensitive). Messages above
 ``max_message_bytes`` close the connection with websocket code 1009 (message too big).
 Inference runs in a worker thread, one request at a time per server (the model is not
 re-entrant), so health checks and other connections stay responsive.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -72,14 +74,27 @@ def policy_infer_fn(policy: Any, keys: ObservationKeys = ObservationKeys()) -> I
             for raw, key in keys.state.items():
                 if key not in obs:
                     raise ValueError(f"{key}: missing; expected the robot state for {raw!r}")
+                kind = np.asarray(obs[key]).dtype.kind
+                if kind not in "biuf":
+                    raise ValueError(f"{key}: expected a vector of numbers for {raw!r}, got {np.asarray(obs[key]).dtype}")
                 state[raw] = obs[key]
         for cam, key in view_keys.items():
             if key not in obs:
                 raise ValueError(f"{key}: missing; expected the {cam!r} camera's (H, W, 3) uint8 image")
         extra = {"views": {cam: obs[key] for cam, key in view_keys.items()}} if view_keys else {}
-        out = policy.infer(obs[keys.image], state, obs[keys.prompt], **extra)
-        arrays = [np.asarray(v, dtype=np.float32) for v in out.values()]
+        try:
+            out = policy.infer(obs[keys.image], state, obs[keys.prompt], **extra)
+        except ValueError as exc:  # name the request's field, not the policy's argument
+            msg = str(exc)
+            if msg.startswith("state") and len(keys.state) == 1:
+                msg = re.sub(r"^state(\[[^\]]*\])?", next(iter(keys.state.values())), msg)
+            raise ValueError(msg) from None
+        with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
+            arrays = [np.asarray(v, dtype=np.float32) for v in out.values()]
         actions = arrays[0] if len(arrays) == 1 else np.concatenate([a.reshape(len(a), -1) for a in arrays], -1)
+        if not np.all(np.isfinite(actions)):  # what is sent, after the cast (1e39 is inf in float32)
+            raise ValueError(f"{', '.join(keys.state.values()) or 'observation'}: the actions for this observation "
+                             f"do not fit float32 (|value| > {np.finfo(np.float32).max:.3g}); nothing sent")
         reply = {"actions": actions, "action_keys": list(out), "policy_timing": dict(policy.last_timing)}
         if keys.timestamp in obs:  # the observation's time (s) -> when each target is due
             t = np.asarray(obs[keys.timestamp], dtype=np.float64)
@@ -89,6 +104,21 @@ def policy_infer_fn(policy: Any, keys: ObservationKeys = ObservationKeys()) -> I
         return reply
 
     return infer
+
+
+def server_metadata(policy: Any, keys: ObservationKeys = ObservationKeys()) -> dict[str, Any]:
+    """The metadata frame: what requests must hold and what replies contain. ``action_dim``
+    is the width of the reply's ``actions`` (the raw robot keys ``action_keys``, flattened and
+    concatenated in that order, e.g. 8 for ``sim_arm``); ``pseudo_action_dim`` is the model's
+    own action width (10 for ``sim_arm``)."""
+    layout = policy.embodiment.raw_action_layout()
+    return {"embodiment": policy.embodiment.name, "chunk": policy.chunk,
+            "action_dim": int(sum(int(np.prod(s)) for s in layout.values())),
+            "action_keys": {k: list(s) for k, s in layout.items()},
+            "pseudo_action_dim": policy.embodiment.width,
+            "control_hz": policy.fps, "image_size": policy.image_size, "n_context": policy.n_context,
+            "observation_keys": {"image": keys.image, "state": keys.state, "prompt": keys.prompt,
+                                 "views": keys.views}}
 
 
 @dataclass(frozen=True)
@@ -118,7 +148,10 @@ class PolicyServer:
             return connection.respond(HTTPStatus.OK, "OK\n")
         if self.config.token is not None:
             got = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(got.encode(), f"Bearer {self.config.token}".encode()):
+            scheme, _, key = got.strip().partition(" ")
+            ok = scheme.lower() in ("bearer", "api-key") and hmac.compare_digest(
+                key.strip().encode(), self.config.token.encode())
+            if not ok:
                 return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
         return None
 
@@ -135,7 +168,7 @@ class PolicyServer:
             try:
                 if isinstance(msg, str):
                     raise WireError("expected a binary msgpack frame, got text")
-                obs = unpack(msg)
+                obs = await asyncio.to_thread(unpack, msg)  # a slow decode must not stall other clients
                 if not isinstance(obs, dict):
                     raise WireError(f"expected an observation map, got {type(obs).__name__}")
                 async with self._lock:  # one inference at a time on the shared model

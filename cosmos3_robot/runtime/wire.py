@@ -5,7 +5,8 @@ b"shape": [..]}`` and numpy scalars as ``{b"__npgeneric__": True, b"data": <valu
 b"dtype": <dtype.str>}``, the encoding openpi's ``msgpack_numpy`` uses, so openpi clients
 and servers interoperate with ours. Object, void and complex dtypes are refused in both
 directions (they could smuggle Python objects or do not round-trip), as are arrays whose
-byte count disagrees with their shape.
+byte count disagrees with their shape. A message may hold at most :data:`MAX_CONTAINERS`
+maps and arrays.
 """
 
 from __future__ import annotations
@@ -59,10 +60,25 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, default=_encode, use_bin_type=True)
 
 
-def unpack(data: bytes) -> Any:
-    """Decode a message; raises :class:`WireError` for anything that is not msgpack-numpy."""
+MAX_CONTAINERS = 100_000
+"""Most maps + arrays one message may hold: an observation has a few dozen; a message of
+millions of empty arrays fits any byte limit but costs seconds and a gigabyte to decode."""
+
+
+def unpack(data: bytes, max_containers: int = MAX_CONTAINERS) -> Any:
+    """Decode a message; raises :class:`WireError` for anything that is not msgpack-numpy,
+    or that holds more than ``max_containers`` maps and arrays (counted while decoding)."""
+    count = [0]
+
+    def _counted(obj: Any) -> Any:
+        count[0] += 1
+        if count[0] > max_containers:
+            raise WireError(f"message holds more than {max_containers} maps and arrays")
+        return _decode(obj) if isinstance(obj, dict) else obj
+
     try:
-        return msgpack.unpackb(data, object_hook=_decode, raw=False, strict_map_key=False)
+        return msgpack.unpackb(data, object_hook=_counted, list_hook=_counted, raw=False, strict_map_key=False,
+                               max_array_len=max_containers, max_map_len=max_containers)
     except WireError:
         raise
     except Exception as exc:  # msgpack raises several error types for corrupt input

@@ -91,15 +91,30 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, ema: torch
     latest_tmp = ckpt_root / "latest.tmp"
     latest_tmp.write_text(final.name)
     os.replace(latest_tmp, ckpt_root / "latest")
-    olds = sorted(p for p in ckpt_root.glob("step_*") if p != final)
+    olds = sorted((p for p in ckpt_root.glob("step_*") if p != final and _step_of(p) is not None),
+                  key=_step_of)  # by number: step_10000000 sorts after step_9999998
     for old in olds[: max(0, len(olds) - (keep - 1))]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _step_of(path: Path) -> int | None:
+    name = path.name
+    return int(name[5:]) if name.startswith("step_") and name[5:].isdigit() else None
+
+
+def _complete(path: Path) -> bool:
+    return all((path / f).exists() for f in ("trainer.json", "model.safetensors", "optimizer.safetensors"))
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    marker = run_dir / "checkpoints" / "latest"
-    if not marker.exists():
-        return None
-    path = run_dir / "checkpoints" / marker.read_text().strip()
-    return path if (path / "trainer.json").exists() else None
+    """The checkpoint ``latest`` names; when it is missing or names no complete checkpoint
+    (a kill between the rename and the marker's write), the highest-numbered complete one."""
+    root = run_dir / "checkpoints"
+    marker = root / "latest"
+    if marker.exists():
+        path = root / marker.read_text().strip()
+        if marker.read_text().strip() and _complete(path):
+            return path
+    found = sorted((p for p in root.glob("step_*") if _step_of(p) is not None and _complete(p)), key=_step_of)
+    return found[-1] if found else None

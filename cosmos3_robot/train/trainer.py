@@ -391,6 +391,15 @@ class Trainer:
             raise ValueError(f"{ckpt}: saved with strategy {state['train'].get('strategy')!r}; "
                              f"resume with the same strategy (got {self.cfg.strategy!r})")
         self.step, self.position = int(state["step"]), int(state["position"])
+        metrics = self.run_dir / "metrics.jsonl"
+        if self.rank == 0 and metrics.exists():  # the steps after the checkpoint are trained again
+            lines = [x for x in metrics.read_text().splitlines() if x.strip()]
+            keep = [x for x in lines if json.loads(x).get("phase", "train") != "train"
+                    or int(json.loads(x).get("step", 0)) <= self.step]
+            if len(keep) != len(lines):
+                tmp = metrics.with_suffix(".jsonl.tmp")
+                tmp.write_text("".join(x + "\n" for x in keep))
+                os.replace(tmp, metrics)
         if not self.quiet:
             print(f"[train] resumed from {ckpt} at step {self.step}")
         return ckpt
@@ -583,7 +592,21 @@ def read_metrics(run_dir: str | os.PathLike[str], phase: str = "train") -> list[
     if not path.exists():
         return []
     recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    return [r for r in recs if r.get("phase", "train") == phase]
+    return _last_run_of_each_step([r for r in recs if r.get("phase", "train") == phase],
+                                  "step" if phase == "train" else f"{phase}_step")
+
+
+def _last_run_of_each_step(recs: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """A resumed run logs again the steps between its checkpoint and the kill: keep the
+    records of the run that continued (a step at or below the previous one starts it)."""
+    out: list[dict[str, Any]] = []
+    for r in recs:
+        step = r.get(key)
+        if step is not None:
+            while out and out[-1].get(key) is not None and out[-1][key] >= step:
+                out.pop()
+        out.append(r)
+    return out
 
 
 def train_config_from(d: dict[str, Any] | None) -> TrainConfig:

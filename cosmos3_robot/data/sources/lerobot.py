@@ -39,6 +39,23 @@ def _to_uint8_hwc(x: torch.Tensor) -> np.ndarray:
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
+def _missing_files(repo_id: str, root: str) -> list[str]:
+    """The data and video files a local dataset's metadata lists that are not on disk."""
+    from pathlib import Path
+
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+
+    if not (Path(root) / "meta" / "info.json").exists():
+        return []  # not a local dataset (yet): LeRobotDataset says what is wrong
+    try:
+        meta = LeRobotDatasetMetadata(repo_id, root=root)
+        paths = {meta.get_data_file_path(e) for e in range(meta.total_episodes)}
+        paths |= {meta.get_video_file_path(e, k) for e in range(meta.total_episodes) for k in meta.video_keys}
+    except Exception:  # noqa: BLE001  (unreadable metadata: LeRobotDataset reports it)
+        return []
+    return sorted(str(p) for p in paths if not (Path(root) / p).exists())
+
+
 def read_lerobot(repo_id: str, layout: LeRobotLayout, root: str | None = None,
                  episodes: list[int] | None = None, skipped: list[str] | None = None) -> Iterator[Episode]:
     """Yield one validated :class:`Episode` per LeRobot episode (bad ones recorded in
@@ -46,6 +63,10 @@ def read_lerobot(repo_id: str, layout: LeRobotLayout, root: str | None = None,
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from lerobot.datasets.video_utils import decode_video_frames
 
+    missing = _missing_files(repo_id, root) if root is not None else []
+    if missing:  # LeRobot would go to the hub for them and fail naming none
+        raise DataError(f"lerobot {repo_id} ({root}): {len(missing)} file(s) the metadata lists are missing: "
+                        f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     try:
         ds = LeRobotDataset(repo_id, root=root, episodes=episodes, video_backend=layout.video_backend)
     except Exception as exc:
@@ -57,6 +78,11 @@ def read_lerobot(repo_id: str, layout: LeRobotLayout, root: str | None = None,
                             f"features: {sorted(features)}")
     ds._ensure_hf_dataset_loaded()
     hf = ds.hf_dataset
+    columns = set(hf.column_names)
+    for name, key in {**layout.state, **layout.commands}.items():
+        if key not in columns:
+            raise DataError(f"lerobot {repo_id}: feature {key!r} (for {name!r}) is in the metadata but not in the "
+                            f"data files; columns: {sorted(columns)}")
     ep_col = np.asarray(hf["episode_index"])
     wanted = episodes if episodes is not None else sorted(set(ep_col.tolist()))
     numeric = {**layout.state, **layout.commands}
@@ -70,8 +96,20 @@ def read_lerobot(repo_id: str, layout: LeRobotLayout, root: str | None = None,
                         else sub["timestamp"], dtype=np.float64).reshape(-1)
         arrays = {}
         for raw, key in numeric.items():
-            col = sub[key]
-            arrays[raw] = np.asarray(torch.stack(list(col)) if isinstance(col[0], torch.Tensor) else col, dtype=np.float64)
+            what = f"{'state' if raw in layout.state else 'commands'}[{raw!r}] ({key})"
+            try:
+                col = sub.with_format(None)[key]  # the raw column: LeRobot's own transform fails on nulls
+            except Exception as exc:
+                raise DataError(f"{name}: {what}: cannot be read ({type(exc).__name__}: {exc})") from None
+            nulls = [i for i, v in enumerate(col) if v is None or (isinstance(v, list) and any(x is None for x in v))]
+            if nulls and len(nulls) == len(col):
+                raise DataError(f"{name}: {what}: no values (the column is missing from the data files, or all null)")
+            if nulls:
+                raise DataError(f"{name}: {what}: null values at frame(s) {nulls[:5]}")
+            try:
+                arrays[raw] = np.asarray(col, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"{name}: {what}: not a numeric array ({exc})") from None
         frames = {}
         ep_meta = ds.meta.episodes[ep_idx]
         for cam, key in layout.cameras.items():

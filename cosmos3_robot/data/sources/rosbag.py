@@ -37,6 +37,9 @@ class RosbagLayout:
         max_age: the oldest a held message may be, in seconds (default ``2 / fps``).
         text: the instruction (bags carry none; a ``std_msgs/String`` topic may be given
             in ``text_topic`` instead).
+        sort_stamps: a topic whose stamps run backwards against the recording order is an
+            error (sorting would silently time-reverse the trajectory); ``True`` sorts each
+            topic by its stamps instead, for bags known to be recorded out of order.
     """
 
     cameras: dict[str, str] = field(default_factory=dict)
@@ -47,6 +50,7 @@ class RosbagLayout:
     max_age: float | None = None
     text: str = ""
     text_topic: str | None = None
+    sort_stamps: bool = False
 
 
 def _image(msg: Any, msgtype: str, where: str) -> np.ndarray:
@@ -142,7 +146,14 @@ def read_rosbag(path: str | os.PathLike[str], layout: RosbagLayout) -> Iterator[
     empty = [t for t, s in series.items() if not s]
     if empty:
         raise DataError(f"{path}: no messages on topic(s) {empty}")
-    for s in series.values():
+    for topic, s in series.items():
+        stamps = np.array([tv[0] for tv in s])
+        back = np.flatnonzero(np.diff(stamps) < 0)
+        if back.size and not layout.sort_stamps:
+            i = int(back[0])
+            raise DataError(f"{path.name}:{topic}: stamps run backwards against the recording order "
+                            f"({back.size} times; message {i + 1} at {stamps[i + 1]:.6f} s after {stamps[i]:.6f} s); "
+                            f"fix the stamps, use time_source 'receive', or set sort_stamps to sort them")
         s.sort(key=lambda tv: tv[0])
     data_topics = [t for t in topics if topics[t][0] != "text"]
     start = max(series[t][0][0] for t in data_topics)

@@ -50,8 +50,15 @@ def read_zarr(path: str | os.PathLike[str], layout: ZarrLayout, skipped: list[st
             raise DataError(f"{path}: missing group {grp!r} (expected data/<key> and meta/episode_ends)")
     if "episode_ends" not in root["meta"]:
         raise DataError(f"{path}: missing meta/episode_ends")
-    ends = np.asarray(root["meta"]["episode_ends"][:], dtype=np.int64)
-    if ends.ndim != 1 or (np.diff(ends) <= 0).any() or (ends.size and ends[0] <= 0):
+    raw_ends = np.asarray(root["meta"]["episode_ends"][:])
+    if raw_ends.ndim != 1 or raw_ends.size == 0:
+        raise DataError(f"{path}: meta/episode_ends: expected (E >= 1,) exclusive end indices, got shape "
+                        f"{raw_ends.shape}")
+    if raw_ends.dtype.kind not in "iu" and not (raw_ends.dtype.kind == "f" and np.all(raw_ends == np.round(raw_ends))):
+        raise DataError(f"{path}: meta/episode_ends: expected whole row indices, got {raw_ends.dtype} "
+                        f"{raw_ends[:8].tolist()}")
+    ends = raw_ends.astype(np.int64)
+    if (np.diff(ends) <= 0).any() or ends[0] <= 0:
         raise DataError(f"{path}: meta/episode_ends must be strictly increasing positive ends, got {ends[:8]}...")
     data = root["data"]
 
@@ -59,8 +66,9 @@ def read_zarr(path: str | os.PathLike[str], layout: ZarrLayout, skipped: list[st
         if key not in data:
             raise DataError(f"{path}: {what}: missing data/{key}; present: {sorted(data.keys())}")
         arr = data[key]
-        if arr.shape[0] < ends[-1]:
-            raise DataError(f"{path}: data/{key} has {arr.shape[0]} rows but episodes end at {ends[-1]}")
+        if arr.shape[0] != ends[-1]:
+            raise DataError(f"{path}: data/{key} has {arr.shape[0]} rows but meta/episode_ends ends at {ends[-1]}"
+                            f"{' (the last rows belong to no episode)' if arr.shape[0] > ends[-1] else ''}")
         return arr
 
     cams = {c: column(k, f"frames[{c!r}]") for c, k in layout.cameras.items()}

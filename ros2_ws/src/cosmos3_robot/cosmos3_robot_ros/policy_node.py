@@ -30,7 +30,7 @@ PARAMS = {
     "frame_id": "base", "control_rate": 10.0, "device": "cpu", "steps": 4, "sampler": "euler",
     "backend": "torch", "int8": False, "dtype": "float32", "temperature": 1.0, "blend": "inpaint",
     "max_frame_age": 0.5, "max_state_age": 0.2, "sync_slop": 0.05, "low": [0.0], "high": [0.0],
-    "max_step": [0.0], "workspace_low": [0.0, 0.0, 0.0], "workspace_high": [0.0, 0.0, 0.0], "gripper_dim": -1,
+    "max_step": [0.0], "max_accel_step": [0.0], "workspace_low": [0.0, 0.0, 0.0], "workspace_high": [0.0, 0.0, 0.0], "gripper_dim": -1,
 }
 
 
