@@ -111,21 +111,3 @@ def sim_arm_absolute() -> Embodiment:
         adapters=_SIM_ARM_ADAPTERS,
     )
 
-
-def sim_arm_anchored() -> Embodiment:
-    """The built-in arm with anchored targets: each chunk step is the tcp pose relative to the
-    pose at the chunk's start (``inv(T_0) @ T_{i+1}``, 9) + gripper (1), from the same 8D state."""
-    return Embodiment(
-        name="sim_arm_anchored",
-        codec=ActionCodec((
-            PoseBlock("ee", relative="anchored", description="tcp pose relative to the chunk's start pose"),
-            GripperBlock("gripper", description="gripper closure, 0 open .. 1 closed"),
-        )),
-        fps=10.0,
-        chunk=16,
-        description=(
-            "Built-in MuJoCo table-top arm with anchored targets: tcp pose in the frame of the "
-            "chunk's start pose (9) + gripper (1), from the same 8D state as sim_arm."
-        ),
-        adapters=_SIM_ARM_ADAPTERS,
-    )

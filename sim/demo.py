@@ -55,7 +55,7 @@ class DemoConfig:
     out: str = "runs/demo"
     tasks: tuple[str, ...] = BUILTIN_TASKS
     demos_per_task: int = 150
-    minutes: float = 14.0
+    minutes: float = 18.0
     eval_episodes: int = 50
     preset: str = "small"
     batch_size: int = 16

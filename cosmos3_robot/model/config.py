@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 DEFAULT_DOMAINS: tuple[str, ...] = (
     "single_arm", "single_arm_10d", "dual_arm", "humanoid", "agibot", "av", "camera",
-    "libero", "libero_10d", "droid", "sim_arm", "sim_arm_absolute", "sim_arm_anchored",
+    "libero", "libero_10d", "droid", "sim_arm", "sim_arm_absolute",
 )
 """Built-in embodiments, each its own action-projection domain (new ones append)."""
 
