@@ -164,7 +164,7 @@ def test_server_errors_name_the_request_field_and_never_send_inf(served):
     with PolicyClient(port=port, token="s3cret") as c:
         for state, match in [(np.r_[1e39, 0, 0.6, 1, 0, 0, 0, 0], "observation/state"),
                              (np.r_[0.5, 0, 0.6, 0, 0, 0, 0, 0.0], "observation/state: .*norm 0"),
-                             (np.array(["x"] * 8), "observation/state: expected a vector of numbers")]:
+                             (np.array(["x"] * 8), "observation/state: expected numbers")]:
             with pytest.raises(PolicyServerError, match=match):
                 c.infer(_obs(state))
         assert np.all(np.isfinite(c.infer(_obs())["actions"]))  # and the connection still works

@@ -106,61 +106,53 @@ def to_lerobot(episodes: Iterable[Episode], root: str | os.PathLike[str], repo_i
 
 def _write_lerobot(episodes: Iterable[Episode], root: Path, repo_id: str, fps: int, use_videos: bool,
                    robot_type: str | None) -> None:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
     quiet_encoders()
-    state: dict = {"ds": None}
+    ds = None
+    names: dict[str, tuple[str, str]] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     try:
-        _write_episodes(episodes, root, repo_id, fps, use_videos, robot_type, state)
+        for ep in episodes:
+            ep = ep.select(resample_indices(ep.timestamps, fps, ep.name))
+            if ds is None:
+                names = _feature_names(ep)
+                shapes = {feat: tuple(getattr(ep, kind)[key].shape[1:]) for feat, (kind, key) in names.items()}
+                features = {}
+                for feat, (kind, key) in names.items():
+                    if kind == "frames":
+                        features[feat] = {"dtype": "video" if use_videos else "image", "shape": shapes[feat],
+                                          "names": ["height", "width", "channels"]}
+                    else:
+                        features[feat] = {"dtype": "float32", "shape": shapes[feat] or (1,), "names": None}
+                ds = LeRobotDataset.create(repo_id, fps=fps, features=features, root=root, use_videos=use_videos,
+                                           robot_type=robot_type)
+            elif _feature_names(ep) != names:
+                raise DataError(f"{ep.name}: keys differ from the first episode's ({sorted(names)})")
+            for feat, (kind, key) in names.items():
+                got = tuple(getattr(ep, kind)[key].shape[1:])
+                if got != shapes[feat]:
+                    raise DataError(f"{ep.name}: {kind}[{key!r}] has per-step shape {got}; the first episode's "
+                                    f"is {shapes[feat]}")
+            for t in range(len(ep)):
+                frame = {}
+                for feat, (kind, key) in names.items():
+                    v = getattr(ep, kind)[key][t]
+                    frame[feat] = v if kind == "frames" else \
+                        np.asarray(v, np.float32).reshape(ds.features[feat]["shape"])
+                frame["task"] = ep.text or "unspecified"
+                ds.add_frame(frame)
+            with filtered_stderr():
+                ds.save_episode()
     except BaseException:
-        ds = state["ds"]
-        if ds is not None:  # let LeRobot's writer threads finish before the folder is removed
+        if ds is not None:  # let LeRobot's writer threads and files close before the folder is removed
             for obj, stop in ((ds, "clear_episode_buffer"), (ds, "stop_image_writer"), (ds, "_close_writer"),
-                              (getattr(ds, "meta", None), "_close_writer")):
+                              (ds.meta, "_close_writer")):
                 try:
                     getattr(obj, stop)()
                 except Exception:  # noqa: BLE001  (best effort on the way out)
                     pass
         raise
-
-
-def _write_episodes(episodes: Iterable[Episode], root: Path, repo_id: str, fps: int, use_videos: bool,
-                    robot_type: str | None, state: dict) -> None:
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
-    ds = None
-    names: dict[str, tuple[str, str]] = {}
-    shapes: dict[str, tuple[int, ...]] = {}
-    n = 0
-    for ep in episodes:
-        ep = ep.select(resample_indices(ep.timestamps, fps, ep.name))
-        if ds is None:
-            names = _feature_names(ep)
-            shapes = {feat: tuple(getattr(ep, kind)[key].shape[1:]) for feat, (kind, key) in names.items()}
-            features = {}
-            for feat, (kind, key) in names.items():
-                if kind == "frames":
-                    features[feat] = {"dtype": "video" if use_videos else "image", "shape": shapes[feat],
-                                      "names": ["height", "width", "channels"]}
-                else:
-                    features[feat] = {"dtype": "float32", "shape": shapes[feat] or (1,), "names": None}
-            ds = state["ds"] = LeRobotDataset.create(repo_id, fps=fps, features=features, root=root,
-                                                     use_videos=use_videos, robot_type=robot_type)
-        elif _feature_names(ep) != names:
-            raise DataError(f"{ep.name}: keys differ from the first episode's ({sorted(names)})")
-        for feat, (kind, key) in names.items():
-            got = tuple(getattr(ep, kind)[key].shape[1:])
-            if got != shapes[feat]:
-                raise DataError(f"{ep.name}: {kind}[{key!r}] has per-step shape {got}; the first episode's "
-                                f"is {shapes[feat]}")
-        for t in range(len(ep)):
-            frame = {}
-            for feat, (kind, key) in names.items():
-                v = getattr(ep, kind)[key][t]
-                frame[feat] = v if kind == "frames" else np.asarray(v, np.float32).reshape(ds.features[feat]["shape"])
-            frame["task"] = ep.text or "unspecified"
-            ds.add_frame(frame)
-        with filtered_stderr():
-            ds.save_episode()
-        n += 1
     if ds is None:
         raise DataError("convert: no episodes to write")
     with filtered_stderr():

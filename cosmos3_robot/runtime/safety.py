@@ -149,6 +149,14 @@ class SafetyFilter:
     last_command: np.ndarray | None = None
     _last_delta: np.ndarray | None = None
     _estop: bool = False
+    _bounds: dict = field(default_factory=dict)  # width -> (low, high), or why the config does not fit
+
+    def _bounds_for(self, d: int) -> tuple[np.ndarray, np.ndarray] | str:
+        """The (frozen) config's bounds for ``d``-wide commands, worked out once per width."""
+        if d not in self._bounds:
+            problem = self.config.problem(d)
+            self._bounds[d] = problem or self.config.bounds(d, checked=False)
+        return self._bounds[d]
 
     # ---- inputs ------------------------------------------------------------------------
     def estop(self, pressed: bool = True) -> None:
@@ -174,7 +182,7 @@ class SafetyFilter:
             cur = np.asarray(current, dtype=np.float64).copy()
         except (TypeError, ValueError):
             cur = np.full(1, np.nan)
-        if cur.ndim != 1 or cur.size == 0 or not np.all(np.isfinite(cur)) or np.any(np.abs(cur) > _F32_MAX):
+        if cur.ndim != 1 or cur.size == 0 or not _sendable(cur):
             self.counts["bad_reset"] += 1
             return
         self.last_command = cur
@@ -225,12 +233,12 @@ class SafetyFilter:
                 return self._hold("stale_observation", n)
             if age < -c.max_obs_age_s:  # from the future: a clock the filter cannot trust
                 return self._hold("future_observation", n)
-        if not np.all(np.isfinite(a)) or np.any(np.abs(a) > _F32_MAX):
+        if not _sendable(a):
             return self._hold("non_finite", n)
-        problem = c.problem(d)
-        if problem:
+        bounds = self._bounds_for(d)
+        if isinstance(bounds, str):
             return self._hold("config_mismatch", n)
-        lo, hi = c.bounds(d)
+        lo, hi = bounds
         out = np.clip(a, lo, hi)
         for reason, dims in (("clipped_limits", c.limit_dims(d)), ("clipped_workspace", c.workspace_dims()),
                              ("clipped_gripper", c.gripper_dims())):
@@ -250,10 +258,10 @@ class SafetyFilter:
         previous change, keeping the command inside ``[lo, hi]`` and slow enough to brake
         (at ``max_accel_step`` per step) before either bound: ``v**2 / (2 a) <= room - v``.
         From rest inside the bounds that set is never empty (braking by ``a`` keeps the
-        condition), so the bounds hold every step; when it is empty (the robot was reset
-        outside the bounds, or the configuration changed) the limits win: the acceleration
-        bound is dropped first, then braking, then the step bound, counted as
-        ``limits_over_rate``, and the motion restarts from rest there."""
+        condition), so the bounds hold every step. The constraints are met in priority order
+        (bounds, step, braking, acceleration); one that cannot be met with those before it
+        (the robot was reset outside the bounds) is replaced by its nearest point: the
+        limits win, counted as ``limits_over_rate``, and the motion restarts from rest there."""
         c = self.config
         d = target.shape[1]
         s = np.full(d, np.inf) if c.max_step is None else np.asarray(c.max_step, dtype=np.float64)
@@ -304,6 +312,11 @@ class SafetyFilter:
 
 _F32_MAX = float(np.finfo(np.float32).max)
 """Largest magnitude a command may have: transports send float32, where more is inf."""
+
+
+def _sendable(a: np.ndarray) -> bool:
+    """Finite, and still finite once a transport casts it to float32."""
+    return bool(np.all(np.isfinite(a)) and not np.any(np.abs(a) > _F32_MAX))
 
 
 def _brake_speed(room: np.ndarray, acc: np.ndarray) -> np.ndarray:

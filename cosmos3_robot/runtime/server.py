@@ -74,9 +74,6 @@ def policy_infer_fn(policy: Any, keys: ObservationKeys = ObservationKeys()) -> I
             for raw, key in keys.state.items():
                 if key not in obs:
                     raise ValueError(f"{key}: missing; expected the robot state for {raw!r}")
-                kind = np.asarray(obs[key]).dtype.kind
-                if kind not in "biuf":
-                    raise ValueError(f"{key}: expected a vector of numbers for {raw!r}, got {np.asarray(obs[key]).dtype}")
                 state[raw] = obs[key]
         for cam, key in view_keys.items():
             if key not in obs:

@@ -391,15 +391,6 @@ class Trainer:
             raise ValueError(f"{ckpt}: saved with strategy {state['train'].get('strategy')!r}; "
                              f"resume with the same strategy (got {self.cfg.strategy!r})")
         self.step, self.position = int(state["step"]), int(state["position"])
-        metrics = self.run_dir / "metrics.jsonl"
-        if self.rank == 0 and metrics.exists():  # the steps after the checkpoint are trained again
-            lines = [x for x in metrics.read_text().splitlines() if x.strip()]
-            keep = [x for x in lines if json.loads(x).get("phase", "train") != "train"
-                    or int(json.loads(x).get("step", 0)) <= self.step]
-            if len(keep) != len(lines):
-                tmp = metrics.with_suffix(".jsonl.tmp")
-                tmp.write_text("".join(x + "\n" for x in keep))
-                os.replace(tmp, metrics)
         if not self.quiet:
             print(f"[train] resumed from {ckpt} at step {self.step}")
         return ckpt
