@@ -171,7 +171,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         try:
             stats = record(expand(args.tasks), args.episodes, args.out, repo_id=args.repo_id, seed=args.seed,
                            use_videos=not args.images, image_size=args.image_size, noise=args.noise,
-                           hold_steps=args.hold_steps)
+                           hold_steps=args.hold_steps, workers=args.workers)
         except (ValueError, FileExistsError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -198,6 +198,8 @@ def _sim_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--repo-id", default="local/cosmos3_sim", help="dataset name (owner/name)")
     r.add_argument("--image-size", type=int, default=64, help="camera image size (px, 32..512)")
     r.add_argument("--noise", type=float, default=0.004, help="expert position noise (m)")
+    r.add_argument("--workers", type=int, default=2,
+                   help="processes that simulate while this one writes (1: all in this process)")
     r.add_argument("--hold-steps", type=int, default=4, help="steps recorded after the first success")
     r.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     r.add_argument("--images", action="store_true", help="store frames as images instead of video")
@@ -244,9 +246,12 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes")
     p.add_argument("--replan", type=int, default=8, help="actions executed per chunk before replanning")
     p.add_argument("--seed", type=int, default=100_000, help="env seed of episode 0")
-    p.add_argument("--image-size", type=int, default=64, help="rendered image size (px): the training size")
+    p.add_argument("--image-size", type=int,
+                   help="rendered image size (px; default each env's own: built-in 64, robosuite 128, LIBERO's "
+                        "protocol 256); the policy resizes to its training size")
     p.add_argument("--videos", type=int, default=2, help="episodes per task saved as mp4")
-    p.add_argument("--max-steps", type=int, help="per-episode step limit (default: each task's)")
+    p.add_argument("--max-steps", type=int,
+                   help="per-episode step limit (default: each task's own; LIBERO: its protocol's per suite)")
     p.add_argument("--steps", type=int, default=4,
                    help="denoising steps per chunk (0: the action prior's chunk, models with action_prior)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
@@ -278,10 +283,10 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default runs/demo, or runs/demo_quick with --quick)")
     p.add_argument("--quick", action="store_true", help="smoke run: few demos, tiny model, 1 minute of training")
     p.add_argument("--minutes", type=float, help="training budget in minutes (default 18)")
-    p.add_argument("--demos", type=int, help="expert demonstrations per task (default 150)")
+    p.add_argument("--demos", type=int, help="expert demonstrations per task (default 400)")
     p.add_argument("--eval-episodes", type=int, help="closed-loop episodes per task (default 50)")
     p.add_argument("--preset", help="model preset (default small)")
-    p.add_argument("--workers", type=int, help="evaluation worker processes (default 2)")
+    p.add_argument("--workers", type=int, help="recording and evaluation worker processes (default 2)")
     p.add_argument("--recipe", help="training recipe (default recipes/sim/builtin_tasks.yaml)")
 
 

@@ -14,13 +14,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -40,7 +41,7 @@ class DemoConfig:
         eval_episodes: closed-loop episodes per task.
         preset: model preset.
         batch_size: training batch size.
-        workers: evaluation worker processes.
+        workers: recording and evaluation worker processes.
         replan: actions executed per chunk.
         steps: denoising steps at inference; 0 acts with the action prior alone (the
             observation stem and regression head, without the towers), which is what the
@@ -54,7 +55,7 @@ class DemoConfig:
 
     out: str = "runs/demo"
     tasks: tuple[str, ...] = BUILTIN_TASKS
-    demos_per_task: int = 150
+    demos_per_task: int = 400
     minutes: float = 18.0
     eval_episodes: int = 50
     preset: str = "small"
@@ -74,6 +75,22 @@ class DemoConfig:
 
 def _log(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
+
+
+@contextlib.contextmanager
+def _progress(label: str, total: int) -> Iterator[Callable[[], None]]:
+    """A progress bar on a terminal (nothing in a log file); yields ``step()``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console()
+    if not console.is_terminal:
+        yield lambda: None
+        return
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda: bar.advance(task)
 
 
 def plot_training(run_dir: Path, path: Path) -> Path | None:
@@ -188,7 +205,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         _log(f"recording {cfg.demos_per_task} expert episodes x {len(cfg.tasks)} tasks -> {data}")
         # lossless frames: AV1 at 64 px (4:2:0, CRF 30) smears the colour of 3-pixel cubes,
         # the very cue the instruction names, and the policy then meets crisp renders
-        st = record(cfg.tasks, cfg.demos_per_task, data, noise=cfg.noise, image_size=64, use_videos=False)
+        with _progress("record", len(cfg.tasks) * cfg.demos_per_task) as step:
+            st = record(cfg.tasks, cfg.demos_per_task, data, noise=cfg.noise, image_size=64, use_videos=False,
+                        workers=cfg.workers, progress=lambda task, kept: step())
         rec_stats = {"kept": st.kept, "failed": st.failed, "frames": st.frames}
         (out / "record.json").write_text(json.dumps(rec_stats, indent=1))
     times["record_s"] = time.perf_counter() - t0
@@ -214,7 +233,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         ecfg = EvalConfig(tasks=tuple(cfg.tasks), episodes=cfg.eval_episodes, workers=cfg.workers,
                           replan=cfg.replan, videos=videos, image_size=64, policy_kwargs={"steps": cfg.steps, "temperature": cfg.temperature})
         _log(f"evaluating {name}: {cfg.eval_episodes} episodes x {len(cfg.tasks)} tasks")
-        res = evaluate(spec, ecfg, out / "eval" / name)
+        with _progress(f"eval {name}", len(cfg.tasks) * cfg.eval_episodes) as step:
+            res = evaluate(spec, ecfg, out / "eval" / name, progress=lambda r: step())
         summaries[name] = write_report(res, out / "eval" / name, title=f"{name} policy")
         if res.interrupted:
             break

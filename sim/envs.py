@@ -50,18 +50,31 @@ def check(name: str) -> None:
                      f"'<libero suite>/<task index>'")
 
 
-def make_env(name: str, image_size: int = 64, max_steps: int | None = None, libero_assets: str | None = None) -> Any:
-    """Build the env behind ``name`` (see the module docstring)."""
+DEFAULT_IMAGE_SIZE = {"builtin": 64, "robosuite": 128, "libero": 256}
+"""Each kind's own rendered size (px) when none is given: the built-in tasks' training size,
+robosuite's adapter default, LIBERO's protocol."""
+
+
+def make_env(name: str, image_size: int | None = None, max_steps: int | None = None,
+             libero_assets: str | None = None, cameras: tuple[str, ...] | None = None) -> Any:
+    """Build the env behind ``name`` (see the module docstring). ``image_size`` and
+    ``max_steps`` apply to every kind (``None``: its own, :data:`DEFAULT_IMAGE_SIZE` and each
+    task's step limit). ``cameras`` (built-in tasks only) names the cameras to render,
+    default front and wrist; ``()`` renders none (a policy that reads no image runs at the
+    physics' speed)."""
     check(name)
     kind, _, rest = name.partition("/")
     if not rest:
         from cosmos3_robot.sim.tasks import TASKS
 
-        return TASKS[name](image_size=image_size, max_episode_steps=max_steps)
+        kw = {} if cameras is None else {"cameras": tuple(cameras)}
+        return TASKS[name](image_size=image_size or DEFAULT_IMAGE_SIZE["builtin"], max_episode_steps=max_steps, **kw)
+    if cameras is not None:
+        raise ValueError(f"cameras: only the built-in tasks choose their cameras; {name!r} renders its own")
     if kind == "robosuite":
         from cosmos3_robot.sim.robosuite_env import RobosuiteEnv
 
-        return RobosuiteEnv(rest, image_size=image_size, max_episode_steps=max_steps)
+        return RobosuiteEnv(rest, image_size=image_size or DEFAULT_IMAGE_SIZE["robosuite"], max_episode_steps=max_steps)
     from cosmos3_robot.sim.libero import LiberoEnv
 
-    return LiberoEnv(kind, int(rest), assets=libero_assets)
+    return LiberoEnv(kind, int(rest), assets=libero_assets, image_size=image_size, max_steps=max_steps)

@@ -32,7 +32,8 @@ class EvalConfig:
         seed: env seed of episode 0 (episode ``i`` uses ``seed + i``).
         replan: actions executed from each chunk before the policy is asked again.
         workers: worker processes (0 or 1: run in this process).
-        image_size: rendered image size (px); use the size the policy was trained on.
+        image_size: rendered image size (px); ``None``: each env's own
+            (:data:`~cosmos3_robot.sim.envs.DEFAULT_IMAGE_SIZE`: built-in 64, LIBERO's protocol 256).
         videos: episodes per task saved as mp4 (the first ones).
         max_steps: per-episode step limit (default: each task's own).
         policy_kwargs: passed to :func:`cosmos3_robot.sim.policies.make_policy`.
@@ -44,7 +45,7 @@ class EvalConfig:
     seed: int = 100_000
     replan: int = 8
     workers: int = 2
-    image_size: int = 64
+    image_size: int | None = None
     videos: int = 2
     max_steps: int | None = None
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -74,6 +75,7 @@ class EpisodeResult:
     policy_ms: float = 0.0  # mean per call
     error: str | None = None
     video: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # what the env ran under (its ``settings(seed)``)
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -169,19 +171,25 @@ def _run_job(job: tuple[str, int, str | None]) -> EpisodeResult:
     cfg: EvalConfig = _WORKER["cfg"]
     if _WORKER["error"]:
         return EpisodeResult(task=task, index=index, seed=cfg.seed + index, error=_WORKER["error"])
-    if _WORKER["task"] != task:  # one env (and one renderer) per worker at a time
+    # a policy that reads no camera runs on an env that renders none, unless a video is wanted
+    cameras = None if video or getattr(_WORKER["policy"], "cameras", None) != () else ()
+    if _WORKER["task"] != (task, cameras):  # one env (and one renderer) per worker at a time
         if _WORKER["env"] is not None:
             _WORKER["env"].close()
             _WORKER["env"] = None
         try:
-            _WORKER["env"] = make_env(task, cfg.image_size, cfg.max_steps, cfg.libero_assets)
+            _WORKER["env"] = make_env(task, cfg.image_size, cfg.max_steps, cfg.libero_assets,
+                                      cameras=cameras if "/" not in task else None)
         except Exception as exc:  # noqa: BLE001  (e.g. missing simulator assets: every episode says why)
             _WORKER["task"] = None
             return EpisodeResult(task=task, index=index, seed=cfg.seed + index,
                                  error=f"env {task!r} could not be built: {type(exc).__name__}: {exc}")
-        _WORKER["task"] = task
-    return run_episode(_WORKER["env"], _WORKER["policy"], task, index, cfg.seed + index, cfg.replan,
-                       Path(video) if video else None)
+        _WORKER["task"] = (task, cameras)
+    env = _WORKER["env"]
+    res = run_episode(env, _WORKER["policy"], task, index, cfg.seed + index, cfg.replan, Path(video) if video else None)
+    settings = getattr(env, "settings", None)
+    res.settings = settings(cfg.seed + index) if settings else {}
+    return res
 
 
 @dataclass
@@ -204,10 +212,22 @@ class EvalRun:
                     "errors": sum(r.error is not None for r in rs),
                     "policy_ms": float(np.mean(calls)) if calls else math.nan}
 
-        per_task = {t: stats([r for r in self.results if r.task == t]) for t in self.config.tasks}
+        per_task = {t: {**stats(rs), "settings": merged_settings(rs)}
+                    for t in self.config.tasks for rs in [[r for r in self.results if r.task == t]]}
         return {"policy": self.policy, "interrupted": self.interrupted, "seconds": self.seconds,
                 "config": asdict(self.config), "tasks": per_task, "overall": stats(self.results),
                 "episodes": [asdict(r) for r in self.results]}
+
+
+def merged_settings(results: list[EpisodeResult]) -> dict[str, Any]:
+    """The episodes' env settings: a key the episodes share keeps its value, one that varies
+    (a LIBERO ``init_state``) lists its values in order of first use."""
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(k for r in results for k in r.settings):
+        values = [r.settings.get(key) for r in results]
+        distinct = list({repr(v): v for v in values}.values())
+        out[key] = distinct[0] if len(distinct) == 1 else distinct
+    return out
 
 
 WORKERS_DIED = (

@@ -193,7 +193,11 @@ class LiberoEnv:
     """
 
     def __init__(self, suite: str, task_index: int, assets: str | None = None, image_size: int | None = None,
-                 protocol: LiberoProtocol = PROTOCOL):
+                 max_steps: int | None = None, protocol: LiberoProtocol = PROTOCOL):
+        if image_size is not None and not 32 <= int(image_size) <= 1024:
+            raise ValueError(f"image_size: expected 32..1024 px (LIBERO's protocol: {protocol.image_size}), got {image_size}")
+        if max_steps is not None and int(max_steps) < 1:
+            raise ValueError(f"max_steps: expected >= 1 (LIBERO's protocol: {MAX_STEPS.get(suite)}), got {max_steps}")
         found = find_assets(assets)
         ensure_config(assets=str(found))
         import libero.libero as L
@@ -205,14 +209,25 @@ class LiberoEnv:
         self.states = init_states(suite, task_index)
         self.instruction = self.task.language
         self.cameras = tuple(name for name, _ in protocol.cameras)
-        size = image_size or protocol.image_size
-        self.env = OffScreenRenderEnv(bddl_file_name=self.task.bddl_file, camera_heights=size, camera_widths=size)
-        self.horizon = self.task.max_steps
+        self.image_size = int(image_size or protocol.image_size)
+        self.env = OffScreenRenderEnv(bddl_file_name=self.task.bddl_file, camera_heights=self.image_size,
+                                      camera_widths=self.image_size)
+        self.horizon = int(max_steps or self.task.max_steps)
         self.steps = 0
         self.unwrapped = self
         import gymnasium as gym
 
         self.action_space = gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
+
+    def settings(self, seed: int) -> dict[str, Any]:
+        """What episode ``seed`` runs under, for the report; ``standard`` when every setting is
+        the protocol's (:data:`PROTOCOL`, :data:`MAX_STEPS`)."""
+        p = self.protocol
+        standard = (self.image_size == PROTOCOL.image_size and self.horizon == self.task.max_steps
+                    and p == PROTOCOL)
+        return {"suite": self.task.suite, "task_index": self.task.index, "init_state": int(seed % len(self.states)),
+                "max_steps": self.horizon, "wait_steps": p.wait_steps, "image_size": self.image_size,
+                "rotate_180": p.rotate_180, "control_hz": p.control_hz, "standard": standard}
 
     def _obs(self, raw: dict[str, Any]) -> dict[str, np.ndarray]:
         p = self.protocol

@@ -18,6 +18,9 @@ from cosmos3_robot.sim.tasks import DOWN, WORKSPACE_HIGH, WORKSPACE_LOW, TableTo
 
 
 class SimPolicy(Protocol):
+    """``cameras`` (optional attribute): the cameras the policy reads; ``()`` for none, so the
+    evaluator renders nothing for it."""
+
     def reset(self, env: TableTopEnv, seed: int) -> None: ...
 
     def act(self, obs: dict[str, np.ndarray], instruction: str) -> np.ndarray: ...
@@ -25,6 +28,8 @@ class SimPolicy(Protocol):
 
 class ScriptedPolicy:
     """The task's scripted expert (privileged state), one action per call."""
+
+    cameras: tuple[str, ...] = ()  # reads the simulator's state, no image
 
     def __init__(self, noise: float = 0.0):
         self.noise = noise
@@ -42,6 +47,8 @@ class RandomPolicy:
     """Random actions: for the 8D target layout, tcp targets uniform in the built-in
     workspace (built-in tasks) or within 10 cm of the current tcp (robosuite), with
     random gripper closure; otherwise uniform in the env's ``action_space``."""
+
+    cameras: tuple[str, ...] = ()  # reads no image
 
     def __init__(self, chunk: int = 8):
         self.chunk = chunk

@@ -37,7 +37,26 @@ def print_table(summary: dict[str, Any], title: str | None = None) -> None:
         table.add_column(h, justify="right" if h != "task" else "left")
     for row in table_rows(summary):
         table.add_row(*row)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for line in settings_lines(summary):
+        console.print(line, highlight=False)
+
+
+def settings_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per task that ran under a benchmark protocol (LIBERO): its settings, and
+    whether they are the protocol's."""
+    out = []
+    for task, s in summary["tasks"].items():
+        st = s.get("settings") or {}
+        if "standard" not in st:
+            continue
+        init = st.get("init_state")
+        n_init = len(init) if isinstance(init, list) else 1
+        shown = ", ".join(f"{k} {v}" for k, v in st.items() if k not in ("init_state", "standard"))
+        out.append(f"{task}: {'standard protocol' if st['standard'] is True else 'NOT the standard protocol'}: "
+                   f"{shown}, {n_init} init state(s)")
+    return out
 
 
 def markdown_table(summary: dict[str, Any]) -> str:

@@ -131,5 +131,9 @@ class RobosuiteEnv(gym.Env):
     def render(self):
         return self._obs().get("front") if self.cameras else None
 
+    def settings(self, seed: int) -> dict[str, Any]:
+        """What an episode runs under, for the evaluation report."""
+        return {"image_size": self.image_size, "max_steps": self.horizon, "cameras": list(self.cameras)}
+
     def close(self) -> None:
         self.env.close()

@@ -209,6 +209,10 @@ class TableTopEnv(gym.Env):
         truncated = self.steps >= self.horizon and not success
         return self._obs(), float(success), success, truncated, self._info(success)
 
+    def settings(self, seed: int) -> dict[str, Any]:
+        """What an episode runs under, for the evaluation report."""
+        return {"image_size": self.image_size, "max_steps": self.horizon, "cameras": list(self.cameras)}
+
     def state(self) -> np.ndarray:
         return np.r_[self.tcp_pos(), self.tcp_quat(), self.gripper].astype(np.float32)
 

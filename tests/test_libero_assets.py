@@ -99,3 +99,28 @@ def test_objects_are_at_rest_on_the_table_after_the_wait_steps(suite, task):
         assert rise.max() < 0.05, dict(zip(names, rise.round(3).tolist()))
     finally:
         env.close()
+
+
+def test_image_size_and_max_steps_apply_to_libero_and_the_report_records_them(tmp_path):
+    from cosmos3_robot.sim.evaluate import EvalConfig, evaluate
+    from cosmos3_robot.sim.report import settings_lines, write_report
+
+    _installed_assets()
+    run = evaluate("random", EvalConfig(tasks=("libero_object/0",), episodes=2, workers=0, videos=0,
+                                        image_size=48, max_steps=3))
+    (a, b) = run.results
+    assert a.error is None and a.steps == 3 == b.steps
+    s = write_report(run, tmp_path, quiet=True)["tasks"]["libero_object/0"]["settings"]
+    assert s["image_size"] == 48 and s["max_steps"] == 3 and s["wait_steps"] == L.PROTOCOL.wait_steps
+    assert s["suite"] == "libero_object" and s["task_index"] == 0 and s["init_state"] == [0, 1]
+    assert s["standard"] is False
+    assert "NOT the standard protocol" in settings_lines({"tasks": {"libero_object/0": {"settings": s}}})[0]
+    env = L.LiberoEnv("libero_object", 0, image_size=64)
+    try:
+        obs, _ = env.reset(seed=0)
+        assert obs["agentview"].shape == (64, 64, 3)
+        assert env.settings(0)["max_steps"] == L.MAX_STEPS["libero_object"]
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="max_steps"):
+        L.LiberoEnv("libero_object", 0, max_steps=0)

@@ -176,6 +176,37 @@ def test_evaluator_scripted_succeeds_random_fails(tmp_path):
         "push_000_success.mp4", "reach_000_success.mp4"]
 
 
+def test_reference_policies_render_no_camera(monkeypatch, tmp_path):
+    """The scripted and random policies read no image, so the evaluator renders none for them
+    (rendering is ~90% of a step on OSMesa), except for the episodes it films."""
+    from cosmos3_robot.sim.tasks import TableTopEnv
+
+    calls = []
+    real = TableTopEnv.render_camera
+    monkeypatch.setattr(TableTopEnv, "render_camera", lambda self, cam: calls.append(cam) or real(self, cam))
+    cfg = EvalConfig(tasks=("reach",), episodes=2, workers=0, videos=0, image_size=64)
+    run = evaluate("scripted", cfg)
+    assert run.summary()["overall"]["success_rate"] == 1.0 and calls == []
+    evaluate("scripted", EvalConfig(tasks=("reach",), episodes=2, workers=0, videos=1, image_size=64), tmp_path)
+    assert calls and len(list((tmp_path / "videos").glob("reach_000_*.mp4"))) == 1
+
+
+def test_parallel_recording_gives_the_serial_episodes():
+    from cosmos3_robot.sim.record import RecordStats, expert_episodes
+
+    serial_stats, par_stats = RecordStats(), RecordStats()
+    serial = list(expert_episodes(["reach", "pick_place"], 2, serial_stats, seed=7, noise=0.004))
+    par = list(expert_episodes(["reach", "pick_place"], 2, par_stats, seed=7, noise=0.004, workers=2))
+    assert [e.name for e in par] == [e.name for e in serial] == [
+        "sim:reach:seed7", "sim:reach:seed8", "sim:pick_place:seed1007", "sim:pick_place:seed1008"]
+    assert par_stats == serial_stats
+    for a, b in zip(serial, par):
+        assert a.text == b.text
+        np.testing.assert_array_equal(a.frames["front"], b.frames["front"])
+        np.testing.assert_array_equal(a.frames["wrist"], b.frames["wrist"])
+        np.testing.assert_array_equal(a.commands["action"], b.commands["action"])
+
+
 def test_evaluator_parallel_matches_serial_and_reports(tmp_path):
     from cosmos3_robot.sim.report import write_report
 
@@ -185,6 +216,8 @@ def test_evaluator_parallel_matches_serial_and_reports(tmp_path):
     key = [(r.task, r.index, r.seed, r.instruction, r.success, r.steps) for r in serial.results]
     assert key == [(r.task, r.index, r.seed, r.instruction, r.success, r.steps) for r in par.results]
     summary = write_report(par, tmp_path, quiet=True)
+    assert summary["tasks"]["reach"]["settings"] == {"image_size": 64, "max_steps": TASKS["reach"].max_steps,
+                                                     "cameras": []}  # random reads no camera
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["overall"] == summary["overall"] and (tmp_path / "success.png").stat().st_size > 1000
 
