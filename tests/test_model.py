@@ -1021,3 +1021,28 @@ def test_prefix_cache_across_requests_gives_the_same_samples():
     assert len(prefixes) == 3  # one entry per distinct (text, guidance) prefix
     assert torch.allclose(guided, m.generate("policy_actions", b, guidance=2.0, **kw)["actions"])
     assert not torch.allclose(other, plain)
+
+
+def test_keypoint_film_on_two_layers_conditions_the_second_conv():
+    """``keypoint_film_layers`` 2: the instruction also scales and shifts the second conv
+    layer (its own FiLM projection, trained by the action loss); 1 (the default) keeps the
+    stem, and so older checkpoints, as they were; other values are refused by name."""
+    from cosmos3_robot.model.keypoints import CameraStem
+
+    one = make_model(visual_keypoints=4, n_views=2, action_prior=True)
+    two = make_model(visual_keypoints=4, n_views=2, action_prior=True, keypoint_film_layers=2)
+    assert one.keypoints.cameras[0].film2 is None
+    missing, unexpected = two.load_state_dict(one.state_dict(), strict=False)
+    assert not unexpected and missing and all(".film2." in k for k in missing)
+    stem = CameraStem(4, 8, width=8, film_layers=2)
+    x, t = torch.rand(2, 3, 16, 16) * 2 - 1, torch.randn(2, 8)
+    seen = {}
+    stem.conv3.register_forward_hook(lambda mod, inp, out: seen.setdefault("conv3_in", inp[0]))
+    stem(x, t)
+    first = seen.pop("conv3_in")
+    stem(x, t.flip(0))
+    assert not torch.allclose(seen["conv3_in"], first)  # the text reaches the layer before conv3
+    stem(x, t)[0].sum().backward()
+    assert stem.film2.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="keypoint_film_layers"):
+        make_model(visual_keypoints=4, keypoint_film_layers=3)

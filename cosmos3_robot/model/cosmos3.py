@@ -231,7 +231,8 @@ class Cosmos3(nn.Module):
         nn.init.zeros_(self.video_out.bias)
         self.actions = ActionProjections(c.n_action_domains, c.max_action_width, c.dim)
         self.state_in = StateProjection(c.n_action_domains, c.max_action_width, c.dim) if c.state_input else None
-        self.keypoints = (KeypointStem(c.visual_keypoints, c.dim, c.n_views, c.max_text_len)
+        self.keypoints = (KeypointStem(c.visual_keypoints, c.dim, c.n_views, c.max_text_len,
+                                       film_layers=c.keypoint_film_layers)
                           if c.visual_keypoints else None)
         # The action prior: a per-domain mean chunk, plus a head on the observation when the
         # model has one (state, keypoints); zero-initialised, so the flow starts from noise.
