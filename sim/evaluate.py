@@ -171,15 +171,15 @@ def _run_job(job: tuple[str, int, str | None]) -> EpisodeResult:
     cfg: EvalConfig = _WORKER["cfg"]
     if _WORKER["error"]:
         return EpisodeResult(task=task, index=index, seed=cfg.seed + index, error=_WORKER["error"])
-    # a policy that reads no camera runs on an env that renders none, unless a video is wanted
-    cameras = None if video or getattr(_WORKER["policy"], "cameras", None) != () else ()
+    # a policy that reads no camera runs on a built-in env that renders none, unless filmed
+    blind = not video and "/" not in task and getattr(_WORKER["policy"], "cameras", None) == ()
+    cameras = () if blind else None
     if _WORKER["task"] != (task, cameras):  # one env (and one renderer) per worker at a time
         if _WORKER["env"] is not None:
             _WORKER["env"].close()
             _WORKER["env"] = None
         try:
-            _WORKER["env"] = make_env(task, cfg.image_size, cfg.max_steps, cfg.libero_assets,
-                                      cameras=cameras if "/" not in task else None)
+            _WORKER["env"] = make_env(task, cfg.image_size, cfg.max_steps, cfg.libero_assets, cameras=cameras)
         except Exception as exc:  # noqa: BLE001  (e.g. missing simulator assets: every episode says why)
             _WORKER["task"] = None
             return EpisodeResult(task=task, index=index, seed=cfg.seed + index,
@@ -212,8 +212,8 @@ class EvalRun:
                     "errors": sum(r.error is not None for r in rs),
                     "policy_ms": float(np.mean(calls)) if calls else math.nan}
 
-        per_task = {t: {**stats(rs), "settings": merged_settings(rs)}
-                    for t in self.config.tasks for rs in [[r for r in self.results if r.task == t]]}
+        by_task = {t: [r for r in self.results if r.task == t] for t in self.config.tasks}
+        per_task = {t: {**stats(rs), "settings": merged_settings(rs)} for t, rs in by_task.items()}
         return {"policy": self.policy, "interrupted": self.interrupted, "seconds": self.seconds,
                 "config": asdict(self.config), "tasks": per_task, "overall": stats(self.results),
                 "episodes": [asdict(r) for r in self.results]}
