@@ -84,8 +84,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from cosmos3_robot.train.recipe import run
 
     out = args.out or f"runs/{__import__('pathlib').Path(args.recipe).stem}"
+    overrides = list(args.set)
+    if args.minutes is not None:
+        overrides.append(f"train.max_minutes={args.minutes}")
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
     try:
-        run(args.recipe, out, overrides=args.set, resume=args.resume)
+        run(args.recipe, out, overrides=overrides, resume=args.resume, device=args.device)
     except ValueError as exc:  # bad recipe or bad data: a clear message, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -97,7 +102,32 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run folder (default runs/<recipe name>)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a recipe field, e.g. --set train.steps=100 (repeatable)")
+    p.add_argument("--minutes", type=_positive_float, metavar="M",
+                   help="wall-clock budget: the step count is fitted to it after a short probe (train.max_minutes)")
+    p.add_argument("--steps", type=_positive_int, metavar="N", help="optimiser steps (train.steps; with "
+                   "--minutes, the most the budget may give)")
+    p.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: CUDA when there is one)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (v > 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return v
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -290,6 +320,17 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", help="training recipe (default recipes/sim/builtin_tasks.yaml)")
 
 
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    """``["a=b", ...]`` -> ``{"a": "b"}``; ``ValueError`` naming the flag otherwise."""
+    out = {}
+    for kv in items:
+        name, sep, key = kv.partition("=")
+        if not (sep and name and key):
+            raise ValueError(f"{flag} {kv!r}: expected NAME=REQUEST_KEY")
+        out[name] = key
+    return out
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from cosmos3_robot.runtime import Cosmos3Policy
     from cosmos3_robot.runtime.server import (ObservationKeys, PolicyServer, ServerConfig, policy_infer_fn,
@@ -297,8 +338,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         policy = Cosmos3Policy.from_checkpoint(args.checkpoint, _inference_config(args))
-        state = dict(kv.split("=", 1) for kv in args.state_key) if args.state_key else {"state": "observation/state"}
-        views = dict(kv.split("=", 1) for kv in args.view) if args.view else {"wrist": "observation/wrist_image"}
+        # default: each raw state key the embodiment reads as observation/<key> (sim_arm: observation/state)
+        state = _pairs(args.state_key, "--state-key") if args.state_key else \
+            {k: f"observation/{k}" for k in policy.embodiment.state_keys() or ("state",)}
+        views = _pairs(args.view, "--view") if args.view else {"wrist": "observation/wrist_image"}
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -384,6 +384,19 @@ class PointsBlock(Block):
         return torch.cat([s[..., None, :, :], world], -3)
 
 
+def _check_native(value: torch.Tensor, width: int, limit: float, what: str, expected: str) -> None:
+    """A native command array ``(..., T-1, width)``: right shape, finite, within ``[-limit, limit]``."""
+    _check_tail(value, (None, width), what, expected)
+    _check_finite(value, what)
+    over = value.abs() > limit + 1e-6
+    if bool(over.any()):
+        idx = _first_index(over)
+        raise ValueError(
+            f"{what}: value {float(value[idx]):.4g} at index {idx} is outside "
+            f"[-{limit:g}, {limit:g}]"
+        )
+
+
 @dataclass(frozen=True)
 class DeltaPoseCommandBlock(Block):
     """A native delta end-effector command ``[dpos (3), drot axis-angle (3)]`` per step.
@@ -435,19 +448,8 @@ class DeltaPoseCommandBlock(Block):
     def rotation_dims(self) -> list[int]:
         return list(range(3, 9)) if self.rotation == "rot6d" else []
 
-    def _check_native(self, value: torch.Tensor, what: str) -> None:
-        _check_tail(value, (None, 6), what, "(..., T-1, 6) native [dpos, drot] commands")
-        _check_finite(value, what)
-        over = value.abs() > self.limit + 1e-6
-        if bool(over.any()):
-            idx = _first_index(over)
-            raise ValueError(
-                f"{what}: value {float(value[idx]):.4g} at index {idx} is outside "
-                f"[-{self.limit:g}, {self.limit:g}]"
-            )
-
     def check(self, value: torch.Tensor) -> None:
-        self._check_native(value, self.label())
+        _check_native(value, 6, self.limit, self.label(), "(..., T-1, 6) native [dpos, drot] commands")
 
     def encode(self, ep):
         v = ep[self.name]
@@ -463,6 +465,66 @@ class DeltaPoseCommandBlock(Block):
             aa = geo.matrix_to_axis_angle(geo.rot6d_to_matrix(x[..., 3:9])) / self.rotation_scale
             out = torch.cat([x[..., :3] / self.translation_scale, aa], -1)
         return out
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Clip to the controller's ``limit``: all six native numbers (``axis_angle``), or the
+        translation (``rot6d``; decoding orthonormalises the rotation)."""
+        if not math.isfinite(self.limit):
+            return x
+        if self.rotation == "axis_angle":
+            return x.clamp(-self.limit, self.limit)
+        bound = self.limit * self.translation_scale
+        return torch.cat([x[..., :3].clamp(-bound, bound), x[..., 3:]], -1)
+
+
+@dataclass(frozen=True)
+class DeltaPositionCommandBlock(Block):
+    """A native translation-only command ``[dx, dy, dz]`` per step ``(..., T-1, 3)``: the
+    interface of position-controlled arms and Cartesian grippers that take a displacement
+    per control step (SO-100 style Cartesian teleop, xArm position mode, many simulators).
+    The pseudo-action is ``dpos * scale`` (metres when ``scale`` turns the controller's
+    units, e.g. a normalised [-1, 1], into metres); decoding divides it back.
+
+    Attributes:
+        scale: native units -> metres.
+        limit: native values must lie in ``[-limit, limit]`` (controllers clip beyond it).
+    """
+
+    scale: float = 1.0
+    limit: float = math.inf
+
+    kind: ClassVar[Literal["state", "command"]] = "command"
+    step_ndim: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        if not (self.scale > 0 and math.isfinite(self.scale)):
+            raise ValueError(f"{self.label()}: scale must be a finite number > 0, got {self.scale}")
+
+    @property
+    def width(self) -> int:
+        return 3
+
+    def rest(self) -> torch.Tensor:
+        return torch.zeros(3, dtype=torch.float64)
+
+    def dim_names(self) -> list[str]:
+        return [f"{self.name}.{c}" for c in ("dx", "dy", "dz")]
+
+    def units(self) -> list[str]:
+        return ["m"] * 3
+
+    def check(self, value: torch.Tensor) -> None:
+        _check_native(value, 3, self.limit, self.label(), "(..., T-1, 3) native [dx, dy, dz] commands")
+
+    def encode(self, ep):
+        return ep[self.name] * self.scale
+
+    def decode(self, x, start, decoded):
+        return x / self.scale
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Clip to the controller's limit (in pseudo-action units)."""
+        return x.clamp(-self.limit * self.scale, self.limit * self.scale) if math.isfinite(self.limit) else x
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 
 from cosmos3_robot.codec import ActionCodec, Episode
 from cosmos3_robot.normalize import QuantileNormalizer
-from cosmos3_robot.transforms import Transform, apply, invert_all
+from cosmos3_robot.transforms import Transform, apply, apply_for, invert_all, needed_steps
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,32 @@ class Embodiment:
         """Codec episode (e.g. a decoded chunk) -> the robot's own keys and units."""
         return invert_all(self.adapters, episode)
 
+    def state_keys(self) -> tuple[str, ...] | None:
+        """The raw keys a robot's current state must carry: those the state blocks are made
+        from (``None`` when an adapter does not declare its keys: then every raw key)."""
+        names = [b.name for b in self.codec.state_blocks]
+        flags, raw = needed_steps(self.adapters, names)
+        if any(t.reads() is None or t.writes() is None for t, run in zip(self.adapters, flags) if run):
+            return None
+        return tuple(sorted(raw))
+
+    def start_from_raw(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """A robot's current raw state (one step, e.g. ``{"state": (1, 8)}``) -> the codec's
+        start state. Only the adapters that make state blocks run, so the state need not
+        carry command keys."""
+        ep = apply_for(self.adapters, state, [b.name for b in self.codec.state_blocks])
+        return self.start_state(ep, 0)
+
+    def chunk_to_raw(self, actions: Any, start: Episode | None) -> dict[str, Any]:
+        """Pseudo-actions ``(n, D)`` (un-normalised) -> the robot's own keys, every one
+        ``(n, ...)``: the ``n`` targets after ``start``. State blocks decode to ``n + 1``
+        steps from the start; their first row (the start itself) is dropped before the
+        adapters run in reverse, so state and command keys line up step for step."""
+        decoded = self.codec.decode(actions, start)
+        if start is not None:
+            decoded = {k: v[1:] if self.codec.block(k).kind == "state" else v for k, v in decoded.items()}
+        return self.to_raw(decoded)
+
     # ---- codec -----------------------------------------------------------------------
     def encode(self, episode: Episode) -> Any:
         """Codec episode -> pseudo-actions ``(..., T-1, D)``."""
@@ -97,8 +123,7 @@ class Embodiment:
         ep = {b.name: torch.stack([b.rest()] * (2 if b.kind == "state" else 1)) for b in self.codec.blocks}
         x = self.codec.encode(ep)
         start = self.codec.start_state(ep, 0) if self.codec.state_blocks else None
-        raw = self.to_raw(self.codec.decode(x, start))
-        return {k: tuple(np.asarray(v).shape[1:]) for k, v in raw.items()}
+        return {k: tuple(np.asarray(v).shape[1:]) for k, v in self.chunk_to_raw(x, start).items()}
 
     def normalizer(self, actions: Any, clamp: bool = False) -> QuantileNormalizer:
         """Quantile statistics of pseudo-actions ``(..., D)`` for this layout."""

@@ -41,10 +41,21 @@ def _cat(parts: Sequence[Any]) -> Any:
 
 @dataclass(frozen=True)
 class Transform:
-    """Base class: ``__call__`` maps raw -> episode-side data; ``invert`` maps back."""
+    """Base class: ``__call__`` maps raw -> episode-side data; ``invert`` maps back.
+
+    ``reads`` / ``writes`` name the keys a step consumes and produces, so that only the
+    steps a subset of the episode needs can run (a robot's current state carries its state
+    keys, not its commands: :func:`apply_for`). A step that leaves them ``None`` (a plugin's
+    own transform that does not say) always runs."""
 
     def __call__(self, data: Mapping[str, Any]) -> Data:
         raise NotImplementedError
+
+    def reads(self) -> tuple[str, ...] | None:
+        return None
+
+    def writes(self) -> tuple[str, ...] | None:
+        return None
 
     def invert(self, data: Mapping[str, Any]) -> Data:
         raise NotImplementedError(f"{type(self).__name__} has no inverse")
@@ -65,6 +76,12 @@ class Rename(Transform):
 
     def invert(self, data):
         return Rename(tuple((n, o) for o, n in self.mapping))(data)
+
+    def reads(self):
+        return tuple(o for o, _ in self.mapping)
+
+    def writes(self):
+        return tuple(n for _, n in self.mapping)
 
 
 @dataclass(frozen=True)
@@ -93,6 +110,12 @@ class Split(Transform):
         for n, _, _ in self.parts:
             del out[n]
         return out
+
+    def reads(self):
+        return (self.key,)
+
+    def writes(self):
+        return tuple(n for n, _, _ in self.parts)
 
 
 QUAT_NORM_TOL = 0.01
@@ -163,6 +186,51 @@ class PoseFromPosRotation(Transform):
         out[self.rot] = self._from_matrix(T[..., :3, :3])
         return out
 
+    def reads(self):
+        return (self.pos, self.rot)
+
+    def writes(self):
+        return (self.out,)
+
+
+@dataclass(frozen=True)
+class PoseFromPosition(Transform):
+    """A ``(..., 4, 4)`` pose ``out`` with the identity rotation from a position ``(..., 3)``
+    (metres): for position-only arms (SO-100 style Cartesian control, xArm position mode,
+    many simulators). The inverse returns the position and drops the rotation, so a decoded
+    chunk comes back as positions only."""
+
+    pos: str
+    out: str
+
+    def __call__(self, data):
+        out = dict(data)
+        pos = _need(out, self.pos, "PoseFromPosition", "(..., 3) position")
+        _last_dim(pos, 3, self.pos, "PoseFromPosition", "(..., 3) position in metres")
+        if isinstance(pos, torch.Tensor):
+            R = torch.eye(3, dtype=pos.dtype, device=pos.device).expand(pos.shape[:-1] + (3, 3))
+        else:
+            pos = np.asarray(pos)
+            pos = pos if pos.dtype.kind == "f" else pos.astype(np.float64)
+            R = np.broadcast_to(np.eye(3, dtype=pos.dtype), pos.shape[:-1] + (3, 3)).copy()
+        if self.pos != self.out:
+            del out[self.pos]
+        out[self.out] = geo.make_pose(R, pos)
+        return out
+
+    def invert(self, data):
+        out = dict(data)
+        T = _need(out, self.out, "PoseFromPosition.invert", "(..., 4, 4) pose")
+        del out[self.out]
+        out[self.pos] = T[..., :3, 3]
+        return out
+
+    def reads(self):
+        return (self.pos,)
+
+    def writes(self):
+        return (self.out,)
+
 
 @dataclass(frozen=True)
 class PoseFromPlanar(Transform):
@@ -195,6 +263,12 @@ class PoseFromPlanar(Transform):
         out[self.heading] = lib.arctan2(T[..., 1, 0], T[..., 0, 0])
         return out
 
+    def reads(self):
+        return (self.xy, self.heading)
+
+    def writes(self):
+        return (self.out,)
+
 
 @dataclass(frozen=True)
 class RightMultiplyRotation(Transform):
@@ -220,6 +294,12 @@ class RightMultiplyRotation(Transform):
     def invert(self, data):
         return self._apply(data, np.asarray(self.matrix, dtype=np.float64).T)
 
+    def reads(self):
+        return (self.key,)
+
+    def writes(self):
+        return (self.key,)
+
 
 @dataclass(frozen=True)
 class FlipRange(Transform):
@@ -236,6 +316,12 @@ class FlipRange(Transform):
 
     def invert(self, data):
         return self(data)
+
+    def reads(self):
+        return (self.key,)
+
+    def writes(self):
+        return (self.key,)
 
 
 @dataclass(frozen=True)
@@ -255,6 +341,12 @@ class Squeeze(Transform):
         out = dict(data)
         out[self.key] = out[self.key][..., None]
         return out
+
+    def reads(self):
+        return (self.key,)
+
+    def writes(self):
+        return (self.key,)
 
 
 @dataclass(frozen=True)
@@ -282,12 +374,48 @@ class DefaultIdentityPose(Transform):
     def invert(self, data):
         return dict(data)
 
+    def reads(self):
+        return (self.like,)
+
+    def writes(self):
+        return (self.key,)
+
 
 def apply(transforms: Sequence[Transform], data: Mapping[str, Any]) -> Data:
     """Run ``transforms`` in order (raw -> episode)."""
     out = dict(data)
     for t in transforms:
         out = t(out)
+    return out
+
+
+def needed_steps(transforms: Sequence[Transform], keys: Sequence[str]) -> tuple[list[bool], set[str]]:
+    """Which of ``transforms`` produce (directly or through later steps) the episode keys
+    ``keys``, and the raw keys they start from: ``(run flags in order, raw keys)``. A step
+    that does not declare ``reads``/``writes`` is always run and its inputs are unknown
+    (then the raw keys are everything left at that point)."""
+    need = set(keys)
+    flags = [False] * len(transforms)
+    for i in range(len(transforms) - 1, -1, -1):
+        t = transforms[i]
+        r, w = t.reads(), t.writes()
+        if r is None or w is None:
+            flags[i] = True
+            continue
+        if need & set(w):
+            flags[i] = True
+            need = (need - set(w)) | set(r)
+    return flags, need
+
+
+def apply_for(transforms: Sequence[Transform], data: Mapping[str, Any], keys: Sequence[str]) -> Data:
+    """Run only the steps of ``transforms`` that lead to the episode keys ``keys`` (e.g. a
+    codec's state blocks from a robot's current state, which carries no command keys)."""
+    flags, _ = needed_steps(transforms, keys)
+    out = dict(data)
+    for t, run in zip(transforms, flags):
+        if run:
+            out = t(out)
     return out
 
 

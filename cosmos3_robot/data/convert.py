@@ -31,10 +31,16 @@ def _feature_names(ep: Episode) -> dict[str, tuple[str, str]]:
 
 
 def quiet_encoders() -> None:
-    """Keep the video encoders' and datasets' per-episode chatter off the console: SVT-AV1
-    (LeRobot's default codec) prints its whole configuration for every video unless
-    ``SVT_LOG`` lowers its level (1: errors), libav muxer notes go through PyAV's logger,
-    and ``datasets`` draws a progress bar per saved episode. A user's own ``SVT_LOG`` wins."""
+    """Keep the video libraries' and datasets' chatter off the console: SVT-AV1 (LeRobot's
+    default codec) prints its whole configuration for every video unless ``SVT_LOG`` lowers
+    its level (1: errors), libav muxer notes go through PyAV's logger, ``datasets`` draws a
+    progress bar per saved episode, and importing LeRobot's video module warns that
+    torchvision's video API is deprecated (we decode with PyAV; nothing for a user to do).
+    A user's own ``SVT_LOG`` wins. Call it before importing LeRobot."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="The video decoding and encoding capabilities of torchvision",
+                            category=UserWarning)
     os.environ.setdefault("SVT_LOG", "1")
     try:
         import av.logging
@@ -106,9 +112,9 @@ def to_lerobot(episodes: Iterable[Episode], root: str | os.PathLike[str], repo_i
 
 def _write_lerobot(episodes: Iterable[Episode], root: Path, repo_id: str, fps: int, use_videos: bool,
                    robot_type: str | None) -> None:
+    quiet_encoders()
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    quiet_encoders()
     ds = None
     names: dict[str, tuple[str, str]] = {}
     shapes: dict[str, tuple[int, ...]] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 
 DEFAULT_DOMAINS: tuple[str, ...] = (
@@ -221,6 +221,19 @@ class Cosmos3Config:
         if "flow" in changes and isinstance(changes["flow"], dict):
             changes["flow"] = dataclasses.replace(self.flow, **changes["flow"])
         return dataclasses.replace(self, **changes)
+
+    def with_domains(self, names: "Sequence[str]") -> "Cosmos3Config":
+        """This config with an action domain for each of ``names`` it lacks, appended in
+        order: existing domains keep their indices (old checkpoints load unchanged), a new
+        embodiment gets the next free projection of the ``n_action_domains`` allocated."""
+        add = [n for n in dict.fromkeys(names) if n not in self.action_domains]
+        if not add:
+            return self
+        if len(self.action_domains) + len(add) > self.n_action_domains:
+            raise ValueError(f"Cosmos3Config {self.name!r}: embodiments {add} need action domains, but "
+                             f"{len(self.action_domains)} of n_action_domains={self.n_action_domains} are "
+                             f"taken; raise model.overrides.n_action_domains (a fresh model only)")
+        return self.replace(action_domains=self.action_domains + tuple(add))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

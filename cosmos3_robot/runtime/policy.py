@@ -31,6 +31,7 @@ from cosmos3_robot.model.checkpoint import load_model
 from cosmos3_robot.model.cosmos3 import Cosmos3, WorldBatch
 from cosmos3_robot.model.flow import SAMPLERS, check_temperature
 from cosmos3_robot.normalize import QuantileNormalizer
+from cosmos3_robot.train.state import resolve_checkpoint
 
 
 @dataclass(frozen=True)
@@ -133,20 +134,6 @@ def _check_instruction(text: Any) -> None:
         raise ValueError(f"instruction: expected a string, got {type(text).__name__}")
 
 
-def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """A run folder (its latest checkpoint) or a checkpoint folder -> the checkpoint folder."""
-    from cosmos3_robot.train.state import latest_checkpoint
-
-    p = Path(path)
-    if (p / "trainer.json").exists():
-        return p
-    latest = latest_checkpoint(p)
-    if latest is None:
-        raise ValueError(f"checkpoint: {p} is neither a checkpoint folder (with trainer.json) nor a run folder "
-                         f"with checkpoints/latest")
-    return latest
-
-
 class Cosmos3Policy:
     """Model + embodiment + normaliser + window settings, with validated inputs."""
 
@@ -233,8 +220,7 @@ class Cosmos3Policy:
                 raise ValueError(f"state[{k!r}]: non-finite values {a.tolist()}")
             raw[k] = a[None]  # one time step
         try:
-            ep = self.embodiment.from_raw(raw)
-            return self.embodiment.start_state(ep, 0)
+            return self.embodiment.start_from_raw(raw)
         except (KeyError, ValueError) as exc:
             raise ValueError(f"state: does not fit embodiment {self.embodiment.name!r} ({exc})") from None
 
@@ -242,11 +228,12 @@ class Cosmos3Policy:
         """Raw targets ``(k, ...)`` (a pinned prefix, or a chunk to imagine) -> normalised
         pseudo-actions ``(k, D)`` from the current state."""
         raw = {}
+        state_keys = self.embodiment.state_keys()  # None: every key continues from the state
         for key, v in prefix.items():
             a = np.asarray(v, dtype=np.float64)
             if a.ndim < 1 or len(a) == 0 or not np.all(np.isfinite(a)):
                 raise ValueError(f"prefix[{key!r}]: expected (k, ...) finite targets, got shape {a.shape}")
-            if self.embodiment.codec.state_blocks:
+            if self.embodiment.codec.state_blocks and (state_keys is None or key in state_keys):
                 if key not in state:
                     raise ValueError(f"prefix[{key!r}]: no current state {key!r} to continue from")
                 a = np.concatenate([np.asarray(state[key], dtype=np.float64)[None], a], 0)
@@ -310,9 +297,7 @@ class Cosmos3Policy:
         """Model output ``(T, D)`` (normalised) -> raw robot keys ``(T, ...)``."""
         actions = self.normalizer.unnormalize(normalized.double().cpu().numpy())
         actions = self.embodiment.codec.project(actions)  # e.g. a gripper of 1.02 -> 1.0
-        raw = self.embodiment.to_raw(self.embodiment.decode(actions, start))
-        # state layouts decode to T+1 rows starting at the current state: drop row 0
-        result = {k: np.asarray(v)[1:] if start is not None else np.asarray(v) for k, v in raw.items()}
+        result = {k: np.asarray(v) for k, v in self.embodiment.chunk_to_raw(actions, start).items()}
         for k, v in result.items():
             if not np.all(np.isfinite(v)):
                 raise FloatingPointError(f"policy output {k!r} is not finite; refusing to return it")

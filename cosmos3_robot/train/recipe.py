@@ -110,18 +110,36 @@ def read_source(entry: dict[str, Any], base: Path, skipped: list[str] | None = N
     return episodes
 
 
-def parse_transforms(items: list[dict[str, Any]] | None) -> list:
-    """``[{ClassName: {field: value}}]`` -> transform objects from :mod:`cosmos3_robot.transforms`."""
+def _transform_class(name: str) -> type:
+    """A transform class by name: one of :mod:`cosmos3_robot.transforms`, or a plugin's by
+    import path (``my_package.adapters:MyStep`` or ``my_package.adapters.MyStep``)."""
+    import importlib
+
     from cosmos3_robot import transforms as T
 
+    cls = getattr(T, name, None)
+    if cls is None and ("." in name or ":" in name):
+        module, _, attr = name.partition(":") if ":" in name else name.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), attr, None)
+        except ImportError as exc:
+            raise ValueError(f"transforms: cannot import {module!r} for {name!r} ({exc})") from None
+    if not (isinstance(cls, type) and issubclass(cls, T.Transform)):
+        builtin = sorted(n for n, c in vars(T).items() if isinstance(c, type) and issubclass(c, T.Transform)
+                         and c is not T.Transform)
+        raise ValueError(f"transforms: unknown transform {name!r}; built-in: {builtin}, or a subclass of "
+                         "cosmos3_robot.transforms.Transform by import path ('package.module:Class')")
+    return cls
+
+
+def parse_transforms(items: list[dict[str, Any]] | None) -> list:
+    """``[{ClassName: {field: value}}]`` -> transform objects (see :func:`_transform_class`)."""
     out = []
     for item in items or []:
         if not isinstance(item, dict) or len(item) != 1:
             raise ValueError(f"transforms: expected one {{ClassName: {{...}}}} mapping per item, got {item!r}")
         (name, kwargs), = item.items()
-        cls = getattr(T, name, None)
-        if not (isinstance(cls, type) and issubclass(cls, T.Transform)):
-            raise ValueError(f"transforms: unknown transform {name!r}")
+        cls = _transform_class(name)
         kwargs = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
                   for k, v in (kwargs or {}).items()}
         out.append(cls(**kwargs))
@@ -148,8 +166,7 @@ def build_datasets(recipe: dict[str, Any], stats_dir: Path | None = None,
     present there (a resumed run) or computed and saved to it."""
     base = Path(recipe["_path"]).parent
     datasets, weights = [], []
-    m = recipe.get("model", {})
-    reads_state = preset(m.get("preset", "tiny"), **(m.get("overrides") or {})).state_input
+    reads_state = model_config(recipe).state_input
     for i, entry in enumerate(recipe.get("data") or []):
         spec = WindowSpec(**{**recipe.get("window", {}), **entry.get("window", {})})
         on_error = entry.get("on_error", "raise")
@@ -174,23 +191,73 @@ def build_datasets(recipe: dict[str, Any], stats_dir: Path | None = None,
     return datasets, weights
 
 
+def recipe_embodiments(recipe: dict[str, Any]) -> list[str]:
+    """The embodiment each data entry trains (its own ``window`` over the recipe's), in order."""
+    names = []
+    for i, entry in enumerate(recipe.get("data") or []):
+        name = {**recipe.get("window", {}), **(entry.get("window") or {})}.get("embodiment")
+        if not name:
+            raise ValueError(f"data entry {i}: no window.embodiment (in the recipe's window or the entry's)")
+        names.append(str(name))
+    return names
+
+
+def _init_weights(recipe: dict[str, Any]) -> Path | None:
+    """``model.init`` (a run or checkpoint folder to fine-tune, relative to the recipe) ->
+    its weights file (the EMA copy when there is one)."""
+    init = (recipe.get("model") or {}).get("init")
+    if not init:
+        return None
+    from cosmos3_robot.train.state import resolve_checkpoint
+
+    p = Path(init)
+    ckpt = resolve_checkpoint(p if p.is_absolute() else Path(recipe["_path"]).parent / p)
+    ema = ckpt / "ema.safetensors"
+    return ema if ema.exists() else ckpt / "model.safetensors"
+
+
+def model_config(recipe: dict[str, Any]):
+    """The model config a recipe trains: ``preset`` + ``overrides``, or (``model.init``) the
+    checkpoint's own; either way with an action domain for every embodiment the data
+    entries name (a plugin's embodiment needs no setting of its own)."""
+    from cosmos3_robot.model.checkpoint import read_config
+
+    m = recipe.get("model") or {}
+    weights = _init_weights(recipe)
+    if weights is not None:
+        extra = sorted(set(m) & {"preset", "overrides"})
+        if extra:
+            raise ValueError(f"model: {extra} cannot be combined with model.init (the checkpoint's own config "
+                             "is fine-tuned)")
+        cfg = read_config(weights)[0]
+    else:
+        cfg = preset(m.get("preset", "tiny"), **(m.get("overrides") or {}))
+    return cfg.with_domains(recipe_embodiments(recipe))
+
+
 def build_model(recipe: dict[str, Any]) -> Cosmos3:
-    m = recipe.get("model", {})
-    cfg = preset(m.get("preset", "tiny"), **(m.get("overrides") or {}))
+    """A fresh model, or (``model.init``) a checkpoint's weights with domains added for new
+    embodiments (their projections start as the fresh model's)."""
+    cfg = model_config(recipe)
     torch.manual_seed(int(recipe.get("train", {}).get("seed", 0)))
-    return Cosmos3(cfg)
+    model = Cosmos3(cfg)
+    weights = _init_weights(recipe)
+    if weights is not None:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(weights)))
+    return model
 
 
 def run(recipe_path: str | Path, out: str | Path, overrides: Sequence[str] = (), resume: bool = False,
-        quiet: bool = False) -> list[dict[str, Any]]:
-    """Train from a recipe into ``out``; returns the logged metrics."""
+        quiet: bool = False, device: str | None = None) -> list[dict[str, Any]]:
+    """Train from a recipe into ``out`` (on ``device``, default: CUDA when there is one);
+    returns the logged metrics."""
     recipe = load_recipe(recipe_path, overrides)
     out = Path(out)
     datasets, weights = build_datasets(recipe, out)
     cfg = train_config_from(recipe.get("train"))
     model = build_model(recipe)
-    for ds in datasets:
-        model.domain_ids([ds.spec.embodiment], 1)  # fail early on an embodiment without a domain
     concat = ConcatDataset(datasets)
     trainer = Trainer(model, concat, cfg, out, sample_weights=mixture_weights(datasets, weights),
                       run_info={"recipe": {k: v for k, v in copy.deepcopy(recipe).items() if k != "_path"},
@@ -199,7 +266,7 @@ def run(recipe_path: str | Path, out: str | Path, overrides: Sequence[str] = (),
                                 "normalizers": [d.normalizer.to_dict() for d in datasets],
                                 "state_normalizers": [None if d.state_normalizer is None else
                                                       d.state_normalizer.to_dict() for d in datasets]},
-                      resume=resume, quiet=quiet)
+                      resume=resume, quiet=quiet, device=device)
     if trainer.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.json").write_text(json.dumps({k: v for k, v in recipe.items()}, indent=1, default=str))

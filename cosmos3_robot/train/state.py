@@ -118,3 +118,15 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
             return path
     found = sorted((p for p in root.glob("step_*") if _step_of(p) is not None and _complete(p)), key=_step_of)
     return found[-1] if found else None
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """A run folder (its latest checkpoint) or a checkpoint folder -> the checkpoint folder."""
+    p = Path(path)
+    if (p / "trainer.json").exists():
+        return p
+    latest = latest_checkpoint(p)
+    if latest is None:
+        raise ValueError(f"checkpoint: {p} is neither a checkpoint folder (with trainer.json) nor a run folder "
+                         f"with checkpoints/latest")
+    return latest

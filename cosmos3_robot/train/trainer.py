@@ -538,8 +538,9 @@ class Trainer:
         total_i = int(total.item())
         if total_i != cfg.steps:
             self.cfg = dataclasses.replace(cfg, steps=total_i)
+            first = "budget_steps" not in self.run_info  # later re-fits show in the step count only
             self.run_info["budget_steps"] = total_i
-            if self.is_main and not self.quiet:
+            if self.is_main and not self.quiet and first:
                 print(f"[train] {per_step:.3f} s/step: {total_i} steps fit the {cfg.max_minutes:g}-minute budget "
                       f"(recipe: {planned})")
             if self._progress is not None:

@@ -43,6 +43,9 @@ def _missing_files(repo_id: str, root: str) -> list[str]:
     """The data and video files a local dataset's metadata lists that are not on disk."""
     from pathlib import Path
 
+    from cosmos3_robot.data.convert import quiet_encoders
+
+    quiet_encoders()
     from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 
     if not (Path(root) / "meta" / "info.json").exists():
@@ -60,6 +63,9 @@ def read_lerobot(repo_id: str, layout: LeRobotLayout, root: str | None = None,
                  episodes: list[int] | None = None, skipped: list[str] | None = None) -> Iterator[Episode]:
     """Yield one validated :class:`Episode` per LeRobot episode (bad ones recorded in
     ``skipped`` and skipped when a list is given, else raised)."""
+    from cosmos3_robot.data.convert import quiet_encoders
+
+    quiet_encoders()
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from lerobot.datasets.video_utils import decode_video_frames
 
@@ -107,9 +113,14 @@ def read_lerobot(repo_id: str, layout: LeRobotLayout, root: str | None = None,
             if nulls:
                 raise DataError(f"{name}: {what}: null values at frame(s) {nulls[:5]}")
             try:
-                arrays[raw] = np.asarray(col, dtype=np.float64)
+                arr = np.asarray(col, dtype=np.float64)
             except (TypeError, ValueError) as exc:
                 raise DataError(f"{name}: {what}: not a numeric array ({exc})") from None
+            # the per-frame shape the dataset declares: a (1,) feature is stored as a scalar
+            shape = tuple((ds.meta.features.get(key) or {}).get("shape") or arr.shape[1:])
+            if arr.size == len(rows) * int(np.prod(shape)):
+                arr = arr.reshape(len(rows), *shape)
+            arrays[raw] = arr
         frames = {}
         ep_meta = ds.meta.episodes[ep_idx]
         for cam, key in layout.cameras.items():
