@@ -1,6 +1,6 @@
 """CUDA paths against the CPU's float32: generation in every mode, the deployed policy in
 bf16 and with CUDA graphs, training steps with bf16 autocast. Skipped without a GPU (CI has
-none); the lent GPU machine runs them (README, "GPU")."""
+none); the lent GPU machine runs them (docs/speed.md, "On a GPU")."""
 
 from __future__ import annotations
 

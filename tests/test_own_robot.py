@@ -241,7 +241,7 @@ def test_train_cli_budget_flags_become_recipe_settings(monkeypatch):
 # ---- the README tutorial, end to end, through a throwaway install of examples/my_arm --------
 def _tutorial() -> tuple[list[str], str]:
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### Bring your own robot"):]
+    section = readme[readme.index("## Bring your own robot"):]
     section = section[:section.index("\n## ")]
     commands = [line.split("  #")[0].strip() for line in
                 re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip().splitlines()]

@@ -424,13 +424,13 @@ def test_libero_env_without_assets_says_what_is_missing(tmp_path, monkeypatch):
         assert obs["agentview"].shape == (256, 256, 3) and obs["state"].shape == (8,)
 
 
-def test_readme_sim_example_runs():
+def test_simulation_page_example_runs():
     import re
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "simulation.md").read_text()
     code = re.search(r"```python\n(import gymnasium as gym, cosmos3_robot.sim.*?)```", readme, re.S).group(1)
     ns: dict = {}
-    exec(compile(code, "README.md", "exec"), ns)
+    exec(compile(code, "docs/simulation.md", "exec"), ns)
     assert ns["obs"]["front"].shape == (128, 128, 3) and ns["info"]["instruction"].startswith("put the")
     ns["env"].close()
 

@@ -40,8 +40,8 @@ class Cosmos3Config(PreTrainedConfig):
         temperature: scale of the sampler's starting noise in [0, 1] (``Cosmos3.generate``).
         visual_keypoints, action_prior, prior_noise: the model's camera keypoint stem, learned
             action prior and the flow's noise scale around it (``Cosmos3Config.visual_keypoints``,
-            ``action_prior``, ``FlowConfig.prior_noise``; README, "The camera on the action
-            side"). Inside LeRobot's loop the prior trains with the flow from the first step
+            ``action_prior``, ``FlowConfig.prior_noise``; "The camera on the action side" in
+            docs/experiments/2026-12-01-learning-quality-log.md). Inside LeRobot's loop the prior trains with the flow from the first step
             (``cosmos3-robot train`` can pretrain it alone first, ``train.prior_steps``).
         future_frames: 0 trains the policy mode on actions alone. ``k * temporal_compression``
             (4, 8, ... for the presets with a video autoencoder, 1, 2, ... for ``tiny``) also
