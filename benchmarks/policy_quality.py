@@ -114,8 +114,8 @@ def train_lerobot(kind: str, data: Path, out: Path, minutes: float, batch: int, 
     ``train.max_minutes`` does for ours (rate measured over the first steps)."""
     from lerobot.configs.types import FeatureType
     from lerobot.datasets.factory import resolve_delta_timestamps
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
-    from lerobot.datasets.utils import dataset_to_policy_features
+    from lerobot.datasets import LeRobotDataset, LeRobotDatasetMetadata
+    from lerobot.utils.feature_utils import dataset_to_policy_features
     from lerobot.policies.factory import make_policy, make_pre_post_processors
     from lerobot.utils.import_utils import register_third_party_plugins
 

@@ -30,7 +30,8 @@ class LeRobotTaskEnv(gym.Env):
     task's absolute 8D targets. ``info["is_success"]`` is the task's success flag.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
+    # an integer: video writers (LeRobot's eval, PyAV) take a frame rate, not a float
+    metadata = {"render_modes": ["rgb_array"], "render_fps": int(CONTROL_HZ)}
 
     def __init__(self, task: str = "reach", image_size: int = 64, cameras: tuple[str, ...] = ("front",),
                  max_episode_steps: int | None = None, render_mode: str = "rgb_array"):

@@ -120,7 +120,7 @@ class LeRobotPolicy:
 
     def __init__(self, path: str, device: str = "cpu"):
         import torch
-        from lerobot.configs.policies import PreTrainedConfig
+        from lerobot.configs import PreTrainedConfig
         from lerobot.policies.factory import get_policy_class, make_pre_post_processors
         from lerobot.utils.import_utils import register_third_party_plugins
 

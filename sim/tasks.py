@@ -77,7 +77,8 @@ def _spread(rng: np.random.Generator, n: int, low: tuple[float, float], high: tu
 class TableTopEnv(gym.Env):
     """Base class: the scene, the end-effector controller, rendering and the step loop."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
+    # an integer: video writers (LeRobot's eval, PyAV) take a frame rate, not a float
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": int(CONTROL_HZ)}
     task: ClassVar[str] = ""
     scene: ClassVar[SceneSpec] = SceneSpec()
     max_steps: ClassVar[int] = 100

@@ -78,7 +78,7 @@ def write_umi_zarr(path: Path, n_episodes: int = 2, T: int = 30, size: int = 32,
 def write_lerobot_dataset(root: Path, n_episodes: int = 2, T: int = 24, size: int = 32, fps: int = 10,
                           use_videos: bool = True, seed: int = 0) -> Path:
     """A LeRobot v3.0 dataset made with LeRobot's own writer (create/add_frame/save_episode/finalize)."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
 
     rng = np.random.default_rng(seed)
     features = {

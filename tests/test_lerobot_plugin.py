@@ -1,6 +1,8 @@
-"""The LeRobot plugin (``plugins/lerobot_policy_cosmos3``): LeRobot's own factory, training
-loop (``lerobot-train``) and evaluation loop (``lerobot-eval`` over our built-in tasks) run
-the cosmos3 policy. Data is recorded here with the scripted expert; nothing is downloaded."""
+"""The LeRobot plugins (``plugins/lerobot_policy_cosmos3``, ``plugins/lerobot_env_cosmos3_sim``):
+LeRobot's own factory, training loop (``lerobot-train``, evaluating on our env during
+training) and evaluation loop (``lerobot-eval`` over our built-in tasks, with its video) run
+the cosmos3 policy. Data is recorded here with the scripted expert through
+``LeRobotDataset.create``; nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -16,11 +18,12 @@ import torch
 
 pytest.importorskip("lerobot", reason="the lerobot extra is not installed")
 
-try:
-    importlib.metadata.distribution("lerobot_policy_cosmos3")
-except importlib.metadata.PackageNotFoundError:  # installed with the lerobot extra by scripts/setup.sh
-    pytest.fail("lerobot is installed but the lerobot_policy_cosmos3 plugin is not: "
-                "pip install -e plugins/lerobot_policy_cosmos3", pytrace=False)
+for _dist in ("lerobot_policy_cosmos3", "lerobot_env_cosmos3_sim"):
+    try:
+        importlib.metadata.distribution(_dist)
+    except importlib.metadata.PackageNotFoundError:  # installed with the lerobot extra by scripts/setup.sh
+        pytest.fail(f"lerobot is installed but the {_dist} plugin is not: pip install -e plugins/{_dist}",
+                    pytrace=False)
 
 from lerobot.configs.types import FeatureType, PolicyFeature  # noqa: E402
 from lerobot.utils.import_utils import register_third_party_plugins  # noqa: E402
@@ -32,6 +35,16 @@ def features(size: int = 48):
     return ({"observation.images.front": PolicyFeature(FeatureType.VISUAL, (3, size, size)),
              "observation.state": PolicyFeature(FeatureType.STATE, (8,))},
             {"action": PolicyFeature(FeatureType.ACTION, (8,))})
+
+
+def test_lerobot_discovers_both_plugins_by_distribution_name():
+    from lerobot.envs.configs import EnvConfig
+    from lerobot.envs.factory import make_env_config
+
+    register_third_party_plugins()
+    cfg = make_env_config("cosmos3_sim", task="push", image_size=32)
+    assert type(cfg).__module__ == "lerobot_env_cosmos3_sim" and cfg.fps == 10
+    assert "cosmos3_sim" in EnvConfig.get_known_choices()
 
 
 def test_lerobot_factory_builds_cosmos3_from_its_type_name():
@@ -114,7 +127,10 @@ def test_lerobot_train_and_eval_run_the_cosmos3_policy(tmp_path):
     cmd = [str(BIN / "lerobot-train"), "--dataset.repo_id=local/reach", f"--dataset.root={root}",
            "--policy.type=cosmos3", "--policy.preset=tiny", "--policy.device=cpu", "--policy.push_to_hub=false",
            "--policy.chunk_size=8", "--policy.n_action_steps=8", "--steps=4", "--batch_size=2", "--num_workers=0",
-           "--save_freq=4", "--log_freq=2", "--eval_freq=0", "--wandb.enable=false", f"--output_dir={out}"]
+           "--save_freq=4", "--log_freq=2", "--wandb.enable=false", f"--output_dir={out}",
+           # evaluation during training on our env plugin (LeRobot 0.6: env_eval_freq)
+           "--env.type=cosmos3_sim", "--env.task=reach", "--env.image_size=48", "--env_eval_freq=4",
+           "--eval.n_episodes=1", "--eval.batch_size=1"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     model_dir = out / "checkpoints" / "last" / "pretrained_model"
@@ -130,3 +146,5 @@ def test_lerobot_train_and_eval_run_the_cosmos3_policy(tmp_path):
     info = json.loads((ev / "eval_info.json").read_text())
     episodes = info["per_episode"] if "per_episode" in info else info["overall"]
     assert episodes  # LeRobot's rollout ran select_action on our env to the episode's end
+    videos = sorted(ev.rglob("*.mp4"))  # its video writer takes our env's (integer) render_fps
+    assert videos and videos[0].stat().st_size > 1000, proc.stdout[-2000:]

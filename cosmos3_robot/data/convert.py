@@ -113,7 +113,7 @@ def to_lerobot(episodes: Iterable[Episode], root: str | os.PathLike[str], repo_i
 def _write_lerobot(episodes: Iterable[Episode], root: Path, repo_id: str, fps: int, use_videos: bool,
                    robot_type: str | None) -> None:
     quiet_encoders()
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
 
     ds = None
     names: dict[str, tuple[str, str]] = {}
@@ -152,10 +152,9 @@ def _write_lerobot(episodes: Iterable[Episode], root: Path, repo_id: str, fps: i
                 ds.save_episode()
     except BaseException:
         if ds is not None:  # let LeRobot's writer threads and files close before the folder is removed
-            for obj, stop in ((ds, "clear_episode_buffer"), (ds, "stop_image_writer"), (ds, "_close_writer"),
-                              (ds.meta, "_close_writer")):
+            for stop in (ds.clear_episode_buffer, ds.finalize):  # public and idempotent in LeRobot 0.6
                 try:
-                    getattr(obj, stop)()
+                    stop()
                 except Exception:  # noqa: BLE001  (best effort on the way out)
                     pass
         raise

@@ -46,7 +46,7 @@ def _missing_files(repo_id: str, root: str) -> list[str]:
     from cosmos3_robot.data.convert import quiet_encoders
 
     quiet_encoders()
-    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+    from lerobot.datasets import LeRobotDatasetMetadata
 
     if not (Path(root) / "meta" / "info.json").exists():
         return []  # not a local dataset (yet): LeRobotDataset says what is wrong
@@ -66,7 +66,7 @@ def read_lerobot(repo_id: str, layout: LeRobotLayout, root: str | None = None,
     from cosmos3_robot.data.convert import quiet_encoders
 
     quiet_encoders()
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets import LeRobotDataset
     from lerobot.datasets.video_utils import decode_video_frames
 
     missing = _missing_files(repo_id, root) if root is not None else []
@@ -82,8 +82,7 @@ def read_lerobot(repo_id: str, layout: LeRobotLayout, root: str | None = None,
         if key not in features:
             raise DataError(f"lerobot {repo_id}: feature {key!r} (for {name!r}) not in the dataset; "
                             f"features: {sorted(features)}")
-    ds._ensure_hf_dataset_loaded()
-    hf = ds.hf_dataset
+    hf = ds.hf_dataset  # the frames' table (LeRobot loads it on first access)
     columns = set(hf.column_names)
     for name, key in {**layout.state, **layout.commands}.items():
         if key not in columns:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cosmos3_robot.model import Cosmos3, WorldBatch
-from lerobot.policies.pretrained import PreTrainedPolicy
+from lerobot.policies import PreTrainedPolicy
 from lerobot.utils.constants import ACTION
 from lerobot_policy_cosmos3.configuration_cosmos3 import DOMAIN, Cosmos3Config
 

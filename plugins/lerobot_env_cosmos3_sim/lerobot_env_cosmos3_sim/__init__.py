@@ -1,8 +1,9 @@
-"""``cosmos3_sim``: cosmos3-robot's built-in MuJoCo tasks as a LeRobot env type.
+"""``cosmos3_sim``: cosmos3-robot's built-in MuJoCo tasks as a LeRobot env plugin.
 
+LeRobot imports this distribution at start-up (the ``lerobot_env_`` prefix), so
 ``lerobot-eval --env.type=cosmos3_sim --env.task=reach --policy.path=...`` runs any LeRobot
-policy (ACT, Diffusion, cosmos3, ...) on our tasks; the env itself lives in
-:mod:`cosmos3_robot.sim.lerobot_env`.
+policy (ACT, Diffusion, cosmos3, ...) on our tasks, and ``lerobot-train --env.type=cosmos3_sim``
+evaluates on them during training; the env itself lives in :mod:`cosmos3_robot.sim.lerobot_env`.
 """
 
 from __future__ import annotations
