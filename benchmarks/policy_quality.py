@@ -178,7 +178,7 @@ def closed_loop(spec: str, tasks: list[str], episodes: int, out: Path, workers: 
 # ---- 4. world model -----------------------------------------------------------------------
 def held_out_windows(run: Path, tasks: list[str], episodes: int, seed: int, normalizer, state_normalizer=None):
     from cosmos3_robot.data.windows import WindowDataset, WindowSpec
-    from cosmos3_robot.runtime.policy import resolve_checkpoint
+    from cosmos3_robot.model.checkpoint import resolve_checkpoint
     from cosmos3_robot.sim.record import RecordStats, expert_episodes
 
     w = json.loads((resolve_checkpoint(run) / "trainer.json").read_text())["windows"][0]
@@ -361,12 +361,75 @@ def print_tables(results: dict[str, Any]) -> None:
         console.print(w)
 
 
+def train_and_evaluate(args: argparse.Namespace, data: Path, out: Path, minutes: float) -> dict[str, Any]:
+    """Train each of ``args.policies`` for ``minutes`` on ``data`` into ``out/<name>`` (kept:
+    a second run evaluates what is there unless ``--retrain``) and evaluate them closed loop;
+    returns ``{policy: {"train": ..., "eval": ...}}``."""
+    policies: dict[str, Any] = {}
+    specs = {}
+    for name in args.policies:
+        info = out / name / "train_info.json"
+        specs[name] = str(out / name) if name == "cosmos3" else f"lerobot:{out / name}"
+        if info.exists() and not args.retrain:
+            train = json.loads(info.read_text())
+            log(f"{name}: trained already ({info}); --retrain to train again")
+        else:
+            log(f"training {name} for {minutes:g} min")
+            if name == "cosmos3":
+                train = train_cosmos3(data, out / name, args.preset, minutes, args.batch, args.cosmos3_set)
+            else:
+                kind = "cosmos3" if name == "cosmos3-lerobot" else name
+                train = train_lerobot(kind, data, out / name, minutes, args.batch, args.chunk, args.replan,
+                                      args.preset)
+            train["minutes"] = minutes
+            info.parent.mkdir(parents=True, exist_ok=True)
+            info.write_text(json.dumps(train))
+        policies[name] = {"train": train}
+        log(f"{name}: {train['steps']} steps, loss {train['first_loss']:.3f} -> {train['last_loss']:.3f}")
+    sampling = {name: (args.temperature if name == "cosmos3" else 1.0, 4) for name in specs}
+    if args.prior_row and "cosmos3" in specs:
+        specs["cosmos3 (prior)"], sampling["cosmos3 (prior)"] = specs["cosmos3"], (0.0, 0)
+        policies["cosmos3 (prior)"] = {"train": policies["cosmos3"]["train"]}
+    for name, spec in specs.items():
+        log(f"evaluating {name} ({minutes:g} min)")
+        temperature, steps = sampling[name]
+        policies[name]["eval"] = closed_loop(spec, args.tasks, args.episodes,
+                                             out / "eval" / name.replace(" (", "_").rstrip(")"),
+                                             args.workers, args.replan, temperature, steps)
+    return policies
+
+
+def print_curve(results: dict[str, Any]) -> None:
+    """Success per task against the training budget, one row per policy and budget."""
+    from rich.console import Console
+    from rich.table import Table
+
+    cfg = results["config"]
+    t = Table(title=f"Success against training time ({cfg['episodes']} episodes per task, seeds 100000+i, "
+                    f"{cfg['threads']} CPU threads)")
+    for col in ["policy", "minutes", "train steps", *cfg["tasks"], "overall"]:
+        t.add_column(col, justify="left" if col == "policy" else "right")
+    names = list(next(iter(results["budgets"].values())))
+    for name in names:
+        for minutes, policies in results["budgets"].items():
+            r = policies[name]
+            cells = []
+            for task in [*cfg["tasks"], "overall"]:
+                x = r["eval"]["overall"] if task == "overall" else r["eval"]["tasks"][task]
+                lo, hi = x["ci95"]
+                cells.append(f"{x['successes']}/{x['episodes']} [{100 * lo:.0f}-{100 * hi:.0f}%]")
+            t.add_row(name, minutes, str(r["train"].get("steps", "-")), *cells)
+    Console(width=max(Console().width, 140)).print(t)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/quality")
     ap.add_argument("--tasks", nargs="+", default=["reach", "push"])
     ap.add_argument("--demos", type=int, default=40, help="expert demonstrations per task")
-    ap.add_argument("--minutes", type=float, default=10.0, help="training budget per policy")
+    ap.add_argument("--minutes", type=float, nargs="+", default=[10.0],
+                    help="training budget per policy (minutes); several, e.g. 5 10 20 40, give a "
+                         "success-vs-training-time table (each budget trains every policy afresh)")
     ap.add_argument("--episodes", type=int, default=20, help="evaluation episodes per task")
     ap.add_argument("--preset", default="small")
     ap.add_argument("--batch", type=int, default=16)
@@ -387,49 +450,28 @@ def main(argv: list[str] | None = None) -> None:
                     help="a recipe override for cosmos3 (repeatable), e.g. window.embodiment=sim_arm_absolute")
     args = ap.parse_args(argv)
     if args.quick:
-        args.tasks, args.demos, args.minutes, args.episodes, args.preset, args.batch = ["reach"], 6, 1.0, 4, "tiny", 8
+        args.tasks, args.demos, args.minutes, args.episodes, args.preset, args.batch = ["reach"], 6, [1.0], 4, "tiny", 8
         args.wm_episodes = 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"config": {**vars(args), "threads": torch.get_num_threads()}, "policies": {}}
+    budgets = sorted(set(args.minutes))
+    results: dict[str, Any] = {"config": {**vars(args), "minutes": budgets[-1], "budgets": budgets,
+                                          "threads": torch.get_num_threads()}, "budgets": {}}
     log(f"recording {args.demos} demos x {args.tasks}")
     results["record"] = record_data(out, args.tasks, args.demos, 64)
-    data = out / "data"
-    specs = {}
-    for name in args.policies:
-        info = out / name / "train_info.json"
-        specs[name] = str(out / name) if name == "cosmos3" else f"lerobot:{out / name}"
-        if info.exists() and not args.retrain:
-            train = json.loads(info.read_text())
-            log(f"{name}: trained already ({info}); --retrain to train again")
-        else:
-            log(f"training {name} for {args.minutes:g} min")
-            if name == "cosmos3":
-                train = train_cosmos3(data, out / name, args.preset, args.minutes, args.batch, args.cosmos3_set)
-            else:
-                kind = "cosmos3" if name == "cosmos3-lerobot" else name
-                train = train_lerobot(kind, data, out / name, args.minutes, args.batch, args.chunk, args.replan,
-                                      args.preset)
-            train["minutes"] = args.minutes
-            info.write_text(json.dumps(train))
-        results["policies"][name] = {"train": train}
-        log(f"{name}: {train['steps']} steps, loss {train['first_loss']:.3f} -> {train['last_loss']:.3f}")
-    sampling = {name: (args.temperature if name == "cosmos3" else 1.0, 4) for name in specs}
-    if args.prior_row and "cosmos3" in specs:
-        specs["cosmos3 (prior)"], sampling["cosmos3 (prior)"] = specs["cosmos3"], (0.0, 0)
-        results["policies"]["cosmos3 (prior)"] = {"train": results["policies"]["cosmos3"]["train"]}
-    for name, spec in specs.items():
-        log(f"evaluating {name}")
-        temperature, steps = sampling[name]
-        results["policies"][name]["eval"] = closed_loop(spec, args.tasks, args.episodes,
-                                                        out / "eval" / name.replace(" (", "_").rstrip(")"),
-                                                        args.workers, args.replan, temperature, steps)
-    if "cosmos3" in specs:
+    for minutes in budgets:  # each budget trains every policy afresh: a success-vs-training-time curve
+        where = out if len(budgets) == 1 else out / f"budget_{minutes:g}min"
+        results["budgets"][f"{minutes:g}"] = train_and_evaluate(args, out / "data", where, minutes)
+    results["policies"] = results["budgets"][f"{budgets[-1]:g}"]
+    where = out if len(budgets) == 1 else out / f"budget_{budgets[-1]:g}min"
+    if "cosmos3" in results["policies"]:
         log("world model: forward and inverse dynamics on held-out episodes")
-        results["world_model"] = world_model(out / "cosmos3", args.tasks, args.wm_episodes, steps=4,
+        results["world_model"] = world_model(where / "cosmos3", args.tasks, args.wm_episodes, steps=4,
                                               temperature=args.temperature)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     print_tables(results)
+    if len(budgets) > 1:
+        print_curve(results)
     log(f"results: {out / 'results.json'}")
 
 

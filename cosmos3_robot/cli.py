@@ -242,7 +242,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         cfg = EvalConfig(tasks=expand(args.env), episodes=args.episodes, seed=args.seed, replan=args.replan,
-                         workers=args.workers, image_size=args.image_size, videos=args.videos,
+                         blend=args.blend, workers=args.workers, image_size=args.image_size, videos=args.videos,
                          max_steps=args.max_steps, policy_kwargs={"steps": args.steps, "guidance": args.guidance,
                                                                   "device": args.device, "temperature": args.temperature},
                          libero_assets=args.libero_assets)
@@ -275,6 +275,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/eval", help="report folder")
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes")
     p.add_argument("--replan", type=int, default=8, help="actions executed per chunk before replanning")
+    p.add_argument("--blend", choices=("latest", "ensemble"), default="latest",
+                   help="how overlapping chunks combine (the robot's ChunkScheduler; ensemble = ACT's temporal "
+                        "ensembling)")
     p.add_argument("--seed", type=int, default=100_000, help="env seed of episode 0")
     p.add_argument("--image-size", type=int,
                    help="rendered image size (px; default each env's own: built-in 64, robosuite 128, LIBERO's "

@@ -31,6 +31,10 @@ class EvalConfig:
         episodes: episodes per task.
         seed: env seed of episode 0 (episode ``i`` uses ``seed + i``).
         replan: actions executed from each chunk before the policy is asked again.
+        blend: how overlapping chunks combine, as on a robot (``latest`` or ``ensemble``,
+            :class:`~cosmos3_robot.runtime.scheduler.ChunkScheduler`; the episodes run through
+            the scheduler the ROS 2 and DDS nodes run, synchronously: the simulator waits
+            for the policy, so no command is skipped for latency).
         workers: worker processes (0 or 1: run in this process).
         image_size: rendered image size (px); ``None``: each env's own
             (:data:`~cosmos3_robot.sim.envs.DEFAULT_IMAGE_SIZE`: built-in 64, LIBERO's protocol 256).
@@ -44,6 +48,7 @@ class EvalConfig:
     episodes: int = 20
     seed: int = 100_000
     replan: int = 8
+    blend: str = "latest"
     workers: int = 2
     image_size: int | None = None
     videos: int = 2
@@ -60,6 +65,8 @@ class EvalConfig:
             envs.check(t)
         if self.episodes < 1 or self.replan < 1 or self.workers < 0 or self.videos < 0:
             raise ValueError(f"EvalConfig: episodes >= 1, replan >= 1, workers >= 0, videos >= 0; got {self}")
+        if self.blend not in ("latest", "ensemble"):  # inpainting needs a policy that takes a prefix
+            raise ValueError(f"blend: expected 'latest' or 'ensemble', got {self.blend!r}")
 
 
 @dataclass
@@ -97,9 +104,13 @@ def _save_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
 
 
 def run_episode(env, policy, task: str, index: int, seed: int, replan: int,
-                video_path: Path | None = None, on_step: Callable[[Any], None] | None = None) -> EpisodeResult:
+                video_path: Path | None = None, on_step: Callable[[Any], None] | None = None,
+                blend: str = "latest") -> EpisodeResult:
     """One closed-loop episode; exceptions become a failed result with the error text.
-    ``on_step(env)`` is called after every env step (probes that read privileged state)."""
+    Chunks run through the robot's :class:`ChunkScheduler` (``replan`` commands each, then a
+    new chunk; ``blend`` for the overlap). ``on_step(env)`` is called after every env step
+    (probes that read privileged state)."""
+    from cosmos3_robot.runtime.scheduler import ChunkScheduler
     from cosmos3_robot.sim.scene import CONTROL_HZ
 
     res = EpisodeResult(task=task, index=index, seed=seed)
@@ -110,19 +121,22 @@ def run_episode(env, policy, task: str, index: int, seed: int, replan: int,
         obs, info = env.reset(seed=seed)
         res.instruction = info["instruction"]
         policy.reset(env, seed)
-        queue: list[np.ndarray] = []
+        hz = float((getattr(env.unwrapped, "metadata", None) or {}).get("render_fps", CONTROL_HZ))
+        # the simulator waits for the policy: latency 0, so every planned command is used
+        scheduler = ChunkScheduler(hz=hz, blend=blend, min_execute=replan, max_execute=replan)  # type: ignore[arg-type]
         while True:
             if video_path is not None:
                 frames.append(np.concatenate([obs[c] for c in env.unwrapped.cameras], 1))
-            if not queue:
+            if scheduler.should_request(res.steps):
                 tc = time.perf_counter()
                 chunk = np.asarray(policy.act(obs, res.instruction))
                 call_s += time.perf_counter() - tc
                 res.policy_calls += 1
                 if chunk.ndim != 2 or len(chunk) == 0:
                     raise ValueError(f"policy returned an action chunk of shape {chunk.shape}; expected (n, 8)")
-                queue = list(chunk[:replan])
-            obs, _, terminated, truncated, info = env.step(queue.pop(0))
+                scheduler.requested(res.steps)
+                scheduler.add_chunk(res.steps, chunk)
+            obs, _, terminated, truncated, info = env.step(scheduler.action(res.steps))
             res.steps += 1
             if on_step is not None:
                 on_step(env)
@@ -186,7 +200,8 @@ def _run_job(job: tuple[str, int, str | None]) -> EpisodeResult:
                                  error=f"env {task!r} could not be built: {type(exc).__name__}: {exc}")
         _WORKER["task"] = (task, cameras)
     env = _WORKER["env"]
-    res = run_episode(env, _WORKER["policy"], task, index, cfg.seed + index, cfg.replan, Path(video) if video else None)
+    res = run_episode(env, _WORKER["policy"], task, index, cfg.seed + index, cfg.replan, Path(video) if video else None,
+                      blend=cfg.blend)
     settings = getattr(env, "settings", None)
     res.settings = settings(cfg.seed + index) if settings else {}
     return res

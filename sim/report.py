@@ -44,9 +44,12 @@ def print_table(summary: dict[str, Any], title: str | None = None) -> None:
 
 
 def settings_lines(summary: dict[str, Any]) -> list[str]:
-    """One line per task that ran under a benchmark protocol (LIBERO): its settings, and
-    whether they are the protocol's."""
-    out = []
+    """How chunks were executed (the robot's scheduler: replan, blending), then one line per
+    task that ran under a benchmark protocol (LIBERO): its settings, and whether they are the
+    protocol's."""
+    cfg = summary.get("config") or {}
+    out = [f"chunks: {cfg['replan']} commands each, then a new one; blend {cfg.get('blend', 'latest')} "
+           "(cosmos3_robot.runtime.ChunkScheduler)"] if "replan" in cfg else []
     for task, s in summary["tasks"].items():
         st = s.get("settings") or {}
         if "standard" not in st:

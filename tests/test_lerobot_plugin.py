@@ -64,9 +64,15 @@ def test_lerobot_factory_builds_cosmos3_from_its_type_name():
            "task": "reach the red target"}
     chunk = policy.predict_action_chunk(pre(obs))
     assert chunk.shape == (1, 8, 8)
-    # select_action serves n_action_steps of one chunk from the queue, then samples anew
-    first = [post(policy.select_action(pre(obs))) for _ in range(4)]
-    assert all(a.shape == (1, 8) for a in first) and len(policy._queue) == 0
+    # select_action serves n_action_steps of one chunk through the chunk scheduler, then samples anew
+    calls = []
+    predict = policy.predict_action_chunk
+    policy.predict_action_chunk = lambda b, **kw: calls.append(1) or predict(b, **kw)
+    first = [policy.select_action(pre(obs)) for _ in range(6)]
+    assert all(a.shape == (1, 8) for a in first) and len(calls) == 2  # steps 0 and 4
+    assert torch.allclose(first[0], chunk[:, 0]) and torch.allclose(first[3], chunk[:, 3])  # the same seed
+    assert post(first[0]).shape == (1, 8)
+    policy.predict_action_chunk = predict
     # training: the world-model mixture when future frames are loaded
     cfg_wm = make_policy_config("cosmos3", preset="tiny", device="cpu", chunk_size=8, future_frames=2,
                                 input_features=inputs, output_features=outputs)

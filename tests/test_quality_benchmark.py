@@ -143,3 +143,19 @@ def test_reach_probe_frozen_camera_control(capsys):
     probe.main(["scripted", "--episodes", "2", "--frozen-camera"])
     out = capsys.readouterr().out
     assert "scripted (camera frozen)" in out and out.count("2/2") == 2
+
+
+def test_curve_table_has_a_row_per_policy_and_budget(capsys):
+    def ev(k: int) -> dict:
+        x = {"successes": k, "episodes": 50, "success_rate": k / 50, "ci95": (max(k - 10, 0) / 50, min(k + 10, 50) / 50)}
+        return {"overall": x, "tasks": {"reach": x}}
+
+    results = {"config": {"episodes": 50, "threads": 2, "tasks": ["reach"]},
+               "budgets": {m: {"cosmos3": {"train": {"steps": 10 * i}, "eval": ev(10 * i)},
+                               "act": {"train": {"steps": 5 * i}, "eval": ev(5 * i)}}
+                           for i, m in enumerate(("5", "10", "20"), start=1)}}
+    quality.print_curve(results)
+    out = capsys.readouterr().out
+    assert "Success against training time" in out
+    rows = [line for line in out.splitlines() if line.strip().startswith(("│ cosmos3", "│ act", "cosmos3", "act"))]
+    assert len(rows) == 6 and "30/50" in out and "15/50" in out

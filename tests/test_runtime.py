@@ -235,6 +235,30 @@ def test_scheduler_requests_early_and_drops_past_commands():
     assert None not in sent
 
 
+def test_scheduler_synchronous_replan_runs_replan_commands_then_asks_again():
+    """Closed-loop evaluation's use: the world waits for the policy (latency 0), each chunk
+    runs ``replan`` commands, a chunk shorter than that runs out and is replaced at once."""
+    from cosmos3_robot.runtime.scheduler import ChunkScheduler
+
+    s = ChunkScheduler(hz=10, min_execute=3, max_execute=3)
+    sent, asked = [], []
+    for step in range(10):
+        if s.should_request(step):
+            asked.append(step)
+            s.requested(step)
+            n = 2 if len(asked) == 2 else 5
+            s.add_chunk(step, (10.0 * len(asked) + np.arange(n))[:, None])
+        sent.append(float(s.action(step)[0]))
+    assert asked == [0, 3, 5, 8]
+    assert sent == [10, 11, 12, 20, 21, 30, 31, 32, 40, 41]
+    # a robot's scheduler with min_execute above a short chunk's length no longer stalls
+    r = ChunkScheduler(hz=10, min_execute=4)
+    r.add_chunk(0, np.zeros((2, 1)))
+    assert not r.should_request(1) and r.should_request(2)
+    with pytest.raises(ValueError, match="max_execute"):
+        ChunkScheduler(hz=10, min_execute=4, max_execute=2)
+
+
 def test_scheduler_temporal_ensembling_weights_older_chunks_more():
     from cosmos3_robot.runtime.scheduler import ChunkScheduler
 

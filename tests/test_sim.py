@@ -447,6 +447,12 @@ def test_eval_and_sim_commands(tmp_path, capsys):
     assert res["overall"]["successes"] == 4 and set(res["tasks"]) == {"reach", "push"}
     assert main(["eval", "--policy", "scripted", "--env", "fly", "--out", str(out)]) == 2
     assert "unknown 'fly'" in capsys.readouterr().err
+    # the robot's chunk scheduler runs the episodes; the report names how it blended chunks
+    assert main(["eval", "--policy", "scripted", "--env", "reach", "--episodes", "1", "--workers", "0",
+                 "--videos", "0", "--out", str(out), "--blend", "ensemble", "--replan", "4"]) == 0
+    assert "chunks: 4 commands each, then a new one; blend ensemble" in capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["blend"] == "ensemble" and res["overall"]["successes"] == 1
 
 
 @pytest.mark.parametrize("task", ["Stack", "PickPlaceCan"])

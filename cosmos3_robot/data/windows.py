@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from cosmos3_robot import embodiments
 from cosmos3_robot.data.episode import DataError, Episode, resample_indices
-from cosmos3_robot.model.cosmos3 import WorldBatch
+from cosmos3_robot.batch import WorldBatch
 from cosmos3_robot.normalize import QuantileNormalizer
 from cosmos3_robot.padding import MAX_ACTION_WIDTH, stack_padded
 from cosmos3_robot.transforms import Transform, apply

@@ -71,3 +71,39 @@ def load_model(path: str | os.PathLike[str], config: Cosmos3Config | None = None
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
     return model.to(map_location)
+
+
+# ---- run folders: which checkpoint to load -------------------------------------------------
+def _step_of(path: Path) -> int | None:
+    name = path.name
+    return int(name[5:]) if name.startswith("step_") and name[5:].isdigit() else None
+
+
+def _complete(path: Path) -> bool:
+    """A training checkpoint folder with every file written (see ``cosmos3_robot.train.state``)."""
+    return all((path / f).exists() for f in ("trainer.json", "model.safetensors", "optimizer.safetensors"))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint ``latest`` names; when it is missing or names no complete checkpoint
+    (a kill between the rename and the marker's write), the highest-numbered complete one."""
+    root = run_dir / "checkpoints"
+    marker = root / "latest"
+    if marker.exists():
+        path = root / marker.read_text().strip()
+        if marker.read_text().strip() and _complete(path):
+            return path
+    found = sorted((p for p in root.glob("step_*") if _step_of(p) is not None and _complete(p)), key=_step_of)
+    return found[-1] if found else None
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """A run folder (its latest checkpoint) or a checkpoint folder -> the checkpoint folder."""
+    p = Path(path)
+    if (p / "trainer.json").exists():
+        return p
+    latest = latest_checkpoint(p)
+    if latest is None:
+        raise ValueError(f"checkpoint: {p} is neither a checkpoint folder (with trainer.json) nor a run folder "
+                         f"with checkpoints/latest")
+    return latest

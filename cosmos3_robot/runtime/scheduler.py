@@ -32,14 +32,21 @@ class ChunkScheduler:
     """Attributes:
         hz: control rate (Hz).
         blend: how overlapping chunks combine (see the module docstring).
-        min_execute: commands of a chunk executed at least before replanning.
+        min_execute: commands of a chunk executed at least before replanning (unless it
+            runs out first).
+        max_execute: replan once this many of the newest chunk's commands have run, whatever
+            the latency (closed-loop evaluation's ``replan``); ``None``: only when the chunk
+            would run out before the next one arrives.
         ensemble_decay: ACT's ``m`` for ``ensemble``.
-        latency_s: current latency estimate (s); updated by :meth:`record_latency`.
+        latency_s: current latency estimate (s); updated by :meth:`record_latency`. At 0 (a
+            synchronous caller: the world waits for the policy) every command of a chunk is
+            used before the next is asked for.
     """
 
     hz: float
     blend: Blend = "latest"
     min_execute: int = 1
+    max_execute: int | None = None
     ensemble_decay: float = 0.01
     latency_s: float = 0.0
     chunks: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (s_obs, (T, D)) oldest first
@@ -50,6 +57,9 @@ class ChunkScheduler:
             raise ValueError(f"blend: expected 'latest', 'ensemble' or 'inpaint', got {self.blend!r}")
         if not self.hz > 0:
             raise ValueError(f"hz: expected > 0, got {self.hz}")
+        if self.min_execute < 1 or (self.max_execute is not None and self.max_execute < self.min_execute):
+            raise ValueError(f"min_execute >= 1 and max_execute >= min_execute (or None); got {self.min_execute}, "
+                             f"{self.max_execute}")
 
     @property
     def latency_steps(self) -> int:
@@ -75,7 +85,12 @@ class ChunkScheduler:
         s_obs, _ = self.chunks[-1]
         executed = step - s_obs
         remaining = self._last_covered() - step + 1
-        return executed >= self.min_execute and remaining <= self.latency_steps + 1
+        if remaining <= 0:  # ran out (a chunk shorter than min_execute): ask, or hold for ever
+            return True
+        if self.max_execute is not None and executed >= self.max_execute:
+            return True
+        lookahead = self.latency_steps + 1 if self.latency_s > 0 else 0  # ask early by the latency
+        return executed >= self.min_execute and remaining <= lookahead
 
     def requested(self, step: int) -> None:
         self.in_flight = step

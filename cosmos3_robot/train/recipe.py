@@ -208,7 +208,7 @@ def _init_weights(recipe: dict[str, Any]) -> Path | None:
     init = (recipe.get("model") or {}).get("init")
     if not init:
         return None
-    from cosmos3_robot.train.state import resolve_checkpoint
+    from cosmos3_robot.model.checkpoint import resolve_checkpoint
 
     p = Path(init)
     ckpt = resolve_checkpoint(p if p.is_absolute() else Path(recipe["_path"]).parent / p)

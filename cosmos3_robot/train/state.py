@@ -24,7 +24,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from cosmos3_robot.model.checkpoint import save_model
+from cosmos3_robot.model.checkpoint import (  # noqa: F401  (lookup lives with checkpoints; re-exported)
+    _complete, _step_of, latest_checkpoint, resolve_checkpoint, save_model)
 
 
 def optimizer_tensors(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -96,37 +97,3 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, ema: torch
     for old in olds[: max(0, len(olds) - (keep - 1))]:
         shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def _step_of(path: Path) -> int | None:
-    name = path.name
-    return int(name[5:]) if name.startswith("step_") and name[5:].isdigit() else None
-
-
-def _complete(path: Path) -> bool:
-    return all((path / f).exists() for f in ("trainer.json", "model.safetensors", "optimizer.safetensors"))
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint ``latest`` names; when it is missing or names no complete checkpoint
-    (a kill between the rename and the marker's write), the highest-numbered complete one."""
-    root = run_dir / "checkpoints"
-    marker = root / "latest"
-    if marker.exists():
-        path = root / marker.read_text().strip()
-        if marker.read_text().strip() and _complete(path):
-            return path
-    found = sorted((p for p in root.glob("step_*") if _step_of(p) is not None and _complete(p)), key=_step_of)
-    return found[-1] if found else None
-
-
-def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """A run folder (its latest checkpoint) or a checkpoint folder -> the checkpoint folder."""
-    p = Path(path)
-    if (p / "trainer.json").exists():
-        return p
-    latest = latest_checkpoint(p)
-    if latest is None:
-        raise ValueError(f"checkpoint: {p} is neither a checkpoint folder (with trainer.json) nor a run folder "
-                         f"with checkpoints/latest")
-    return latest

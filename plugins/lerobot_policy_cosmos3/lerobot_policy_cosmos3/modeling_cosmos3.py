@@ -3,20 +3,21 @@
 Batches arrive from LeRobot's pre-processor (normalised state/action, pixels in [0, 1],
 ``task`` strings); the model's own code does the rest (:class:`cosmos3_robot.model.Cosmos3`):
 ``forward`` is its flow-matching loss, ``predict_action_chunk`` its ``generate`` in the
-actions-only policy mode, and ``select_action`` serves that chunk step by step from a queue
-(``n_action_steps`` per chunk, like ACT).
+actions-only policy mode, and ``select_action`` serves that chunk step by step through the
+chunk scheduler our evaluator and robot nodes run (``n_action_steps`` per chunk, like ACT's
+queue; :class:`cosmos3_robot.runtime.scheduler.ChunkScheduler`).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import deque
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from cosmos3_robot.model import Cosmos3, WorldBatch
+from cosmos3_robot.runtime.scheduler import ChunkScheduler
 from lerobot.policies import PreTrainedPolicy
 from lerobot.utils.constants import ACTION
 from lerobot_policy_cosmos3.configuration_cosmos3 import DOMAIN, Cosmos3Config
@@ -44,7 +45,9 @@ class Cosmos3Policy(PreTrainedPolicy):
         return self.parameters()
 
     def reset(self) -> None:
-        self._queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
+        n = self.config.n_action_steps  # LeRobot's rollout waits for the policy: latency 0
+        self._scheduler = ChunkScheduler(hz=float(self.config.fps or 1.0), min_execute=n, max_execute=n)
+        self._step = 0
         self._prefix_cache: dict = {}  # the task's AR prefix K/V, reused while it stays the same
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
@@ -73,10 +76,16 @@ class Cosmos3Policy(PreTrainedPolicy):
     def select_action(self, batch: dict[str, Tensor], **kwargs) -> Tensor:
         """One ``(B, action_dim)`` action; a new chunk is sampled when the queue is empty."""
         self.eval()
-        if not self._queue:
-            chunk = self.predict_action_chunk(batch, **kwargs)[:, : self.config.n_action_steps]
-            self._queue.extend(chunk.transpose(0, 1))
-        return self._queue.popleft()
+        s = self._scheduler
+        if s.should_request(self._step):
+            chunk = self.predict_action_chunk(batch, **kwargs)  # (B, T, A)
+            self._shape = chunk.shape[0], chunk.shape[2]
+            self._device, self._dtype = chunk.device, chunk.dtype
+            s.requested(self._step)  # the batch's envs step together: one (T, B * A) chunk
+            s.add_chunk(self._step, chunk.transpose(0, 1).reshape(chunk.shape[1], -1).double().cpu().numpy())
+        action = s.action(self._step)
+        self._step += 1
+        return torch.as_tensor(action, dtype=self._dtype, device=self._device).reshape(self._shape)
 
     # ---- batch conversion --------------------------------------------------------------
     def _world_batch(self, batch: dict[str, Tensor], with_actions: bool) -> WorldBatch:
