@@ -11,20 +11,16 @@ numpy inverses, as many data pipelines write it); the ratio column compares ours
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 from scipy.spatial.transform import Rotation
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers import max_episode_error, random_episode  # noqa: E402
-
-from cosmos3_robot import embodiments  # noqa: E402
-from cosmos3_robot import geometry as geo  # noqa: E402
+from cosmos3_robot import embodiments
+from cosmos3_robot import geometry as geo
+from cosmos3_robot.synthetic import max_episode_error, random_episode
 
 
 def scipy_encode_10d(ee: np.ndarray, gripper: np.ndarray) -> np.ndarray:

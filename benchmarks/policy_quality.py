@@ -386,7 +386,7 @@ def train_and_evaluate(args: argparse.Namespace, data: Path, out: Path, minutes:
             info.write_text(json.dumps(train))
         policies[name] = {"train": train}
         log(f"{name}: {train['steps']} steps, loss {train['first_loss']:.3f} -> {train['last_loss']:.3f}")
-    sampling = {name: (args.temperature if name == "cosmos3" else 1.0, 4) for name in specs}
+    sampling = {name: (args.temperature, args.steps) if name == "cosmos3" else (1.0, 4) for name in specs}
     if args.prior_row and "cosmos3" in specs:
         specs["cosmos3 (prior)"], sampling["cosmos3 (prior)"] = specs["cosmos3"], (0.0, 0)
         policies["cosmos3 (prior)"] = {"train": policies["cosmos3"]["train"]}
@@ -439,6 +439,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--policies", nargs="+", default=["cosmos3", "act", "diffusion"],
                     choices=["cosmos3", "act", "diffusion", "cosmos3-lerobot"])
     ap.add_argument("--wm-episodes", type=int, default=4, help="held-out expert episodes per task for the world model")
+    ap.add_argument("--steps", type=int, default=4,
+                    help="our sampler's denoising steps closed loop (0: the action prior's chunk, what the demo "
+                         "ships; with --temperature 0)")
     ap.add_argument("--temperature", type=float, default=1.0,
                     help="our sampler's starting-noise scale in [0, 1], closed loop and world model")
     ap.add_argument("--prior-row", action="store_true",

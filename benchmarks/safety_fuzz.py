@@ -22,16 +22,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from cosmos3_robot.runtime.node_core import NodeConfig, PolicyNodeCore  # noqa: E402
-from cosmos3_robot.runtime.safety import SafetyConfig, SafetyFilter  # noqa: E402
+from cosmos3_robot.runtime.node_core import NodeConfig, PolicyNodeCore
+from cosmos3_robot.runtime.safety import SafetyConfig, SafetyFilter
 
 TOL = 1e-9
 WEIRD = np.array([np.nan, np.inf, -np.inf, 1e39, -1e39, 1e300, -1e300])
@@ -119,7 +117,7 @@ def fuzz_filter(n_configs: int, n_chunks: int, seed: int) -> dict:
 
 
 def fuzz_node(runs: int, ticks: int, seed: int) -> dict:
-    from policy_fixtures import sim_state
+    from cosmos3_robot.synthetic import sim_state
 
     rng = np.random.default_rng(seed)
     stats = {"runs": 0, "ticks": 0, "published": 0, "outside_box": 0, "raised": 0}

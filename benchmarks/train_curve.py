@@ -10,7 +10,6 @@ and prints the loss per logging window with the ratio to the first window.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,10 +18,9 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from data_fixtures import write_libero_hdf5  # noqa: E402
+from cosmos3_robot.synthetic import write_libero_hdf5
 
-from cosmos3_robot.train.recipe import run  # noqa: E402
+from cosmos3_robot.train.recipe import run
 
 
 def main() -> None:

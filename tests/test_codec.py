@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import max_episode_error, random_episode, random_pose_trajectory
+from cosmos3_robot.synthetic import max_episode_error, random_episode, random_pose_trajectory
 from scipy.spatial.transform import Rotation
 
 from cosmos3_robot import embodiments

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from policy_fixtures import sim_state, tiny_sim_policy
+from cosmos3_robot.synthetic import sim_state, tiny_sim_policy
 from test_model import make_model, random_batch
 from test_train import libero_recipe
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from data_fixtures import INSTRUCTION, write_libero_hdf5, write_umi_zarr
+from cosmos3_robot.synthetic import INSTRUCTION, write_libero_hdf5, write_umi_zarr
 
 from cosmos3_robot.data import DataError, Episode, WindowDataset, WindowSpec, collate, resample_indices
 from cosmos3_robot.data.sources.hdf5 import LIBERO, read_hdf5
@@ -148,7 +148,7 @@ def test_zarr_layout_errors(tmp_path):
 
 @pytest.mark.parametrize("use_videos", [True, False])
 def test_lerobot_dataset_made_with_lerobot(tmp_path, use_videos):
-    from data_fixtures import write_lerobot_dataset
+    from cosmos3_robot.synthetic import write_lerobot_dataset
 
     from cosmos3_robot.data.sources.lerobot import LeRobotLayout, read_lerobot
 
@@ -174,7 +174,7 @@ ROSBAG = dict(cameras={"front": "/camera/image_raw"}, state={"joints": "/joint_s
 
 @pytest.mark.parametrize("mcap", [False, True])
 def test_rosbag2_topics_align_to_the_grid(tmp_path, mcap):
-    from data_fixtures import write_rosbag
+    from cosmos3_robot.synthetic import write_rosbag
 
     from cosmos3_robot.data.sources.rosbag import RosbagLayout, read_rosbag
 
@@ -201,7 +201,7 @@ def test_rosbag2_topics_align_to_the_grid(tmp_path, mcap):
 
 
 def test_rosbag2_gaps_and_missing_topics_are_errors(tmp_path):
-    from data_fixtures import write_rosbag
+    from cosmos3_robot.synthetic import write_rosbag
 
     from cosmos3_robot.data.sources.rosbag import RosbagLayout, read_rosbag
 
@@ -213,7 +213,7 @@ def test_rosbag2_gaps_and_missing_topics_are_errors(tmp_path):
 
 
 def test_convert_hdf5_and_rosbag_to_lerobot_and_read_back(tmp_path):
-    from data_fixtures import write_rosbag
+    from cosmos3_robot.synthetic import write_rosbag
 
     from cosmos3_robot.cli import main
     from cosmos3_robot.data.sources.lerobot import LeRobotLayout, read_lerobot
@@ -267,7 +267,7 @@ def test_counted_skip_when_asked(tmp_path):
 
 
 def test_corrupt_lerobot_video_names_episode_and_camera(tmp_path):
-    from data_fixtures import write_lerobot_dataset
+    from cosmos3_robot.synthetic import write_lerobot_dataset
 
     from cosmos3_robot.data.sources.lerobot import LeRobotLayout, read_lerobot
 

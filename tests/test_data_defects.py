@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from data_fixtures import write_libero_hdf5, write_lerobot_dataset, write_umi_zarr
+from cosmos3_robot.synthetic import write_libero_hdf5, write_lerobot_dataset, write_umi_zarr
 
 from cosmos3_robot.data import DataError
 from cosmos3_robot.data.sources.zarr_store import ZarrLayout, read_zarr
@@ -69,7 +69,7 @@ def test_convert_names_the_episode_and_leaves_no_partial_dataset(tmp_path):
 
 
 def test_rosbag_stamps_running_backwards_are_refused_unless_sorting_is_asked(tmp_path):
-    from data_fixtures import write_rosbag
+    from cosmos3_robot.synthetic import write_rosbag
 
     from cosmos3_robot.data.sources.rosbag import RosbagLayout, read_rosbag
 

@@ -14,7 +14,7 @@ from cosmos3_robot.runtime import Cosmos3Policy, InferenceConfig
 ort = pytest.importorskip("onnxruntime", reason="the export extra (onnx, onnxruntime) is not installed")
 
 from cosmos3_robot.runtime.export import OrtGeneratorStep, export_generator_step  # noqa: E402
-from policy_fixtures import sim_state, tiny_sim_policy  # noqa: E402
+from cosmos3_robot.synthetic import sim_state, tiny_sim_policy  # noqa: E402
 
 
 def woken(block_causal: bool = False) -> Cosmos3:

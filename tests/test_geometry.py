@@ -196,7 +196,7 @@ def test_pose_inverse_compose_and_points(rots, rng):
 
 
 def test_relative_deltas_and_integration(rng):
-    from helpers import random_pose_trajectory
+    from cosmos3_robot.synthetic import random_pose_trajectory
 
     T = random_pose_trajectory(300, rng, batch=(3,))
     for mode in ("framewise", "anchored"):

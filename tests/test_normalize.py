@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import random_episode
+from cosmos3_robot.synthetic import random_episode
 
 from cosmos3_robot import embodiments
 from cosmos3_robot.normalize import QuantileNormalizer

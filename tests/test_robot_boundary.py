@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from policy_fixtures import sim_state, tiny_sim_policy
+from cosmos3_robot.synthetic import sim_state, tiny_sim_policy
 
 from cosmos3_robot.runtime.node_core import NodeConfig, PolicyNodeCore
 from cosmos3_robot.runtime.safety import SafetyConfig

@@ -115,7 +115,7 @@ def test_dds_types_are_byte_identical_to_ros2_cdr():
 
 # ---- the node over DDS -------------------------------------------------------------------
 def _tiny_policy():
-    from policy_fixtures import tiny_sim_policy
+    from cosmos3_robot.synthetic import tiny_sim_policy
 
     return tiny_sim_policy()
 

@@ -8,7 +8,7 @@ import urllib.request
 import numpy as np
 import pytest
 import torch
-from policy_fixtures import sim_state, tiny_sim_policy
+from cosmos3_robot.synthetic import sim_state, tiny_sim_policy
 
 from cosmos3_robot.runtime import Cosmos3Policy
 from cosmos3_robot.runtime.safety import SafetyConfig, SafetyFilter

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from data_fixtures import write_libero_hdf5, write_umi_zarr
+from cosmos3_robot.synthetic import write_libero_hdf5, write_umi_zarr
 from safetensors.torch import load_file
 
 from cosmos3_robot.cli import main as cli_main
@@ -254,7 +254,7 @@ def test_torch_compile_matches_eager(tmp_path):
 def lerobot_and_rosbag_recipe(tmp_path: Path, model: dict) -> Path:
     """Two sources in one recipe: a LeRobot dataset of LIBERO commands (no state blocks)
     and a rosbag of a 10D single arm (pose and gripper state); ``tmp_path / "r.yaml"``."""
-    from data_fixtures import write_lerobot_dataset, write_rosbag
+    from cosmos3_robot.synthetic import write_lerobot_dataset, write_rosbag
 
     write_lerobot_dataset(tmp_path / "lr", n_episodes=2, T=24)
     write_rosbag(tmp_path / "bag")

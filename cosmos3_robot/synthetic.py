@@ -1,16 +1,81 @@
-"""Small datasets in real on-disk formats, written here with the real libraries."""
+"""Synthetic data made here, nothing downloaded: smooth random codec episodes, small datasets
+in the real on-disk formats (LIBERO/robomimic HDF5, UMI zarr, LeRobot, rosbag2; written with
+the real libraries) and a fresh tiny ``sim_arm`` policy. The tests and the benchmarks build
+on them (``benchmarks/codec_roundtrip.py``, ``safety_fuzz.py``, ``train_curve.py``)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from scipy.spatial.transform import Rotation
+
+from cosmos3_robot.codec import (
+    ActionCodec,
+    DeltaPoseCommandBlock,
+    GripperBlock,
+    PointsBlock,
+    PoseBlock,
+    ScalarCommandBlock,
+)
 
 INSTRUCTION = "put the red bowl on the plate"
 
 
+# ---- codec episodes ----------------------------------------------------------------------
+def random_pose_trajectory(T: int, rng: np.random.Generator, step_rot: float = 0.2,
+                           step_pos: float = 0.05, batch: tuple[int, ...] = ()) -> np.ndarray:
+    """``(*batch, T, 4, 4)`` float64 poses: a random start and random-walk increments.
+
+    Rotation steps up to ``step_rot`` rad (several full turns over a long episode), so the
+    trajectories pass near 180-degree relative orientations to the start.
+    """
+    n = int(np.prod(batch)) if batch else 1
+    out = np.zeros((n, T, 4, 4))
+    for b in range(n):
+        R = Rotation.random(random_state=rng.integers(1 << 31))
+        p = rng.normal(size=3)
+        for t in range(T):
+            out[b, t, :3, :3] = R.as_matrix()
+            out[b, t, :3, 3] = p
+            out[b, t, 3, 3] = 1.0
+            R = R * Rotation.from_rotvec(rng.normal(size=3) * step_rot / np.sqrt(3))
+            p = p + rng.normal(size=3) * step_pos
+    return out.reshape(batch + (T, 4, 4))
+
+
+def random_episode(codec: ActionCodec, T: int, rng: np.random.Generator,
+                   batch: tuple[int, ...] = ()) -> dict[str, Any]:
+    """A valid random episode for any codec layout (float64)."""
+    ep: dict[str, Any] = {}
+    for b in codec.blocks:
+        if isinstance(b, PoseBlock):
+            ep[b.name] = random_pose_trajectory(T, rng, batch=batch)
+        elif isinstance(b, GripperBlock):
+            ep[b.name] = rng.uniform(b.low, b.high, size=batch + (T,))
+        elif isinstance(b, PointsBlock):
+            frame = ep[b.frame]
+            local = rng.normal(scale=0.08, size=batch + (T, b.n_points, 3))
+            ep[b.name] = np.einsum("...ij,...nj->...ni", frame[..., :3, :3], local) + frame[..., None, :3, 3]
+        elif isinstance(b, DeltaPoseCommandBlock):
+            lim = min(b.limit, 1.0)
+            ep[b.name] = rng.uniform(-lim, lim, size=batch + (T - 1, 6))
+        elif isinstance(b, ScalarCommandBlock):
+            ep[b.name] = rng.uniform(b.low, b.high, size=batch + (T - 1,))
+        else:  # pragma: no cover - new block types must be added here
+            raise NotImplementedError(type(b))
+    return ep
+
+
+def max_episode_error(a: dict[str, Any], b: dict[str, Any]) -> float:
+    assert set(a) == set(b), (sorted(a), sorted(b))
+    return max(float(np.max(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)))) for k in a)
+
+
+# ---- datasets in real formats ------------------------------------------------------------
 def _moving_square(T: int, size: int, rng: np.random.Generator, return_velocity: bool = False):
     """A red square gliding at a constant per-episode velocity (pixels per step)."""
     frames = np.zeros((T, size, size, 3), np.uint8)
@@ -159,3 +224,33 @@ def write_rosbag(path: Path, seconds: float = 3.0, size: int = 32, mcap: bool = 
         for t, conn, m, typ in sorted(msgs, key=lambda x: x[0]):
             w.write(conn, int(t * 1e9), store.serialize_cdr(m, typ))
     return path
+
+
+# ---- a tiny policy ------------------------------------------------------------------------
+def sim_state(x: float = 0.5) -> np.ndarray:
+    """A ``sim_arm`` state: tcp at (x, 0, 0.6) m, identity orientation, gripper open."""
+    return np.array([x, 0.0, 0.6, 1.0, 0.0, 0.0, 0.0, 0.0], dtype=np.float32)
+
+
+def tiny_sim_policy(views: tuple[str, ...] = ()):
+    """A tiny model with the statistics of plausible ``sim_arm`` motions, chunk 8 at 10 Hz;
+    with ``views``, an observation stem on those cameras and an action prior (its head
+    perturbed so the cameras move the chunk)."""
+    from cosmos3_robot import embodiments
+    from cosmos3_robot.model import Cosmos3, preset
+    from cosmos3_robot.runtime import Cosmos3Policy, InferenceConfig
+
+    torch.manual_seed(0)
+    emb = embodiments.get("sim_arm")
+    rng = np.random.default_rng(0)
+    T = 200
+    pos = np.cumsum(rng.normal(0, 0.01, (T, 3)), 0) + [0.5, 0, 0.6]
+    state = np.c_[pos, np.tile([1.0, 0, 0, 0], (T, 1)), (rng.random(T) > 0.5).astype(float)]
+    norm = emb.normalizer(emb.encode_raw({"state": state}))
+    window = {"embodiment": "sim_arm", "camera": "front", "fps": 10, "n_context": 1, "chunk": 8, "image_size": 32}
+    if not views:
+        return Cosmos3Policy(Cosmos3(preset("tiny")), "sim_arm", norm, window)
+    model = Cosmos3(preset("tiny", visual_keypoints=4, n_views=len(views), action_prior=True))
+    with torch.no_grad():
+        model.prior_head[-1].weight.normal_(std=0.3)
+    return Cosmos3Policy(model, "sim_arm", norm, {**window, "views": list(views)}, InferenceConfig(steps=0, temperature=0.0))
