@@ -89,3 +89,15 @@ def integrate(v: VelocityFn, x0: torch.Tensor, steps: int, shift: float = 1.0,
             x_next = x + (t_next - t) * 0.5 * (d + v(x_next, t_next))
         x = x_next
     return x
+
+
+def masked_mean(err: torch.Tensor, dims: torch.Tensor, steps: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``err`` ``(B, T, W)`` over the valid action dimensions ``dims`` ``(B, W)`` and,
+    when given, the real chunk steps ``steps`` ``(B, T)``; 0 (still differentiable) when
+    nothing is valid, e.g. a batch of padding only."""
+    m = dims[:, None, :].expand_as(err)
+    if steps is not None:
+        m = m & steps[:, :, None]
+    if not bool(m.any()):
+        return err.sum() * 0.0
+    return err[m].mean()

@@ -3,7 +3,7 @@
 A denoising step is one pass of the Generator tower over the DM tokens against cached
 keys/values (the AR prefix, plus clean DM tokens with ``block_causal``). That pass is what
 runs ``steps`` times per chunk, so it is what gets exported: :class:`GeneratorStep` is the
-tower as one graph with plain tensor inputs (the :class:`~cosmos3_robot.model.cosmos3.GeneratorBackend`
+tower as one graph with plain tensor inputs (the :class:`~cosmos3_robot.model.sequence.GeneratorBackend`
 signature), which onnxruntime runs on CPUs and TensorRT builds an engine from on Jetson
 (``trtexec --onnx=generator_step.onnx --fp16`` with shape profiles for ``L`` and ``Lp``).
 Everything else per request (the AR prefix, the video encoder, embeddings, heads, the

@@ -236,59 +236,31 @@ class Trainer:
         ckpt = self._resume_weights() if resume else None
         self.t_start = time.perf_counter()  # the wall-clock budget counts from here
         self._t_print = 0.0
+        # the model says what it trains alone first (model/pretraining.py)
         if cfg.encoder_steps > 0:
-            if not any(p.requires_grad for p in model.video_encoder.parameters()):
-                # one recipe serves several presets; a fixed encoder has nothing to pretrain
+            phase = model.encoder_phase()
+            if phase is None:  # one recipe serves several presets; a fixed encoder has nothing to pretrain
                 if not self.quiet:
                     print(f"[train] encoder_steps: the {model.config.video_encoder!r} video encoder has no "
                           "trainable weights; nothing to pretrain")
             else:
                 if ckpt is None:  # a fresh start; before any wrapping, so ranks average by hand
-                    def recon(batch: Any, indices: list[int]) -> torch.Tensor:
-                        if batch.video is None:
-                            raise ValueError("train.encoder_steps: the data has no video to reconstruct")
-                        return model.encoder_loss(batch)
-
-                    # a video prior learns alongside, from the latents each step encodes anyway
-                    mods = [m for m in (model.video_encoder, model.video_prior) if m is not None]
-                    self._pretrain("encoder", [p for m in mods for p in m.parameters() if p.requires_grad], recon,
-                                   cfg.encoder_steps, cfg.encoder_lr,
-                                   "video_recon" if model.video_prior is None else "video_recon_and_prior", 0xE4C)
-                model.video_encoder.requires_grad_(False)
+                    self._pretrain(phase.name, phase.params, phase.loss, cfg.encoder_steps, cfg.encoder_lr,
+                                   phase.metric, phase.salt)
+                for p in phase.frozen:
+                    p.requires_grad_(False)
         if cfg.prior_steps > 0 and ckpt is None:
-            params = [p for p in model.prior_parameters() if p.requires_grad]
-            if not params:
+            phase = model.prior_phase()
+            if phase is None:
                 if not self.quiet:
                     print("[train] prior_steps: the model has no prior (model action_prior / video_prior); "
                           "nothing to pretrain")
             else:
-                # The encoder does not change in this phase, so each window's latents are
-                # encoded once and reused (windows are drawn many times; encoding a clip costs
-                # far more than the prior's step). A random video transform is then frozen at
-                # its first draw for the video prior.
-                latents: dict[int, torch.Tensor] = {}
-
-                def priors(batch: Any, indices: list[int]) -> torch.Tensor:
-                    lat = None
-                    if model.video_prior is not None and batch.video is not None:
-                        todo = [k for k, i in enumerate(indices) if i not in latents]
-                        if todo:
-                            with torch.no_grad():
-                                new = model.video_encoder.encode(batch.video[todo].to(self.device))
-                            latents.update(zip([indices[k] for k in todo], new))
-                        lat = torch.stack([latents[i] for i in indices])
-                    return model.prior_loss(batch, lat)
-
-                name = "_and_".join(n for n, on in (("action_prior", model.prior_bias is not None),
-                                                    ("video_prior", model.video_prior is not None)) if on)
-                self._pretrain("prior", params, priors, cfg.prior_steps, cfg.prior_lr, name, 0x9A1)
+                self._pretrain(phase.name, phase.params, phase.loss, cfg.prior_steps, cfg.prior_lr, phase.metric,
+                               phase.salt)
         if cfg.freeze_prior and cfg.prior_steps > 0:
-            # the observation path the prior phase fitted stays as fitted (a steps-0 policy is
-            # exactly it); the stem's projection onto the action tokens still learns with the flow
-            side = {id(p) for p in model.keypoints.out.parameters()} if model.keypoints is not None else set()
-            for p in model.prior_parameters():
-                if id(p) not in side:
-                    p.requires_grad_(False)
+            for p in model.frozen_prior_parameters():
+                p.requires_grad_(False)
         self.fsdp = self.world > 1 and cfg.strategy == "fsdp"
         if self.fsdp:
             from torch.distributed.fsdp import fully_shard

@@ -1,0 +1,93 @@
+"""What a model trains alone before the world model does: its pretraining phases.
+
+The trainer (:class:`~cosmos3_robot.train.trainer.Trainer`) asks the model for them instead
+of reaching into its parts: :meth:`Pretraining.encoder_phase` (the trainable video
+autoencoder by reconstruction, with a video prior alongside) and :meth:`Pretraining.prior_phase`
+(the action and video priors by regression), each a :class:`PretrainPhase` with its
+parameters, its loss on a batch, and what to freeze once it is done. A mixin of
+:class:`~cosmos3_robot.model.cosmos3.Cosmos3`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+@dataclass
+class PretrainPhase:
+    """Attributes:
+        name: ``"encoder"`` or ``"prior"`` (the ``phase`` of its ``metrics.jsonl`` records).
+        metric: the logged loss name (``loss/<metric>``).
+        params: the parameters the phase trains (nothing else moves).
+        loss: ``loss(batch, indices)``: the phase's loss on a batch and its dataset indices.
+        salt: seeds the phase's own stream of batches.
+        frozen: parameters that stop training once the phase is over (or is skipped on a
+            resumed run, whose checkpoint holds them).
+    """
+
+    name: str
+    metric: str
+    params: list[nn.Parameter]
+    loss: Callable[[Any, list[int]], torch.Tensor]
+    salt: int
+    frozen: list[nn.Parameter] = field(default_factory=list)
+
+
+class Pretraining:
+    """The pretraining phases of a :class:`~cosmos3_robot.model.cosmos3.Cosmos3`."""
+
+    def encoder_phase(self) -> PretrainPhase | None:
+        """Reconstruction of the trainable video encoder (the conv autoencoder), with the
+        video prior learning alongside from the latents each step encodes anyway; ``None``
+        when the encoder has no trainable weights (raw patches, an external VAE). Once done
+        the encoder is frozen: the flow learns on latents that no longer move under it."""
+        enc = self.video_encoder
+        if not any(p.requires_grad for p in enc.parameters()):
+            return None
+
+        def recon(batch: Any, indices: list[int]) -> torch.Tensor:
+            if batch.video is None:
+                raise ValueError("train.encoder_steps: the data has no video to reconstruct")
+            return self.encoder_loss(batch)
+
+        mods = [m for m in (enc, self.video_prior) if m is not None]
+        return PretrainPhase("encoder", "video_recon" if self.video_prior is None else "video_recon_and_prior",
+                             [p for m in mods for p in m.parameters() if p.requires_grad], recon, 0xE4C,
+                             frozen=list(enc.parameters()))
+
+    def prior_phase(self) -> PretrainPhase | None:
+        """Regression of the action prior (keypoint stem, head, per-domain mean) and the video
+        prior, the towers never run; ``None`` for a model with neither. The encoder does not
+        change in this phase, so each window's latents are encoded once and reused (windows
+        are drawn many times; encoding a clip costs far more than a prior step): a random
+        video transform is then frozen at its first draw for the video prior."""
+        params = [p for p in self.prior_parameters() if p.requires_grad]
+        if not params:
+            return None
+        latents: dict[int, torch.Tensor] = {}
+
+        def priors(batch: Any, indices: list[int]) -> torch.Tensor:
+            lat = None
+            if self.video_prior is not None and batch.video is not None:
+                todo = [k for k, i in enumerate(indices) if i not in latents]
+                if todo:
+                    with torch.no_grad():
+                        new = self.video_encoder.encode(batch.video[todo].to(self.device))
+                    latents.update(zip([indices[k] for k in todo], new))
+                lat = torch.stack([latents[i] for i in indices])
+            return self.prior_loss(batch, lat)
+
+        name = "_and_".join(n for n, on in (("action_prior", self.prior_bias is not None),
+                                            ("video_prior", self.video_prior is not None)) if on)
+        return PretrainPhase("prior", name, params, priors, 0x9A1)
+
+    def frozen_prior_parameters(self) -> list[nn.Parameter]:
+        """What ``train.freeze_prior`` stops after the prior phase: the priors' own parameters,
+        so a ``steps 0`` policy stays exactly what the phase fitted; the keypoint stem's
+        projection onto the action tokens keeps learning with the flow."""
+        side = {id(p) for p in self.keypoints.out.parameters()} if self.keypoints is not None else set()
+        return [p for p in self.prior_parameters() if id(p) not in side]
