@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from cosmos3_robot import __version__
 
@@ -102,32 +103,26 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run folder (default runs/<recipe name>)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a recipe field, e.g. --set train.steps=100 (repeatable)")
-    p.add_argument("--minutes", type=_positive_float, metavar="M",
+    p.add_argument("--minutes", type=_positive(float), metavar="M",
                    help="wall-clock budget: the step count is fitted to it after a short probe (train.max_minutes)")
-    p.add_argument("--steps", type=_positive_int, metavar="N", help="optimiser steps (train.steps; with "
+    p.add_argument("--steps", type=_positive(int), metavar="N", help="optimiser steps (train.steps; with "
                    "--minutes, the most the budget may give)")
     p.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: CUDA when there is one)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (v > 0 and v < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return v
+def _positive(cast: type) -> Callable[[str], Any]:
+    """An argparse type: a finite ``cast`` (``int`` or ``float``) value > 0."""
+    def parse(text: str):
+        try:
+            v = cast(text)
+        except ValueError:
+            kind = "whole number" if cast is int else "number"
+            raise argparse.ArgumentTypeError(f"expected a {kind}, got {text!r}") from None
+        if not (v > 0 and math.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+        return v
+    return parse
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:

@@ -76,11 +76,8 @@ class Embodiment:
     def state_keys(self) -> tuple[str, ...] | None:
         """The raw keys a robot's current state must carry: those the state blocks are made
         from (``None`` when an adapter does not declare its keys: then every raw key)."""
-        names = [b.name for b in self.codec.state_blocks]
-        flags, raw = needed_steps(self.adapters, names)
-        if any(t.reads() is None or t.writes() is None for t, run in zip(self.adapters, flags) if run):
-            return None
-        return tuple(sorted(raw))
+        _, raw = needed_steps(self.adapters, [b.name for b in self.codec.state_blocks])
+        return None if raw is None else tuple(sorted(raw))
 
     def start_from_raw(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """A robot's current raw state (one step, e.g. ``{"state": (1, 8)}``) -> the codec's

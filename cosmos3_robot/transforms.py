@@ -11,6 +11,7 @@ Arrays may be numpy or torch; the geometry module handles both.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -59,6 +60,16 @@ class Transform:
 
     def invert(self, data: Mapping[str, Any]) -> Data:
         raise NotImplementedError(f"{type(self).__name__} has no inverse")
+
+
+class _OnKey:
+    """``reads`` / ``writes`` of a step that changes one key in place (``self.key``)."""
+
+    def reads(self):
+        return (self.key,)
+
+    def writes(self):
+        return (self.key,)
 
 
 @dataclass(frozen=True)
@@ -271,7 +282,7 @@ class PoseFromPlanar(Transform):
 
 
 @dataclass(frozen=True)
-class RightMultiplyRotation(Transform):
+class RightMultiplyRotation(_OnKey, Transform):
     """Re-express a pose's body frame: ``R <- R @ M`` (e.g. DROID's ``Rz(-90 deg)`` to OpenCV)."""
 
     key: str
@@ -294,15 +305,9 @@ class RightMultiplyRotation(Transform):
     def invert(self, data):
         return self._apply(data, np.asarray(self.matrix, dtype=np.float64).T)
 
-    def reads(self):
-        return (self.key,)
-
-    def writes(self):
-        return (self.key,)
-
 
 @dataclass(frozen=True)
-class FlipRange(Transform):
+class FlipRange(_OnKey, Transform):
     """``x <- low + high - x`` (self-inverse), e.g. DROID's ``1 - g`` gripper release."""
 
     key: str
@@ -317,15 +322,9 @@ class FlipRange(Transform):
     def invert(self, data):
         return self(data)
 
-    def reads(self):
-        return (self.key,)
-
-    def writes(self):
-        return (self.key,)
-
 
 @dataclass(frozen=True)
-class Squeeze(Transform):
+class Squeeze(_OnKey, Transform):
     """Drop a trailing size-1 axis of ``key`` (e.g. gripper ``(T, 1)`` -> ``(T,)``)."""
 
     key: str
@@ -341,12 +340,6 @@ class Squeeze(Transform):
         out = dict(data)
         out[self.key] = out[self.key][..., None]
         return out
-
-    def reads(self):
-        return (self.key,)
-
-    def writes(self):
-        return (self.key,)
 
 
 @dataclass(frozen=True)
@@ -389,23 +382,30 @@ def apply(transforms: Sequence[Transform], data: Mapping[str, Any]) -> Data:
     return out
 
 
-def needed_steps(transforms: Sequence[Transform], keys: Sequence[str]) -> tuple[list[bool], set[str]]:
+def needed_steps(transforms: Sequence[Transform], keys: Sequence[str]) -> tuple[tuple[bool, ...], frozenset[str] | None]:
     """Which of ``transforms`` produce (directly or through later steps) the episode keys
     ``keys``, and the raw keys they start from: ``(run flags in order, raw keys)``. A step
-    that does not declare ``reads``/``writes`` is always run and its inputs are unknown
-    (then the raw keys are everything left at that point)."""
-    need = set(keys)
+    that does not declare ``reads``/``writes`` always runs, and then the raw keys are not
+    known (``None``). Worked out once per adapter and keys (a control loop asks every tick)."""
+    try:
+        return _needed_steps(tuple(transforms), tuple(keys))
+    except TypeError:  # a plugin's transform that cannot be hashed: no cache
+        return _needed_steps.__wrapped__(tuple(transforms), tuple(keys))
+
+
+@functools.lru_cache(maxsize=256)
+def _needed_steps(transforms: tuple[Transform, ...], keys: tuple[str, ...]):
+    need: set[str] | None = set(keys)
     flags = [False] * len(transforms)
     for i in range(len(transforms) - 1, -1, -1):
-        t = transforms[i]
-        r, w = t.reads(), t.writes()
+        r, w = transforms[i].reads(), transforms[i].writes()
         if r is None or w is None:
-            flags[i] = True
-            continue
-        if need & set(w):
-            flags[i] = True
-            need = (need - set(w)) | set(r)
-    return flags, need
+            flags[i], need = True, None
+        elif need is not None and need & set(w):
+            flags[i], need = True, (need - set(w)) | set(r)
+        elif need is None:
+            flags[i] = True  # below an undeclared step every earlier step may be needed
+    return tuple(flags), None if need is None else frozenset(need)
 
 
 def apply_for(transforms: Sequence[Transform], data: Mapping[str, Any], keys: Sequence[str]) -> Data:

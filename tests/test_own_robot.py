@@ -141,6 +141,23 @@ def test_state_side_adapters_run_without_command_keys():
     np.testing.assert_allclose(emb.start_from_raw({"p": np.ones((1, 3))})["ee"][:3, 3], 1.0)
 
 
+def test_an_adapter_that_does_not_declare_its_keys_runs_with_everything_before_it():
+    from cosmos3_robot.transforms import Transform, needed_steps
+
+    class Tag(Transform):  # a plugin's step: unhashable, no reads/writes
+        __hash__ = None  # type: ignore[assignment]
+
+        def __call__(self, d):
+            return dict(d)
+
+    steps = [Squeeze("c"), PoseFromPosition(pos="p", out="ee"), Tag()]
+    flags, raw = needed_steps(steps, ["ee"])
+    assert flags == (True, True, True) and raw is None
+    flags, raw = needed_steps(steps[:2], ["ee"])
+    assert flags == (False, True) and raw == {"p"}
+    assert needed_steps(steps[:2], ["ee"]) is needed_steps(steps[:2], ["ee"])  # worked out once
+
+
 def test_position_only_pose_round_trips():
     t = PoseFromPosition(pos="hand", out="pose")
     p = np.random.default_rng(0).normal(size=(5, 3))

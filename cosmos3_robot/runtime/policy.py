@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from cosmos3_robot import embodiments
+from cosmos3_robot.batch import WorldBatch
 from cosmos3_robot.data.windows import frames_to_tensor, frames_to_uint8
 from cosmos3_robot.model.checkpoint import load_model, resolve_checkpoint
-from cosmos3_robot.batch import WorldBatch
 from cosmos3_robot.model.cosmos3 import Cosmos3
 from cosmos3_robot.model.flow import SAMPLERS, check_temperature
 from cosmos3_robot.normalize import QuantileNormalizer

@@ -216,10 +216,8 @@ def _init_weights(recipe: dict[str, Any]) -> Path | None:
     return ema if ema.exists() else ckpt / "model.safetensors"
 
 
-def model_config(recipe: dict[str, Any]):
-    """The model config a recipe trains: ``preset`` + ``overrides``, or (``model.init``) the
-    checkpoint's own; either way with an action domain for every embodiment the data
-    entries name (a plugin's embodiment needs no setting of its own)."""
+def _model_source(recipe: dict[str, Any]):
+    """``(config, weights to load or None)`` of the model a recipe trains (see :func:`model_config`)."""
     from cosmos3_robot.model.checkpoint import read_config
 
     m = recipe.get("model") or {}
@@ -232,16 +230,22 @@ def model_config(recipe: dict[str, Any]):
         cfg = read_config(weights)[0]
     else:
         cfg = preset(m.get("preset", "tiny"), **(m.get("overrides") or {}))
-    return cfg.with_domains(recipe_embodiments(recipe))
+    return cfg.with_domains(recipe_embodiments(recipe)), weights
+
+
+def model_config(recipe: dict[str, Any]):
+    """The model config a recipe trains: ``preset`` + ``overrides``, or (``model.init``) the
+    checkpoint's own; either way with an action domain for every embodiment the data
+    entries name (a plugin's embodiment needs no setting of its own)."""
+    return _model_source(recipe)[0]
 
 
 def build_model(recipe: dict[str, Any]) -> Cosmos3:
     """A fresh model, or (``model.init``) a checkpoint's weights with domains added for new
     embodiments (their projections start as the fresh model's)."""
-    cfg = model_config(recipe)
+    cfg, weights = _model_source(recipe)
     torch.manual_seed(int(recipe.get("train", {}).get("seed", 0)))
     model = Cosmos3(cfg)
-    weights = _init_weights(recipe)
     if weights is not None:
         from safetensors.torch import load_file
 
