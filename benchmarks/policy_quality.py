@@ -45,6 +45,7 @@ REPO_ID = "local/cosmos3_sim"
 CAMERA = "front"  # the world model's video camera
 CAMERAS = ("front", "wrist")  # every policy (ours, ACT, Diffusion) sees both
 HELD_OUT_SEED = 500_000
+RECORD_NOISE = 0.004  # expert position noise (m) of the demonstrations and of the held-out episodes
 
 
 def log(msg: str) -> None:
@@ -61,7 +62,7 @@ def record_data(out: Path, tasks: list[str], demos: int, image_size: int) -> dic
         return json.loads((out / "record.json").read_text())
     shutil.rmtree(data, ignore_errors=True)
     st = record(tasks, demos, data, repo_id=REPO_ID, use_videos=False, image_size=image_size, cameras=CAMERAS,
-                noise=0.004)
+                noise=RECORD_NOISE)
     info = {"kept": st.kept, "failed": st.failed, "frames": st.frames}
     (out / "record.json").write_text(json.dumps(info))
     return info
@@ -185,10 +186,11 @@ def held_out_windows(run: Path, tasks: list[str], episodes: int, seed: int, norm
     spec = WindowSpec(embodiment=w["embodiment"], camera=w["camera"], views=tuple(w.get("views") or ()),
                       fps=w.get("fps"), n_context=1,
                       n_future=int(w["n_future"]), chunk=int(w["chunk"]), image_size=int(w["image_size"]),
-                      stride=int(w["n_future"]))
+                      stride=int(w["n_future"]), pad_end=bool(w.get("pad_end")))
     eps = list(expert_episodes(tasks, episodes, RecordStats(), seed=seed, image_size=int(w["image_size"]),
-                               cameras=tuple(dict.fromkeys((w["camera"], *spec.views))), hold_steps=spec.chunk))
-    return WindowDataset(eps, spec, normalizer=normalizer, state_normalizer=state_normalizer), spec
+                               cameras=tuple(dict.fromkeys((w["camera"], *spec.views))), noise=RECORD_NOISE))
+    ds = WindowDataset(eps, spec, normalizer=normalizer, state_normalizer=state_normalizer).drop_padded_future()
+    return ds, spec
 
 
 def ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -276,7 +278,9 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
                 outputs["prior"] = model.generate("forward_dynamics", b, steps=0, n_future_frames=k,
                                                   temperature=0.0)["video"]
             gt = targets(b)
-            ida = model.generate("inverse_dynamics", b, steps=steps, seed=i, n_actions=spec.chunk, **temp)["actions"][:, :k]
+            # no prior generates inverse dynamics: at steps 0 the flow answers with 4 steps
+            ida = model.generate("inverse_dynamics", b, steps=steps or 4, seed=i, n_actions=spec.chunk,
+                                 **temp)["actions"][:, :k]
             if all(other[r] >= 0 for r in rows):
                 kw = {"steps": steps, "seed": i, "n_actions": spec.chunk, **temp}
                 pa = model.generate("policy_actions", b, **kw)["actions"]

@@ -4,6 +4,7 @@ batches without importing the network (:mod:`cosmos3_robot.model.cosmos3`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -55,3 +56,14 @@ class WorldBatch:
     @property
     def batch_size(self) -> int:
         return len(self.text)
+
+    def head(self, n: int) -> "WorldBatch":
+        """The first ``n`` samples (every per-sample field sliced; scalars kept)."""
+        def cut(x):
+            if isinstance(x, torch.Tensor):
+                return x[:n] if x.ndim > 0 else x
+            if isinstance(x, (list, tuple)):
+                return type(x)(x[:n])
+            return x
+
+        return dataclasses.replace(self, **{f.name: cut(getattr(self, f.name)) for f in dataclasses.fields(self)})

@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -125,16 +125,21 @@ def psnr(a: np.ndarray, b: np.ndarray, identical: float = math.inf) -> float:
     return identical if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
-def imagination(run_dir: Path, out_dir: Path, task: str = "pick_place", seed: int = 200_000,
-                steps: int = 8) -> dict[str, Any]:
-    """Forward-dynamics rollout against the real one on a held-out expert episode.
+def imagination(run_dir: Path, out_dir: Path, tasks: Sequence[str] = ("pick_place",), video_task: str = "pick_place",
+                episodes: int = 3, seed: int = 200_000, steps: int = 0, noise: float = 0.004) -> dict[str, Any]:
+    """Forward dynamics against the real rollout on held-out expert episodes, recorded as
+    the demonstrations were (expert ``noise``, the recorder's hold after success) from seeds
+    no recording uses: ``episodes`` per task, task ``k`` from ``seed + 1000 k``.
 
     Every ``n_future`` frames the model gets the real current frame and the real next
-    actions and imagines the next ``n_future`` frames; the video shows real | imagined
-    side by side. Returns PSNR of the imagination and of the copy-last-frame baseline.
+    actions and imagines the next ``n_future`` frames (``steps`` 0: the video prior's frames,
+    as the demo's policy acts with the action prior). The video (real | imagined side by
+    side) is the first episode of ``video_task``. Returns PSNR (dB, 99 for an identical frame)
+    and SSIM of the imagined frames and of copying the last real frame, over all episodes.
     """
     import imageio.v2 as imageio
     import torch
+    from skimage.metrics import structural_similarity
 
     from cosmos3_robot.data.windows import WindowDataset, WindowSpec, collate, frames_to_uint8
     from cosmos3_robot.runtime import Cosmos3Policy, InferenceConfig
@@ -146,25 +151,39 @@ def imagination(run_dir: Path, out_dir: Path, task: str = "pick_place", seed: in
     spec = WindowSpec(embodiment=w["embodiment"], camera=w["camera"], views=tuple(w.get("views") or ()),
                       fps=w.get("fps"), n_context=1,
                       n_future=int(w.get("n_future") or 4), chunk=int(w["chunk"]), image_size=int(w["image_size"]),
-                      stride=int(w.get("n_future") or 4))
-    env = TASKS[task](image_size=int(w["image_size"]), cameras=pol.cameras)
-    try:
-        ep, _ = expert_episode(env, seed, hold_steps=spec.chunk)
-    finally:
-        env.close()
-    ds = WindowDataset([ep], spec, normalizer=pol.normalizer, state_normalizer=pol.state_normalizer)
-
-    real, imag, last = [], [], []
-    with torch.inference_mode():
-        for i in range(len(ds)):
-            batch = collate([ds[i]])
-            out = pol.model.generate("forward_dynamics", batch, steps=steps, seed=i,
-                                     n_future_frames=spec.n_future)["video"][0]
-            r = frames_to_uint8(batch.video[0, 1:])
-            real.append(r)
-            imag.append(frames_to_uint8(out))
-            last.append(np.repeat(frames_to_uint8(batch.video[0, :1]), len(r), 0))
-    real_a, imag_a, last_a = (np.concatenate(x) for x in (real, imag, last))
+                      stride=int(w.get("n_future") or 4), pad_end=bool(w.get("pad_end")))
+    tasks = list(dict.fromkeys([video_task, *tasks]))
+    scores: dict[str, list[float]] = {k: [] for k in ("psnr_model", "psnr_last", "ssim_model", "ssim_last")}
+    shown: tuple[np.ndarray, np.ndarray, str] | None = None
+    for k, task in enumerate(tasks):
+        env = TASKS[task](image_size=int(w["image_size"]), cameras=pol.cameras)
+        try:
+            eps = [expert_episode(env, seed + 1000 * k + i, noise=noise)[0] for i in range(episodes)]
+        finally:
+            env.close()
+        for e, ep in enumerate(eps):
+            ds = WindowDataset([ep], spec, normalizer=pol.normalizer,
+                               state_normalizer=pol.state_normalizer).drop_padded_future()
+            real, imag = [], []
+            with torch.inference_mode():
+                for i in range(len(ds)):
+                    batch = collate([ds[i]])
+                    out = pol.model.generate("forward_dynamics", batch, steps=steps, seed=i,
+                                             n_future_frames=spec.n_future)["video"][0]
+                    r = frames_to_uint8(batch.video[0, 1:])
+                    last = frames_to_uint8(batch.video[0, :1])[0]
+                    m = frames_to_uint8(out)
+                    real.append(r)
+                    imag.append(m)
+                    for a, b in zip(r, m):
+                        scores["psnr_model"].append(psnr(a, b, identical=99.0))
+                        scores["psnr_last"].append(psnr(a, last, identical=99.0))
+                        scores["ssim_model"].append(structural_similarity(a, b, channel_axis=-1, data_range=255))
+                        scores["ssim_last"].append(structural_similarity(a, last, channel_axis=-1, data_range=255))
+            if shown is None and task == video_task:
+                shown = (np.concatenate(real), np.concatenate(imag), ep.text)
+    assert shown is not None
+    real_a, imag_a, text = shown
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = [np.concatenate([r, np.full((r.shape[0], 2, 3), 255, np.uint8), m], 1) for r, m in zip(real_a, imag_a)]
     frames = [np.repeat(np.repeat(f, 3, 0), 3, 1) for f in frames]
@@ -172,9 +191,11 @@ def imagination(run_dir: Path, out_dir: Path, task: str = "pick_place", seed: in
     pick = np.linspace(0, len(frames) - 1, min(6, len(frames))).astype(int)
     strip = np.concatenate([frames[i] for i in pick], 1)
     imageio.imwrite(out_dir / "imagination.png", strip)
-    return {"task": task, "instruction": ep.text, "frames": int(len(real_a)),
-            "psnr_model_db": float(np.mean([psnr(a, b) for a, b in zip(real_a, imag_a)])),
-            "psnr_copy_last_db": float(np.mean([psnr(a, b) for a, b in zip(real_a, last_a)]))}
+    return {"task": video_task, "instruction": text, "tasks": tasks, "episodes_per_task": episodes,
+            "frames": len(scores["psnr_model"]),
+            "psnr_model_db": float(np.mean(scores["psnr_model"])),
+            "psnr_copy_last_db": float(np.mean(scores["psnr_last"])),
+            "ssim_model": float(np.mean(scores["ssim_model"])), "ssim_copy_last": float(np.mean(scores["ssim_last"]))}
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -247,7 +268,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     # 4. imagination vs real
     t0 = time.perf_counter()
     task = "pick_place" if "pick_place" in cfg.tasks else cfg.tasks[0]
-    imag = imagination(run_dir, report, task=task)
+    imag = imagination(run_dir, report, tasks=cfg.tasks, video_task=task, steps=cfg.steps, noise=cfg.noise)
     times["imagination_s"] = time.perf_counter() - t0
 
     metrics = read_metrics(run_dir)
@@ -270,8 +291,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
               "![training loss](train_curve.png)" if curve else "(no metrics)", "",
               "## Forward-dynamics imagination vs the real rollout", "",
               f"Held-out {imag['task']} episode ({imag['instruction']!r}); real (left) | imagined (right), "
-              f"each clip imagined from the real current frame and actions. PSNR: model "
-              f"{imag['psnr_model_db']:.2f} dB, copy-last-frame baseline {imag['psnr_copy_last_db']:.2f} dB.", "",
+              f"each clip imagined from the real current frame and actions. Over {imag['episodes_per_task']} "
+              f"held-out episodes of each task ({imag['frames']} imagined frames): PSNR "
+              f"{imag['psnr_model_db']:.2f} dB against {imag['psnr_copy_last_db']:.2f} dB for copying the last "
+              f"frame ({imag['psnr_model_db'] - imag['psnr_copy_last_db']:+.2f} dB); SSIM "
+              f"{imag['ssim_model']:.3f} against {imag['ssim_copy_last']:.3f}.", "",
               "![imagination](imagination.png)", "", "[imagination.mp4](imagination.mp4)", "",
               "## Rollout videos", ""] + [f"- [{v.name}]({v.name})" for v in videos] + [
               "", f"Timings: {', '.join(f'{k} {v:.0f}' for k, v in times.items())}", ""]

@@ -677,37 +677,35 @@ def test_prior_noise_scales_the_start_the_velocity_and_the_loss():
 
 
 def test_video_prior_is_where_forward_dynamics_starts_and_learns_by_regression():
-    """``video_prior``: forward dynamics starts at ``prior + temperature * prior_noise *
-    noise`` (an untrained video head has zero velocity, so a sample is that start decoded),
-    ``steps=0`` decodes the start without the towers, the prior's regression part appears
-    in every mode that holds the clip and its actions, and only forward dynamics starts
-    from it."""
+    """``video_prior``: an untrained prior (nearly) copies the current frame; ``steps=0``
+    returns its frames without the towers; with steps forward dynamics starts at its
+    frames' latents ``+ temperature * prior_noise * noise`` (an untrained video head has
+    zero velocity, so a sample is that start decoded); its regression loss appears in
+    every mode that holds the clip and its actions, and only forward dynamics starts from it."""
     sigma = 0.5
     b = random_batch(D=10)
     plain = make_model()
     m = make_model(video_prior=True, flow={"prior_noise": sigma})
     missing, _ = m.load_state_dict(plain.state_dict(), strict=False)
     assert missing and all(k.startswith("video_prior.") for k in missing)
-    with torch.no_grad():  # a prior that predicts something
-        m.video_prior.body[-1].weight.normal_(std=0.05)
-        m.video_prior.body[-1].bias.normal_(std=0.2)
 
     def fd(model, temperature=1.0, steps=3):
         return model.generate("forward_dynamics", b, steps=steps, seed=4, n_future_frames=2,
                               temperature=temperature)["video"]
 
-    c = m.config
-    ctx = m._video_streams(get_mode("forward_dynamics"), b, 2, False)[0]["video_context"]
-    a, _ = m._padded_actions(b, 2)
-    mu = m.video_prior_tokens(ctx, a, m.domain_ids(b.embodiment, 2), 2)
-    assert mu.shape == (2, 2 * c.tokens_per_latent_frame, c.latent_channels * c.dm_patch ** 2)
-    assert mu.abs().mean() > 0.1
-    prior_video = m.decode_video(mu, ctx)
-    assert torch.allclose(fd(m, 0.0), prior_video, atol=1e-6)  # zero velocity: the prior decoded
-    assert torch.allclose(fd(m, 0.0, steps=0), prior_video, atol=1e-6)  # the towers do not run
+    now = b.video[:, :1]
+    assert (fd(m, steps=0) - now).abs().max() < 0.02  # the gate starts (nearly) shut
+    with torch.no_grad():  # a prior that predicts something
+        m.video_prior.out.weight.normal_(std=0.05)
+        m.video_prior.out.bias[:2].normal_(std=0.2)
+    prior_video = m.video_prior_frames(b, 2)
+    assert prior_video.shape == (2, 2, 3, 32, 32) and (prior_video - now).abs().mean() > 0.05
+    assert torch.equal(fd(m, steps=0), prior_video)  # the towers do not run; no noise either
+    assert torch.equal(fd(m, 0.0, steps=0), prior_video)
+    # raw patches: the latents are the pixels, so the sampler starts at the prior's frames
+    assert torch.allclose(fd(m, 0.0), prior_video, atol=1e-6)
     noise = fd(plain)  # raw patches, zero velocity: a sample of the plain model is its noise
     assert torch.allclose(fd(m) - prior_video, sigma * noise, atol=1e-5)
-    assert torch.allclose(fd(m, steps=0), fd(m), atol=1e-5)  # the same start as the sampler's
     with pytest.raises(ValueError, match="steps: 0 returns a prior's output"):
         fd(plain, steps=0)
     # policy co-generation has noisy actions: its video starts from unit noise as before
@@ -722,12 +720,41 @@ def test_video_prior_is_where_forward_dynamics_starts_and_learns_by_regression()
     m.zero_grad(set_to_none=True)
     loss, parts = m.loss("inverse_dynamics", b)
     loss.backward()
-    assert m.video_prior.inp.weight.grad.abs().sum() > 0 and m.video_prior.action_in.weight.grad.abs().sum() > 0
-    # prior pretraining: the regression alone; a clip without future frames has nothing for it
+    vp = m.video_prior
+    assert vp.down[0].weight.grad.abs().sum() > 0 and vp.action_in[0].weight.grad.abs().sum() > 0
+    assert vp.relative_in[0].weight.grad.abs().sum() > 0
+    # prior pretraining: the regression alone, on the first windows when asked; a clip
+    # without future frames has nothing for it
     assert m.prior_loss(b).item() == pytest.approx(m.video_prior_loss(b).item(), rel=1e-6)
+    assert m.prior_loss(b, 1).item() == pytest.approx(m.video_prior_loss(b.head(1)).item(), rel=1e-6)
+    assert m.prior_loss(b, 1).item() != pytest.approx(m.prior_loss(b).item(), rel=1e-6)
     with pytest.raises(ValueError, match="the video prior needs clips with context and future frames"):
         m.prior_loss(WorldBatch(**{**b.__dict__, "video": b.video[:, :1]}))
+    with pytest.raises(ValueError, match="video_prior_batch_size"):
+        m.prior_phase(0)
     assert not preset("tiny").video_prior
+
+
+def test_video_prior_checks_its_inputs_and_scores_frames_in_decibels():
+    """The prior names the tensor and the shape it expects; its loss is the negative PSNR
+    of each frame averaged in dB, so halving one frame's error gains 10 log10(2) / F."""
+    from cosmos3_robot.model.video_prior import VideoPrior, frame_log_error
+
+    vp = VideoPrior(max_actions=8, max_action_width=4, n_domains=2)
+    f, a, st, d = torch.zeros(1, 3, 16, 16), torch.zeros(1, 8, 4), torch.zeros(1, 4), torch.zeros(1, dtype=torch.long)
+    assert vp(f, a, st, d, 3).shape == (1, 3, 3, 16, 16)
+    for args, match in (((torch.zeros(1, 3, 18, 16), a, st, d, 1), "divisible by 4"),
+                        ((f, torch.zeros(1, 9, 4), st, d, 1), r"actions \(B, T<=8, 4\)"),
+                        ((f, a, torch.zeros(1, 5), d, 1), r"state \(1, 4\)"),
+                        ((f, a, st, d, 0), "n_frames must be >= 1")):
+        with pytest.raises(ValueError, match=match):
+            vp(*args)
+    target = torch.zeros(1, 2, 3, 4, 4)
+    pred = torch.full_like(target, 0.5)
+    better = pred.clone()
+    better[:, 0] *= 2 ** -0.5  # frame 0's MSE halves
+    gain = float(frame_log_error(pred, target) - frame_log_error(better, target))
+    assert gain == pytest.approx(10 * math.log10(2) / 2, rel=1e-3)
 
 
 def test_video_prior_forward_dynamics_loss_is_in_units_of_the_prior_noise():
@@ -738,6 +765,9 @@ def test_video_prior_forward_dynamics_loss_is_in_units_of_the_prior_noise():
     b = random_batch(D=10)
     unit = make_model(video_prior=True)
     small = make_model(video_prior=True, flow={"prior_noise": sigma})
+    with torch.no_grad():  # the gate fully open onto a zero colour: a prior of zero frames
+        for model in (unit, small):
+            model.video_prior.out.bias[2] = 50.0
     zero = WorldBatch(**{**b.__dict__, "video": torch.zeros_like(b.video)})
 
     def video_loss(model, batch):
@@ -753,8 +783,8 @@ def test_video_prior_forward_dynamics_loss_is_in_units_of_the_prior_noise():
 @pytest.mark.slow
 def test_video_prior_learns_motion_from_actions():
     """Trained by :meth:`~Cosmos3.encoder_loss` alone on squares that move by their actions,
-    the prior's forward dynamics (``steps=0``, temperature 0) beats copying the last frame,
-    and only the prior's parameters learn (a raw-pixel model has no encoder weights)."""
+    the prior's forward dynamics (``steps=0``) beats copying the last frame, and only the
+    prior's parameters learn (a raw-pixel model has no encoder weights)."""
     video, actions = square_clips(4, frames=2)
     b = WorldBatch(text=["move"] * 4, embodiment=["single_arm"] * 4, video=video, n_context_frames=1,
                    actions=actions, fps=15.0, control_hz=15.0)
@@ -767,8 +797,8 @@ def test_video_prior_learns_motion_from_actions():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.1 * first
-    pred = m.generate("forward_dynamics", b, steps=0, n_future_frames=1, temperature=0.0)["video"]
+    assert float(loss) < first - 5.0  # dB
+    pred = m.generate("forward_dynamics", b, steps=0, n_future_frames=1)["video"]
     mse_model = float(((pred - video[:, 1:]) ** 2).mean())
     mse_copy = float(((video[:, :1] - video[:, 1:]) ** 2).mean())
     assert mse_model < 0.3 * mse_copy
@@ -776,26 +806,27 @@ def test_video_prior_learns_motion_from_actions():
     assert changed and all(k.startswith("video_prior.") for k in changed)
 
 
-def test_encoder_loss_adds_the_video_prior_on_detached_latents():
-    """``encoder_loss``: the conv autoencoder's reconstruction loss, plus the prior's
-    weighted regression on latents the prior cannot move (the encoder's gradient is the
-    reconstruction's alone)."""
+def test_encoder_loss_adds_the_video_prior():
+    """``encoder_loss``: the conv autoencoder's reconstruction loss plus the prior's weighted
+    regression; the prior reads pixels, so the encoder's gradient is the reconstruction's
+    alone."""
     b = random_batch(frames=5, D=10)
     kw = {"video_encoder": "conv_ae", "latent_channels": 4, "spatial_compression": 4, "temporal_compression": 4,
           "dm_patch": 2, "video_anchored": True, "video_gated": True}
     plain, m = make_model(**kw), make_model(video_prior=True, **kw)
     m.load_state_dict(plain.state_dict(), strict=False)
-    with torch.no_grad():
-        m.video_prior.body[-1].weight.normal_(std=0.05)
+    with torch.no_grad():  # a prior whose output reads its inputs
+        m.video_prior.out.weight.normal_(std=0.05)
     recon = plain.video_encoder.reconstruction_loss(b.video)
     assert float(plain.encoder_loss(b)) == pytest.approx(float(recon), rel=1e-6)
     total = m.encoder_loss(b)
-    assert float(total) > float(recon) + 1e-6
+    w = m.config.flow.prior_loss_weight
+    assert float(total) == pytest.approx(float(recon) + w * float(m.video_prior_loss(b)), rel=1e-5)
     total.backward()
     recon.backward()
     for (name, p), q in zip(m.video_encoder.named_parameters(), plain.video_encoder.parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-6), name
-    assert m.video_prior.inp.weight.grad.abs().sum() > 0
+    assert m.video_prior.down[0].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="video: the encoder's pretraining needs video"):
         m.encoder_loss(WorldBatch(**{**b.__dict__, "video": None}))
 

@@ -379,35 +379,42 @@ def test_encoder_pretraining_then_frozen(tmp_path):
     assert read_metrics(tmp_path / "patchify", "encoder") == [] and hist[-1]["step"] == 4
 
 
-def test_video_prior_pretrains_with_the_encoder_and_on_latents_encoded_once(tmp_path):
+def test_video_prior_pretrains_with_the_encoder_and_on_a_share_of_each_prior_batch(tmp_path):
     """``video_prior``: it learns alongside the encoder's pretraining (one record of both
-    losses), then in the prior phase on latents encoded once per window (the encoder is
-    fixed there: no window is encoded twice), its loss falling while nothing else moves."""
+    losses), then in the prior phase from ``video_prior_batch_size`` windows of each batch
+    (it reads pixels: the encoder never runs there), its loss falling while nothing else
+    moves."""
     from cosmos3_robot.train.recipe import build_datasets, build_model, load_recipe
     from cosmos3_robot.train.trainer import Trainer, train_config_from
 
     path = libero_recipe(tmp_path, steps=1, encoder_steps=3, prior_steps=60, prior_lr=3e-3, warmup=5,
-                         log_every=10)
+                         log_every=10, pretrain_batch_size=4, video_prior_batch_size=3)
     vp = ["model.overrides={video_encoder: conv_ae, latent_channels: 4, spatial_compression: 4, "
           "temporal_compression: 2, dm_patch: 2, video_anchored: true, video_prior: true}"]
     recipe = load_recipe(path, vp)
     torch.manual_seed(0)
     model = build_model(recipe)
     datasets, _ = build_datasets(recipe, tmp_path / "stats")
-    encoded: list[int] = []
-    encode = model.video_encoder.encode
+    calls: dict[str, list[int]] = {"encode": [], "prior": []}
+    encode, prior = model.video_encoder.encode, model.video_prior.forward
 
-    def counting(video):
-        encoded.append(video.shape[0])
+    def counting_encode(video):
+        calls["encode"].append(video.shape[0])
         return encode(video)
 
-    model.video_encoder.encode = counting  # type: ignore[method-assign]
+    def counting_prior(frame, *args):
+        calls["prior"].append(frame.shape[0])
+        return prior(frame, *args)
+
+    model.video_encoder.encode = counting_encode  # type: ignore[method-assign]
+    model.video_prior.forward = counting_prior  # type: ignore[method-assign]
     snapshot: dict[str, torch.Tensor] = {}
     pretrain = Trainer._pretrain
 
     def spy(self, phase, *args, **kw):
         if phase == "prior":
-            encoded.clear()
+            for v in calls.values():
+                v.clear()
             snapshot.update({k: v.clone() for k, v in self.model.state_dict().items()})
         return pretrain(self, phase, *args, **kw)
 
@@ -418,11 +425,13 @@ def test_video_prior_pretrains_with_the_encoder_and_on_latents_encoded_once(tmp_
     assert len(enc) == 1 and np.isfinite(enc[0]["loss/video_recon_and_prior"])
     recs = read_metrics(tmp_path / "run", "prior")
     assert [r["prior_step"] for r in recs] == [10, 20, 30, 40, 50, 60]
-    assert recs[-1]["loss/video_prior"] < 0.5 * recs[0]["loss/video_prior"]
-    assert 0 < sum(encoded) <= len(datasets[0]) < 60 * 2  # each window once, not each draw
+    assert recs[-1]["loss/video_prior"] < recs[0]["loss/video_prior"] - 1.0  # dB
+    assert calls["encode"] == [] and calls["prior"] == [3] * 60
     state = model.state_dict()
     moved = {k for k in state if not torch.equal(state[k], snapshot[k])}
     assert moved and all(k.startswith("video_prior.") for k in moved)
+    with pytest.raises(ValueError, match="train.video_prior_batch_size: expected >= 1"):
+        train_config_from({**recipe["train"], "video_prior_batch_size": 0})
 
 
 def test_prior_pretraining_reads_the_camera_before_the_flow(tmp_path):

@@ -116,6 +116,7 @@ class WindowDataset(Dataset):
         self.episodes: list[Episode] = []
         self.fps: list[float] = []
         self.index: list[tuple[int, int]] = []
+        self.lengths: list[int] = []  # real steps of each episode (before pad_end's hold)
         self._cache: dict = {}
         horizon = max(spec.chunk, spec.n_future)
         for ep in episodes:
@@ -133,6 +134,7 @@ class WindowDataset(Dataset):
             if spec.pad_end:  # hold the last step for `horizon` more steps
                 ep = _hold_end(ep, horizon)
             self.episodes.append(ep)
+            self.lengths.append(n_real)
             self.fps.append(fps)
             last = n_real - 1 if spec.pad_end else n_real - horizon  # step 0 of a chunk is a real transition
             for t in range(spec.n_context - 1, last, spec.stride):
@@ -152,6 +154,15 @@ class WindowDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def drop_padded_future(self) -> "WindowDataset":
+        """Keep only the windows whose future frames all lie within their episode (with
+        ``pad_end`` the last windows' future frames repeat the final one), what forward
+        dynamics is scored on; returns ``self``."""
+        n = self.spec.n_future
+        self.index = [(e, t) for e, t in self.index if t + n <= self.lengths[e] - 1]
+        self._cache.clear()
+        return self
 
     def _encoded(self, i: int, proprio: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Pseudo-actions ``(chunk, D)`` of window ``i`` and (``proprio``) the proprioception

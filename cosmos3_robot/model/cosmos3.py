@@ -94,7 +94,7 @@ class Cosmos3(BatchInputs, SequenceLayout, Priors, Pretraining, Sampling, nn.Mod
                                             nn.GELU(), nn.Linear(hidden, c.max_actions * c.max_action_width))
             nn.init.zeros_(self.prior_head[-1].weight)
             nn.init.zeros_(self.prior_head[-1].bias)
-        self.video_prior = (VideoPrior(c.latent_channels, c.max_actions, c.max_action_width, c.n_action_domains)
+        self.video_prior = (VideoPrior(c.max_actions, c.max_action_width, c.n_action_domains)
                             if c.video_prior else None)
         self.modality = nn.Parameter(torch.randn(2, c.dim) * 0.02)  # video, action
         self.time_embed = TimestepEmbedding(c.dim)
@@ -173,8 +173,8 @@ class Cosmos3(BatchInputs, SequenceLayout, Priors, Pretraining, Sampling, nn.Mod
         """The trainable video encoder's reconstruction loss (MSE of the round trip, later
         groups decoded onto the real first frame) plus, with ``video_prior`` and a batch with
         context, future frames and actions, ``flow.prior_loss_weight`` times the prior's
-        regression loss on the detached latents: the prior learns while the encoder does
-        (``TrainConfig.encoder_steps``). Scalar."""
+        regression loss: the prior learns while the encoder does (``TrainConfig.encoder_steps``).
+        Scalar."""
         if batch.video is None:
             raise ValueError("video: the encoder's pretraining needs video (B, F, 3, H, W)")
         B = batch.batch_size
@@ -185,7 +185,7 @@ class Cosmos3(BatchInputs, SequenceLayout, Priors, Pretraining, Sampling, nn.Mod
         loss = F.mse_loss(enc.decode(lat, anchor=video[:, 0]), video)
         n_ctx_lat = self._context_latents(batch.n_context_frames)
         if self.video_prior is not None and batch.actions is not None and 0 < n_ctx_lat < lat.shape[1]:
-            loss = loss + self.config.flow.prior_loss_weight * self.video_prior_loss(batch, lat)
+            loss = loss + self.config.flow.prior_loss_weight * self.video_prior_loss(batch)
         return loss
 
 
@@ -230,11 +230,13 @@ class Cosmos3(BatchInputs, SequenceLayout, Priors, Pretraining, Sampling, nn.Mod
             vscale = self.video_noise_scale(mode)
             if self.video_prior is not None and "actions" in clean and {"video_context", "video_future"} <= set(clean):
                 # the prior learns from every mode that holds the clip and its actions
-                n_fut = clean["video_future"].shape[1] // self.config.tokens_per_latent_frame
-                vmu = self.video_prior_tokens(clean["video_context"], clean["actions"], domain, n_fut)
-                parts["video_prior"] = F.mse_loss(vmu, clean["video_future"])
-                if self.video_prior_applies(mode):  # forward dynamics starts from it
-                    noise["video_future"] = noise["video_future"] * vscale + vmu.detach()
+                if any(p.requires_grad for p in self.video_prior.parameters()):  # not frozen (freeze_prior)
+                    parts["video_prior"] = self.video_prior_loss(batch)
+                if self.video_prior_applies(mode):  # forward dynamics starts from its latents
+                    n_fut = clean["video_future"].shape[1] // self.config.tokens_per_latent_frame
+                    with torch.no_grad():
+                        vmu = self.video_prior_tokens(batch, n_fut)
+                    noise["video_future"] = noise["video_future"] * vscale + vmu
             times = {s: sample_time((B,), fc, generator).to(self.device) for s in mode.noisy}
             for s in mode.noisy:
                 inputs[s] = interpolate(clean[s], noise[s], times[s])

@@ -59,27 +59,20 @@ class Pretraining:
                              [p for m in mods for p in m.parameters() if p.requires_grad], recon, 0xE4C,
                              frozen=list(enc.parameters()))
 
-    def prior_phase(self) -> PretrainPhase | None:
+    def prior_phase(self, video_windows: int | None = None) -> PretrainPhase | None:
         """Regression of the action prior (keypoint stem, head, per-domain mean) and the video
-        prior, the towers never run; ``None`` for a model with neither. The encoder does not
-        change in this phase, so each window's latents are encoded once and reused (windows
-        are drawn many times; encoding a clip costs far more than a prior step): a random
-        video transform is then frozen at its first draw for the video prior."""
+        prior, the towers never run; ``None`` for a model with neither. ``video_windows``:
+        how many of each batch's windows the video prior learns from (``None``: all); the
+        video prior costs several times an action-prior sample, and the action prior is what
+        acts (``TrainConfig.video_prior_batch_size``)."""
         params = [p for p in self.prior_parameters() if p.requires_grad]
         if not params:
             return None
-        latents: dict[int, torch.Tensor] = {}
+        if video_windows is not None and video_windows < 1:
+            raise ValueError(f"train.video_prior_batch_size: expected >= 1 windows, got {video_windows}")
 
         def priors(batch: Any, indices: list[int]) -> torch.Tensor:
-            lat = None
-            if self.video_prior is not None and batch.video is not None:
-                todo = [k for k, i in enumerate(indices) if i not in latents]
-                if todo:
-                    with torch.no_grad():
-                        new = self.video_encoder.encode(batch.video[todo].to(self.device))
-                    latents.update(zip([indices[k] for k in todo], new))
-                lat = torch.stack([latents[i] for i in indices])
-            return self.prior_loss(batch, lat)
+            return self.prior_loss(batch, video_windows)
 
         name = "_and_".join(n for n, on in (("action_prior", self.prior_bias is not None),
                                             ("video_prior", self.video_prior is not None)) if on)

@@ -6,13 +6,13 @@ their losses, parameters and the noise scale the flow uses around them. A mixin 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cosmos3_robot.batch import WorldBatch
 from cosmos3_robot.model.flow import masked_mean
 from cosmos3_robot.model.modes import Mode
-from cosmos3_robot.model.tokenizers import patchify, unpatchify
+from cosmos3_robot.model.tokenizers import patchify
+from cosmos3_robot.model.video_prior import frame_log_error
 
 
 PRIOR_HIDDEN = 512
@@ -46,14 +46,13 @@ class Priors:
         err = (mu - actions).abs()
         return masked_mean(err, mask, self._action_valid(batch, err.shape[:2]))
 
-    def prior_loss(self, batch: WorldBatch, video_latents: torch.Tensor | None = None) -> torch.Tensor:
+    def prior_loss(self, batch: WorldBatch, video_windows: int | None = None) -> torch.Tensor:
         """The priors' regression losses alone (scalar), without the towers, for pretraining
         them before the flow (``TrainConfig.prior_steps``): the action prior's (the
         observation path: state, keypoint stem, prior head and per-domain mean; needs actions
         and embodiments, and the current frame with ``visual_keypoints``) plus the video
-        prior's (:meth:`video_prior_loss`; on ``video_latents`` ``(B, F', C, h, w)`` when
-        given, e.g. cached, else the clip encoded without gradient; skipped for a batch
-        without future frames). Needs ``action_prior`` or ``video_prior``."""
+        prior's (:meth:`video_prior_loss`, on the first ``video_windows`` samples when given;
+        skipped for a batch without future frames). Needs ``action_prior`` or ``video_prior``."""
         if self.prior_bias is None and self.video_prior is None:
             raise ValueError("prior_loss: the model has no prior (Cosmos3Config.action_prior / video_prior)")
         B = batch.batch_size
@@ -66,35 +65,40 @@ class Priors:
             assert mu is not None
             loss = loss + self._prior_error(mu, actions, mask, batch)
         if self.video_prior is not None and batch.video is not None and batch.n_context_frames < batch.video.shape[1]:
-            loss = loss + self.video_prior_loss(batch, video_latents)
+            sub = batch if video_windows is None or video_windows >= B else batch.head(video_windows)
+            loss = loss + self.video_prior_loss(sub)
         elif self.prior_bias is None:
             raise ValueError("prior_loss: the video prior needs clips with context and future frames "
                              "(window.n_future > 0), and the model has no action prior")
         return loss
 
-    def video_prior_loss(self, batch: WorldBatch, latents: torch.Tensor | None = None) -> torch.Tensor:
-        """The video prior's regression loss (scalar): MSE of its prediction to the clip's
-        future latents, from the context latents, the clean actions and the embodiments.
-        ``latents`` ``(B, F', C, h, w)``: the clip's latents (treated as fixed targets);
-        ``None`` encodes ``batch.video`` without gradient."""
+    def video_prior_frames(self, batch: WorldBatch, n_frames: int) -> torch.Tensor:
+        """The video prior's future frames ``(B, n_frames, 3, H, W)`` in [-1, 1] after the
+        batch's context frames (the last of them is "now"), from its actions (the clean
+        chunk), state and embodiments."""
         if self.video_prior is None:
-            raise ValueError("video_prior_loss: the model has no video prior (Cosmos3Config.video_prior)")
+            raise ValueError("video_prior_frames: the model has no video prior (Cosmos3Config.video_prior)")
         B = batch.batch_size
         n_ctx = batch.n_context_frames
         if batch.video is None or n_ctx < 1:
-            raise ValueError("video: the video prior needs context and future frames (B, F, 3, H, W)")
-        if latents is None:
-            self._check_images(batch.video, "video", B)
-            with torch.no_grad():
-                latents = self.video_encoder.encode(batch.video.to(self.device, self.special.dtype))
-        n_ctx_lat = self._context_latents(n_ctx)
-        if latents.shape[1] <= n_ctx_lat:
-            raise ValueError(f"video: the video prior needs future frames after the {n_ctx} context frames")
+            raise ValueError("video: the video prior needs the context frames (B, F, 3, H, W)")
+        self._check_images(batch.video, "video", B)
+        if batch.actions is None:
+            raise ValueError("actions: the video prior needs the action chunk (B, T, D)")
         actions, _ = self._padded_actions(batch, B)
-        latents = latents.detach().to(self.device, self.special.dtype)
-        mu = self.video_prior(latents[:, :n_ctx_lat], actions, self.domain_ids(batch.embodiment, B),
-                              latents.shape[1] - n_ctx_lat)
-        return F.mse_loss(mu, latents[:, n_ctx_lat:])
+        state = self._padded_state(batch, B)
+        st = actions.new_zeros(B, self.config.max_action_width) if state is None else state[0]
+        now = batch.video[:, n_ctx - 1].to(self.device, self.special.dtype)
+        return self.video_prior(now, actions, st, self.domain_ids(batch.embodiment, B), n_frames)
+
+    def video_prior_loss(self, batch: WorldBatch) -> torch.Tensor:
+        """The video prior's regression loss (scalar, dB; :func:`frame_log_error`): its
+        frames against the clip's real future frames."""
+        n_ctx = batch.n_context_frames
+        if batch.video is None or not 1 <= n_ctx < batch.video.shape[1]:
+            raise ValueError("video: the video prior needs context and future frames (B, F, 3, H, W)")
+        future = batch.video[:, n_ctx:].to(self.device, self.special.dtype)
+        return frame_log_error(self.video_prior_frames(batch, future.shape[1]), future)
 
     def prior_parameters(self) -> list[nn.Parameter]:
         """The parameters :meth:`prior_loss` trains (``[]`` without a prior): the action
@@ -125,13 +129,13 @@ class Priors:
         video prior applies, else 1); the video head's velocity is in these units times it."""
         return self.config.flow.prior_noise if self.video_prior_applies(mode) else 1.0
 
-    def video_prior_tokens(self, context: torch.Tensor, actions: torch.Tensor, domain: torch.Tensor,
-                           n_future: int) -> torch.Tensor:
-        """The video prior's future latents as DM tokens ``(B, n_future * tokens_per_latent_frame,
-        C * p * p)`` from the context tokens ``(B, n_ctx * tokens_per_latent_frame, C * p * p)``
-        and the padded actions ``(B, T, max_action_width)``."""
+    def video_prior_tokens(self, batch: WorldBatch, n_future: int) -> torch.Tensor:
+        """The video prior's future as latent DM tokens ``(B, n_future * tokens_per_latent_frame,
+        C * p * p)``, where the video flow starts: its frames encoded after the batch's context
+        frames (as the clip's own future would be)."""
         c = self.config
-        assert self.video_prior is not None
-        g, tpf = c.latent_size, c.tokens_per_latent_frame
-        ctx = unpatchify(context, context.shape[1] // tpf, c.latent_channels, g, g, c.dm_patch)
-        return patchify(self.video_prior(ctx, actions, domain, n_future), c.dm_patch)
+        n_ctx = batch.n_context_frames
+        frames = self.video_prior_frames(batch, n_future * c.temporal_compression)
+        clip = torch.cat([batch.video[:, :n_ctx].to(self.device, frames.dtype), frames], 1)
+        lat = self.video_encoder.encode(clip)[:, self._context_latents(n_ctx):]
+        return patchify(lat, c.dm_patch)

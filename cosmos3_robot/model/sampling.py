@@ -92,7 +92,8 @@ class Sampling:
         prior) returns the sampler's starting point without running either tower: at
         temperature 0 the prior's regressed chunk, the model's cheapest action (a conv stem
         and an MLP) and, early in training, often its most accurate one; or the video
-        prior's regressed future frames.
+        prior's predicted future frames (in pixels, not through the autoencoder; the
+        temperature does not apply there).
 
         ``temperature`` scales the starting noise (1: sample the learned distribution; 0: start
         from its centre, so a one-step Euler sample is the model's estimate of the mean, and
@@ -174,10 +175,10 @@ class Sampling:
         video_mu = None
         if self.video_prior_applies(mode):
             n_fut = shapes["video_future"][1] // c.tokens_per_latent_frame
-            video_mu = self.video_prior_tokens(clean["video_context"], clean["actions"], domain, n_fut)
+            if steps == 0:  # the prior's frames themselves
+                return {"video": self.video_prior_frames(batch, n_fut * c.temporal_compression)}
+            video_mu = self.video_prior_tokens(batch, n_fut)
         if steps == 0:
-            if video_mu is not None:
-                return self._prior_video(batch, clean, shapes, gen, temperature, video_mu)
             return self._prior_chunk(mode, batch, B, shapes, gen, temperature, domain, mask, action_prefix)
         text = list(batch.text)
         use_cfg = guidance != 1.0
@@ -369,15 +370,6 @@ class Sampling:
             start = start.clone()
             start[:, :pinned.shape[1]] = pinned * mask[:, None]
         return self._action_output(start, mask)
-
-    def _prior_video(self, batch: WorldBatch, clean: dict[str, torch.Tensor],
-                     shapes: dict[str, tuple[int, ...]], gen: torch.Generator, temperature: float,
-                     video_mu: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``generate(steps=0)`` in forward dynamics with a video prior: the flow's starting
-        point decoded without running either tower (at temperature 0 the prior's regressed
-        future, its estimate of the mean)."""
-        start = self._starting_noise(shapes, gen, temperature, None, None, None, video_mu)["video_future"]
-        return {"video": self._decode_future(start, clean, batch)}
 
     @torch.no_grad()
     def generate_text(self, prompts: Sequence[str], ar_images: torch.Tensor | None = None,

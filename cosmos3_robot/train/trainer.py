@@ -73,8 +73,8 @@ class TrainConfig:
             against the budget and stops at ``pretrain_fraction`` of it. A model whose encoder has no
             trainable weights (raw patches, an external VAE) skips it. ``0``: the encoder
             trains alongside the world model by ``flow.recon_loss_weight`` (never frozen).
-            A model with ``video_prior`` trains the prior in the same steps, on the detached
-            latents (:meth:`~cosmos3_robot.model.cosmos3.Cosmos3.encoder_loss`).
+            A model with ``video_prior`` trains the prior in the same steps
+            (:meth:`~cosmos3_robot.model.cosmos3.Cosmos3.encoder_loss`).
         prior_steps: regression-only steps of the action prior (``Cosmos3Config.action_prior``:
             the keypoint stem, the prior head and the per-domain mean,
             :meth:`~cosmos3_robot.model.cosmos3.Cosmos3.prior_loss`) before the world model
@@ -84,8 +84,8 @@ class TrainConfig:
             chunk that already reads the camera instead of learning that path through it. A
             fresh start only; under ``max_minutes`` both pretraining phases together stop at
             ``pretrain_fraction`` of the budget. A model with ``video_prior`` trains that prior in the same
-            steps, on the windows' latents encoded once each (the encoder is fixed in this
-            phase); a model with neither prior skips it.
+            steps (on ``video_prior_batch_size`` windows of each batch); a model with neither
+            prior skips it.
         prior_lr: the prior phase's peak learning rate; after the warm-up it follows a
             cosine to zero over the phase (its steps, or under ``max_minutes`` its share of the
             budget, whichever ends first).
@@ -98,6 +98,9 @@ class TrainConfig:
             phases may spend (the rest trains the world model).
         pretrain_batch_size: batch of the pretraining phases (``None``: ``batch_size``); a
             prior step never runs the towers, so it affords a larger batch.
+        video_prior_batch_size: in the prior phase, how many of each batch's windows the video
+            prior learns from (``None``: all). A video-prior sample costs several action-prior
+            samples, and on a CPU budget the action prior is what acts.
         strategy: with several processes, ``"ddp"`` (replicated weights) or ``"fsdp"``
             (FSDP2: parameters, gradients and optimizer state sharded per MoT layer; for the
             larger presets). Checkpoints hold full tensors either way.
@@ -132,6 +135,7 @@ class TrainConfig:
     freeze_prior: bool = False
     pretrain_fraction: float = 0.5
     pretrain_batch_size: int | None = None
+    video_prior_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         for name in self.modes:
@@ -149,6 +153,8 @@ class TrainConfig:
                              f"got {self.pretrain_fraction}")
         if self.pretrain_batch_size is not None and self.pretrain_batch_size < 1:
             raise ValueError(f"train.pretrain_batch_size: expected >= 1 or null, got {self.pretrain_batch_size}")
+        if self.video_prior_batch_size is not None and self.video_prior_batch_size < 1:
+            raise ValueError(f"train.video_prior_batch_size: expected >= 1 or null, got {self.video_prior_batch_size}")
         for phase in ("encoder", "prior"):
             steps, lr = getattr(self, f"{phase}_steps"), getattr(self, f"{phase}_lr")
             if steps < 0 or not lr > 0:
@@ -250,7 +256,7 @@ class Trainer:
                 for p in phase.frozen:
                     p.requires_grad_(False)
         if cfg.prior_steps > 0 and ckpt is None:
-            phase = model.prior_phase()
+            phase = model.prior_phase(cfg.video_prior_batch_size)
             if phase is None:
                 if not self.quiet:
                     print("[train] prior_steps: the model has no prior (model action_prior / video_prior); "
