@@ -13,7 +13,7 @@ world model against simple baselines. CPU by default; everything is made here.
    intervals (:mod:`cosmos3_robot.sim.evaluate`).
 4. World model on held-out windows: forward dynamics (PSNR / SSIM of the imagined future
    frames vs copying the last frame, and the real future frames through the video
-   autoencoder as the ceiling imagined frames can reach) and inverse dynamics (error of the actions the future
+   autoencoder as the ceiling of the flow's decoded frames) and inverse dynamics (error of the actions the future
    frames pin down vs ground truth, against a ridge regression on the two frames' pixels and
    against predicting the mean action). And whether the policy reads its camera: each
    held-out request (instruction, state, seed) is answered once with its own frame and once
@@ -248,11 +248,12 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
     mu, sd, w = ridge(fx_a, fy_a, lam=float(len(fx_a)))
     mean_action = fy_a.mean(0)
     # "autoencoder": the real future frames through the video autoencoder, the ceiling of
-    # what imagined frames can score (the encoder is trained within the same budget).
+    # what the flow's decoded frames can score (the encoder is trained within the same
+    # budget); the video prior's frames (steps 0) do not pass through it.
     # "still": a clip in which nothing moves (the context frame repeated) through the
     # autoencoder, what a model that predicts no motion at all scores after decoding.
-    # "prior": with a video prior, its regressed future alone (steps 0, temperature 0), the
-    # point the flow starts from.
+    # "prior": with a video prior, its predicted frames alone (steps 0), whose latents the
+    # flow starts from.
     has_prior = model.config.video_prior
     names = ("model", "copy_last", "autoencoder", "still") + (("prior",) if has_prior else ())
     psnrs: dict[str, list[float]] = {n: [] for n in names}
@@ -332,37 +333,45 @@ def print_tables(results: dict[str, Any]) -> None:
             cells.append(f"{100 * x['success_rate']:.0f}% [{100 * lo:.0f}-{100 * hi:.0f}]")
         t.add_row(name, str(r["train"].get("steps", "-")), *cells)
     console.print(t)
-    wm = results.get("world_model")
-    if wm:
-        w = Table(title=f"World model on {wm['windows']} held-out windows ({wm['future_frames']} future frames)")
-        for col in ("metric", "cosmos3", "baseline", "baseline value", "ratio"):
-            w.add_column(col, justify="left" if col in ("metric", "baseline") else "right")
-        p, s, e = wm["fd_psnr_db"], wm["fd_ssim"], wm["id_mae_normalised"]
-        w.add_row("FD PSNR (dB, higher better)", f"{p['model']:.2f}", "copy last frame", f"{p['copy_last']:.2f}",
-                  f"{p['model'] - p['copy_last']:+.2f} dB")
-        w.add_row("FD SSIM (higher better)", f"{s['model']:.3f}", "copy last frame", f"{s['copy_last']:.3f}",
-                  f"{s['model'] / max(s['copy_last'], 1e-9):.2f}x")
-        if "autoencoder" in p:  # the ceiling: real future frames through the autoencoder
-            w.add_row("FD PSNR (dB)", f"{p['model']:.2f}", "autoencoder round trip (ceiling)",
-                      f"{p['autoencoder']:.2f}", f"{p['model'] - p['autoencoder']:+.2f} dB")
-        if "still" in p:  # has the model learned motion, or does it decode "nothing moves"?
-            w.add_row("FD PSNR (dB)", f"{p['model']:.2f}", "autoencoder, nothing moves",
-                      f"{p['still']:.2f}", f"{p['model'] - p['still']:+.2f} dB")
-        if "prior" in p:  # the flow's starting point: the video prior's regression alone
-            w.add_row("FD PSNR (dB)", f"{p['model']:.2f}", "video prior alone (steps 0)",
-                      f"{p['prior']:.2f}", f"{p['model'] - p['prior']:+.2f} dB")
-        if "fd_psnr_db_per_frame" in wm:
-            pf = wm["fd_psnr_db_per_frame"]
-            w.add_row("FD PSNR per future frame (dB)", " / ".join(f"{x:.1f}" for x in pf["model"]),
-                      "copy last frame", " / ".join(f"{x:.1f}" for x in pf["copy_last"]), "")
-        for base, label in (("ridge", "ridge on pixels"), ("mean", "mean action")):
-            w.add_row("ID action MAE (normalised, lower better)", f"{e['model']:.3f}", label, f"{e[base]:.3f}",
-                      f"{e['model'] / max(e[base], 1e-9):.2f}x")
-        if wm.get("camera_swap"):  # 1.00x: the policy ignores its camera
-            cs = wm["camera_swap"]
-            w.add_row("policy action MAE, frame of another episode", f"{cs['mae_other']:.3f}",
-                      "own frame", f"{cs['mae_own']:.3f}", f"{cs['mae_other'] / max(cs['mae_own'], 1e-9):.2f}x")
-        console.print(w)
+    if results.get("world_model"):
+        print_world_model(results["world_model"], console)
+
+
+def print_world_model(wm: dict[str, Any], console=None) -> None:
+    """The world-model table of :func:`world_model`'s result."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=max(Console().width, 120))
+    w = Table(title=f"World model on {wm['windows']} held-out windows ({wm['future_frames']} future frames)")
+    for col in ("metric", "cosmos3", "baseline", "baseline value", "ratio"):
+        w.add_column(col, justify="left" if col in ("metric", "baseline") else "right")
+    p, s, e = wm["fd_psnr_db"], wm["fd_ssim"], wm["id_mae_normalised"]
+    w.add_row("FD PSNR (dB, higher better)", f"{p['model']:.2f}", "copy last frame", f"{p['copy_last']:.2f}",
+              f"{p['model'] - p['copy_last']:+.2f} dB")
+    w.add_row("FD SSIM (higher better)", f"{s['model']:.3f}", "copy last frame", f"{s['copy_last']:.3f}",
+              f"{s['model'] / max(s['copy_last'], 1e-9):.2f}x")
+    if "autoencoder" in p:  # real future frames through the autoencoder: the flow's ceiling
+        w.add_row("FD PSNR (dB)", f"{p['model']:.2f}", "autoencoder round trip (the flow's ceiling)",
+                  f"{p['autoencoder']:.2f}", f"{p['model'] - p['autoencoder']:+.2f} dB")
+    if "still" in p:  # has the model learned motion, or does it decode "nothing moves"?
+        w.add_row("FD PSNR (dB)", f"{p['model']:.2f}", "autoencoder, nothing moves",
+                  f"{p['still']:.2f}", f"{p['model'] - p['still']:+.2f} dB")
+    if "prior" in p:  # the flow's starting point: the video prior's regression alone
+        w.add_row("FD PSNR (dB)", f"{p['model']:.2f}", "video prior alone (steps 0)",
+                  f"{p['prior']:.2f}", f"{p['model'] - p['prior']:+.2f} dB")
+    if "fd_psnr_db_per_frame" in wm:
+        pf = wm["fd_psnr_db_per_frame"]
+        w.add_row("FD PSNR per future frame (dB)", " / ".join(f"{x:.1f}" for x in pf["model"]),
+                  "copy last frame", " / ".join(f"{x:.1f}" for x in pf["copy_last"]), "")
+    for base, label in (("ridge", "ridge on pixels"), ("mean", "mean action")):
+        w.add_row("ID action MAE (normalised, lower better)", f"{e['model']:.3f}", label, f"{e[base]:.3f}",
+                  f"{e['model'] / max(e[base], 1e-9):.2f}x")
+    if wm.get("camera_swap"):  # 1.00x: the policy ignores its camera
+        cs = wm["camera_swap"]
+        w.add_row("policy action MAE, frame of another episode", f"{cs['mae_other']:.3f}",
+                  "own frame", f"{cs['mae_own']:.3f}", f"{cs['mae_other'] / max(cs['mae_own'], 1e-9):.2f}x")
+    console.print(w)
 
 
 def train_and_evaluate(args: argparse.Namespace, data: Path, out: Path, minutes: float) -> dict[str, Any]:
@@ -452,6 +461,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="also evaluate our trained policy's action prior alone (steps 0, temperature 0: "
                          "the prior's chunk, the towers not run) as the row 'cosmos3 (prior)'")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny preset, reach only, 1 min each")
+    ap.add_argument("--wm-run", metavar="RUN",
+                    help="only score the world model of this trained run (e.g. runs/demo/run) on --wm-episodes "
+                         "held-out episodes of --tasks, forward dynamics at --steps (0: the video prior)")
     ap.add_argument("--retrain", action="store_true", help="train again even where a trained policy is in --out")
     ap.add_argument("--set", dest="cosmos3_set", action="append", default=[], metavar="KEY=VALUE",
                     help="a recipe override for cosmos3 (repeatable), e.g. window.embodiment=sim_arm_absolute")
@@ -459,6 +471,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.tasks, args.demos, args.minutes, args.episodes, args.preset, args.batch = ["reach"], 6, [1.0], 4, "tiny", 8
         args.wm_episodes = 2
+    if args.wm_run:
+        wm = world_model(Path(args.wm_run), args.tasks, args.wm_episodes, steps=args.steps,
+                         temperature=args.temperature)
+        print_world_model(wm)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "world_model.json").write_text(json.dumps(wm, indent=1))
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     budgets = sorted(set(args.minutes))

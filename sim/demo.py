@@ -272,8 +272,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     times["imagination_s"] = time.perf_counter() - t0
 
     metrics = read_metrics(run_dir)
+    prior = read_metrics(run_dir, "prior")
     summary = {"config": cfg.__dict__, "record": rec_stats, "times": times,
                "train": {"steps": metrics[-1]["step"] if metrics else 0,
+                         "prior_steps": prior[-1]["prior_step"] if prior else 0,
                          "first_loss": metrics[0]["loss"] if metrics else None,
                          "last_loss": metrics[-1]["loss"] if metrics else None},
                "eval": {k: {"tasks": v["tasks"], "overall": v["overall"]} for k, v in summaries.items()},
@@ -281,9 +283,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     (report / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     lines = [
         "# cosmos3-robot demo report", "",
-        f"Model preset `{cfg.preset}`, trained {summary['train']['steps']} steps in {times['train_s'] / 60:.1f} min "
+        f"Model preset `{cfg.preset}`, trained {times['train_s'] / 60:.1f} min: {summary['train']['prior_steps']} "
+        f"steps of the priors alone (the policy at `steps 0` and the video prior), then "
+        f"{summary['train']['steps']} world-model steps, "
         f"on {sum(rec_stats.get('kept', {}).values())} expert demonstrations "
-        f"(loss {summary['train']['first_loss']:.3f} -> {summary['train']['last_loss']:.3f}).", "",
+        f"(world-model loss {summary['train']['first_loss']:.3f} -> {summary['train']['last_loss']:.3f}).", "",
     ]
     for name, s in summaries.items():
         lines += [f"## Closed-loop success: {name}", "", markdown_table(s), ""]

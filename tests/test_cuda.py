@@ -87,8 +87,7 @@ def test_training_on_cuda_with_bf16_autocast_then_loading_on_the_cpu(tmp_path):
 
 def test_video_prior_forward_dynamics_and_pretraining_on_cuda(tmp_path):
     """The video prior's start (steps 0 and a few flow steps) on CUDA matches the CPU, and a
-    recipe with it pretrains (encoder and prior phases, latents cached on the GPU) and trains
-    there with bf16 autocast."""
+    recipe with it pretrains (encoder and prior phases) and trains there with bf16 autocast."""
     m = make_model(wake=True, video_prior=True, action_prior=True, flow={"prior_noise": 0.3}).eval()
     b = random_batch()
     for steps in (0, 2):
