@@ -285,8 +285,10 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
             if all(other[r] >= 0 for r in rows):
                 kw = {"steps": steps, "seed": i, "n_actions": spec.chunk, **temp}
                 pa = model.generate("policy_actions", b, **kw)["actions"]
-                foreign = collate([test[other[r]] for r in rows]).video
-                pb = model.generate("policy_actions", dataclasses.replace(b, video=foreign), **kw)["actions"]
+                # every camera of the other window (a model with several views reads `views`)
+                foreign = collate([test[other[r]] for r in rows])
+                pb = model.generate("policy_actions", dataclasses.replace(b, video=foreign.video, views=foreign.views),
+                                    **kw)["actions"]
                 full = b.actions[..., : pa.shape[-1]]
                 swap["change"].append((pb - pa).abs().mean((1, 2)).numpy())
                 swap["mae_own"].append((pa - full).abs().mean((1, 2)).numpy())
