@@ -276,8 +276,8 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
             outputs = {"model": fut, "copy_last": b.video[:, :1].expand(-1, k, -1, -1, -1), "autoencoder": rec,
                        "still": still}
             if has_prior:
-                outputs["prior"] = model.generate("forward_dynamics", b, steps=0, n_future_frames=k,
-                                                  temperature=0.0)["video"]
+                outputs["prior"] = fut if steps == 0 else model.generate(
+                    "forward_dynamics", b, steps=0, n_future_frames=k, temperature=0.0)["video"]
             gt = targets(b)
             # no prior generates inverse dynamics: at steps 0 the flow answers with 4 steps
             ida = model.generate("inverse_dynamics", b, steps=steps or 4, seed=i, n_actions=spec.chunk,

@@ -230,13 +230,18 @@ class Cosmos3(BatchInputs, SequenceLayout, Priors, Pretraining, Sampling, nn.Mod
             vscale = self.video_noise_scale(mode)
             if self.video_prior is not None and "actions" in clean and {"video_context", "video_future"} <= set(clean):
                 # the prior learns from every mode that holds the clip and its actions
-                if any(p.requires_grad for p in self.video_prior.parameters()):  # not frozen (freeze_prior)
-                    parts["video_prior"] = self.video_prior_loss(batch)
-                if self.video_prior_applies(mode):  # forward dynamics starts from its latents
-                    n_fut = clean["video_future"].shape[1] // self.config.tokens_per_latent_frame
-                    with torch.no_grad():
-                        vmu = self.video_prior_tokens(batch, n_fut)
-                    noise["video_future"] = noise["video_future"] * vscale + vmu
+                # one prior pass: its loss unless frozen (freeze_prior), and where forward
+                # dynamics starts (its frames' latents)
+                learns = any(p.requires_grad for p in self.video_prior.parameters())
+                if learns or self.video_prior_applies(mode):
+                    with torch.set_grad_enabled(learns and torch.is_grad_enabled()):
+                        frames = self.video_prior_frames(batch, batch.video.shape[1] - batch.n_context_frames)
+                    if learns:
+                        parts["video_prior"] = self.video_prior_loss(batch, frames)
+                    if self.video_prior_applies(mode):
+                        with torch.no_grad():
+                            vmu = self.prior_frame_tokens(batch, frames.detach())
+                        noise["video_future"] = noise["video_future"] * vscale + vmu
             times = {s: sample_time((B,), fc, generator).to(self.device) for s in mode.noisy}
             for s in mode.noisy:
                 inputs[s] = interpolate(clean[s], noise[s], times[s])

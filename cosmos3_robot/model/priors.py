@@ -91,14 +91,16 @@ class Priors:
         now = batch.video[:, n_ctx - 1].to(self.device, self.special.dtype)
         return self.video_prior(now, actions, st, self.domain_ids(batch.embodiment, B), n_frames)
 
-    def video_prior_loss(self, batch: WorldBatch) -> torch.Tensor:
+    def video_prior_loss(self, batch: WorldBatch, frames: torch.Tensor | None = None) -> torch.Tensor:
         """The video prior's regression loss (scalar, dB; :func:`frame_log_error`): its
-        frames against the clip's real future frames."""
+        frames (``frames`` when already computed) against the clip's real future frames."""
         n_ctx = batch.n_context_frames
         if batch.video is None or not 1 <= n_ctx < batch.video.shape[1]:
             raise ValueError("video: the video prior needs context and future frames (B, F, 3, H, W)")
         future = batch.video[:, n_ctx:].to(self.device, self.special.dtype)
-        return frame_log_error(self.video_prior_frames(batch, future.shape[1]), future)
+        if frames is None:
+            frames = self.video_prior_frames(batch, future.shape[1])
+        return frame_log_error(frames, future)
 
     def prior_parameters(self) -> list[nn.Parameter]:
         """The parameters :meth:`prior_loss` trains (``[]`` without a prior): the action
@@ -134,8 +136,13 @@ class Priors:
         C * p * p)``, where the video flow starts: its frames encoded after the batch's context
         frames (as the clip's own future would be)."""
         c = self.config
+        return self.prior_frame_tokens(batch, self.video_prior_frames(batch, n_future * c.temporal_compression))
+
+    def prior_frame_tokens(self, batch: WorldBatch, frames: torch.Tensor) -> torch.Tensor:
+        """Predicted future ``frames`` ``(B, k * tc, 3, H, W)`` as latent DM tokens: encoded
+        after the batch's context frames."""
+        c = self.config
         n_ctx = batch.n_context_frames
-        frames = self.video_prior_frames(batch, n_future * c.temporal_compression)
         clip = torch.cat([batch.video[:, :n_ctx].to(self.device, frames.dtype), frames], 1)
         lat = self.video_encoder.encode(clip)[:, self._context_latents(n_ctx):]
         return patchify(lat, c.dm_patch)
