@@ -259,7 +259,7 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
     psnrs: dict[str, list[float]] = {n: [] for n in names}
     ssim: dict[str, list[float]] = {n: [] for n in names}
     per_frame: dict[str, list[list[float]]] = {n: [[] for _ in range(k)] for n in names}
-    err = {"model": [], "ridge": [], "mean": []}
+    err = {"model": [], "model_other_future": [], "policy": [], "ridge": [], "mean": []}
     # does the policy read its camera? each request again with a frame of another episode
     episode = np.array([e for e, _ in test.index])
     pick = np.random.default_rng(HELD_OUT_SEED)
@@ -279,17 +279,24 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
                 outputs["prior"] = fut if steps == 0 else model.generate(
                     "forward_dynamics", b, steps=0, n_future_frames=k, temperature=0.0)["video"]
             gt = targets(b)
-            # no prior generates inverse dynamics: at steps 0 the flow answers with 4 steps
-            ida = model.generate("inverse_dynamics", b, steps=steps or 4, seed=i, n_actions=spec.chunk,
+            # at steps 0 the inverse prior answers; without one, the flow with 4 steps
+            id_steps = steps if steps or model.config.inverse_prior else 4
+            ida = model.generate("inverse_dynamics", b, steps=id_steps, seed=i, n_actions=spec.chunk,
                                  **temp)["actions"][:, :k]
             if all(other[r] >= 0 for r in rows):
+                # does inverse dynamics read the future? the same clip with another window's future frames
+                foreign = collate([test[other[r]] for r in rows])
+                mixed = dataclasses.replace(b, video=torch.cat([b.video[:, :1], foreign.video[:, 1:]], 1))
+                idb = model.generate("inverse_dynamics", mixed, steps=id_steps, seed=i, n_actions=spec.chunk,
+                                     **temp)["actions"][:, :k]
+                err["model_other_future"].append((idb - targets(b)).abs().mean((1, 2)).numpy())
                 kw = {"steps": steps, "seed": i, "n_actions": spec.chunk, **temp}
                 pa = model.generate("policy_actions", b, **kw)["actions"]
                 # every camera of the other window (a model with several views reads `views`)
-                foreign = collate([test[other[r]] for r in rows])
                 pb = model.generate("policy_actions", dataclasses.replace(b, video=foreign.video, views=foreign.views),
                                     **kw)["actions"]
                 full = b.actions[..., : pa.shape[-1]]
+                err["policy"].append((pa[:, :k] - targets(b)).abs().mean((1, 2)).numpy())  # no future frames
                 swap["change"].append((pb - pa).abs().mean((1, 2)).numpy())
                 swap["mae_own"].append((pa - full).abs().mean((1, 2)).numpy())
                 swap["mae_other"].append((pb - full).abs().mean((1, 2)).numpy())
@@ -309,7 +316,7 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
             "fd_psnr_db": {n: float(np.mean(v)) for n, v in psnrs.items()},
             "fd_ssim": {n: float(np.mean(v)) for n, v in ssim.items()},
             "fd_psnr_db_per_frame": {n: [float(np.mean(x)) for x in v] for n, v in per_frame.items()},
-            "id_mae_normalised": {n: float(np.mean(np.concatenate(v))) for n, v in err.items()},
+            "id_mae_normalised": {n: float(np.mean(np.concatenate(v))) for n, v in err.items() if v},
             "camera_swap": ({n: float(np.mean(np.concatenate(v))) for n, v in swap.items()}
                             if swap["change"] else None)}
 
@@ -366,9 +373,14 @@ def print_world_model(wm: dict[str, Any], console=None) -> None:
         pf = wm["fd_psnr_db_per_frame"]
         w.add_row("FD PSNR per future frame (dB)", " / ".join(f"{x:.1f}" for x in pf["model"]),
                   "copy last frame", " / ".join(f"{x:.1f}" for x in pf["copy_last"]), "")
-    for base, label in (("ridge", "ridge on pixels"), ("mean", "mean action")):
-        w.add_row("ID action MAE (normalised, lower better)", f"{e['model']:.3f}", label, f"{e[base]:.3f}",
-                  f"{e['model'] / max(e[base], 1e-9):.2f}x")
+    for base, label in (("ridge", "ridge on pixels"), ("mean", "mean action"),
+                        ("policy", "the policy (no future frames)")):
+        if base in e:
+            w.add_row("ID action MAE (normalised, lower better)", f"{e['model']:.3f}", label, f"{e[base]:.3f}",
+                      f"{e['model'] / max(e[base], 1e-9):.2f}x")
+    if "model_other_future" in e:  # 1.00x: inverse dynamics ignores the future frames
+        w.add_row("ID action MAE, another window's future frames", f"{e['model_other_future']:.3f}",
+                  "own future frames", f"{e['model']:.3f}", f"{e['model_other_future'] / max(e['model'], 1e-9):.2f}x")
     if wm.get("camera_swap"):  # 1.00x: the policy ignores its camera
         cs = wm["camera_swap"]
         w.add_row("policy action MAE, frame of another episode", f"{cs['mae_other']:.3f}",

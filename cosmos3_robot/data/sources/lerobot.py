@@ -88,24 +88,26 @@ def read_lerobot(repo_id: str, layout: LeRobotLayout, root: str | None = None,
         if key not in columns:
             raise DataError(f"lerobot {repo_id}: feature {key!r} (for {name!r}) is in the metadata but not in the "
                             f"data files; columns: {sorted(columns)}")
-    ep_col = np.asarray(hf["episode_index"])
-    wanted = episodes if episodes is not None else sorted(set(ep_col.tolist()))
+    # Every column but the images is read once, as plain values (LeRobot's torch format, and
+    # iterating rows of a column, decode every image of each row: 3x the images of a demo set)
+    plain = hf.with_format(None)
     numeric = {**layout.state, **layout.commands}
+    table = plain.select_columns(sorted({"episode_index", "timestamp", "task_index", *numeric.values()})).to_dict()
+    ep_col = np.asarray(table["episode_index"])
+    wanted = episodes if episodes is not None else sorted(set(ep_col.tolist()))
+    image_keys = [k for k in layout.cameras.values() if k not in ds.meta.video_keys]
+    images = plain.select_columns(image_keys) if image_keys else None
+
     def read_episode(ep_idx: int) -> Episode:
         rows = np.nonzero(ep_col == ep_idx)[0]
         name = f"lerobot:{repo_id}:episode_{ep_idx}"
         if rows.size < 2:
             raise DataError(f"{name}: {rows.size} frames; at least 2 are needed")
-        sub = hf.select(rows.tolist())
-        ts = np.asarray(torch.stack(list(sub["timestamp"])) if isinstance(sub["timestamp"][0], torch.Tensor)
-                        else sub["timestamp"], dtype=np.float64).reshape(-1)
+        ts = np.asarray([table["timestamp"][i] for i in rows], dtype=np.float64).reshape(-1)
         arrays = {}
         for raw, key in numeric.items():
             what = f"{'state' if raw in layout.state else 'commands'}[{raw!r}] ({key})"
-            try:
-                col = sub.with_format(None)[key]  # the raw column: LeRobot's own transform fails on nulls
-            except Exception as exc:
-                raise DataError(f"{name}: {what}: cannot be read ({type(exc).__name__}: {exc})") from None
+            col = [table[key][i] for i in rows]
             nulls = [i for i, v in enumerate(col) if v is None or (isinstance(v, list) and any(x is None for x in v))]
             if nulls and len(nulls) == len(col):
                 raise DataError(f"{name}: {what}: no values (the column is missing from the data files, or all null)")
@@ -120,6 +122,7 @@ def read_lerobot(repo_id: str, layout: LeRobotLayout, root: str | None = None,
             if arr.size == len(rows) * int(np.prod(shape)):
                 arr = arr.reshape(len(rows), *shape)
             arrays[raw] = arr
+        sub = images.select(rows.tolist()) if images is not None else None
         frames = {}
         ep_meta = ds.meta.episodes[ep_idx]
         for cam, key in layout.cameras.items():
@@ -133,10 +136,10 @@ def read_lerobot(repo_id: str, layout: LeRobotLayout, root: str | None = None,
                                     f"({type(exc).__name__}: {exc})") from None
                 frames[cam] = _to_uint8_hwc(vid)
             else:  # images stored in the parquet files
-                imgs = sub[key]
+                imgs = sub[key]  # type: ignore[index]
                 frames[cam] = np.stack([np.asarray(im.convert("RGB")) if hasattr(im, "convert")
                                         else _to_uint8_hwc(im[None])[0] for im in imgs])
-        task_idx = int(np.asarray(sub["task_index"])[0])
+        task_idx = int(table["task_index"][rows[0]])
         text = str(ds.meta.tasks.iloc[task_idx].name)
         state = {k: arrays[k] for k in layout.state}
         commands = {k: arrays[k] for k in layout.commands}
