@@ -279,8 +279,9 @@ def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperat
                 outputs["prior"] = fut if steps == 0 else model.generate(
                     "forward_dynamics", b, steps=0, n_future_frames=k, temperature=0.0)["video"]
             gt = targets(b)
-            # at steps 0 the inverse prior answers; without one, the flow with 4 steps
-            id_steps = steps if steps or model.config.inverse_prior else 4
+            # at steps 0 the action prior would answer from the present alone (the "policy" row
+            # below): inverse dynamics is the flow, with 4 steps
+            id_steps = steps or 4
             ida = model.generate("inverse_dynamics", b, steps=id_steps, seed=i, n_actions=spec.chunk,
                                  **temp)["actions"][:, :k]
             if all(other[r] >= 0 for r in rows):

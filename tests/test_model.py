@@ -119,10 +119,8 @@ def test_block_causal_cached_generation_equals_recomputation():
 def test_optimised_generation_equals_the_plain_path(block_causal, priors):
     """Per-request precomputation (positions, RoPE, the adaLN modulation table, the
     block-causal clean K/V) changes no sample: same outputs as recomputing at every step
-    (also with the action, video and inverse priors, whose starts and scaled heads both paths
-    share)."""
-    extra = {"action_prior": True, "video_prior": True, "inverse_prior": True, "visual_keypoints": 4,
-             "flow": {"prior_noise": 0.5}} if priors else {}
+    (also with the action and video priors, whose starts and scaled heads both paths share)."""
+    extra = {"action_prior": True, "video_prior": True, "flow": {"prior_noise": 0.5}} if priors else {}
     m = make_model(wake=True, block_causal=block_causal, **extra).eval()
     b = random_batch()
     cache: dict = {}
@@ -735,47 +733,6 @@ def test_video_prior_is_where_forward_dynamics_starts_and_learns_by_regression()
     with pytest.raises(ValueError, match="video_prior_batch_size"):
         m.prior_phase(0)
     assert not preset("tiny").video_prior
-
-
-def test_inverse_prior_corrects_the_action_prior_from_the_clip_and_alone_learns_from_it():
-    """``inverse_prior``: untrained, inverse dynamics at ``steps 0`` is the action prior's
-    chunk; trained, its first ``k`` steps (the clip's future frames) move with those frames and
-    the rest stay the action prior's; with steps the flow starts from it. Its loss trains its
-    head alone: the keypoint stem and the action prior get the same gradients as without it."""
-    b = random_batch(D=10, frames=4)
-    b = WorldBatch(**{**b.__dict__, "state": torch.randn(2, 10)})
-    kw = dict(state_input=True, action_prior=True, visual_keypoints=4)
-    with pytest.raises(ValueError, match="inverse_prior needs action_prior and visual_keypoints"):
-        preset("tiny", inverse_prior=True)
-    m = make_model(inverse_prior=True, **kw).eval()
-
-    def gen(mode, batch=b, steps=0):
-        return m.generate(mode, batch, steps=steps, seed=2, n_actions=8, temperature=0.0)["actions"]
-
-    assert torch.equal(gen("inverse_dynamics"), gen("policy_actions"))  # zero-initialised correction
-    with torch.no_grad():
-        m.inverse_head[-1].weight.normal_(std=0.1)
-    inv, pol = gen("inverse_dynamics"), gen("policy_actions")
-    assert (inv[:, :3] - pol[:, :3]).abs().min() > 0 and torch.equal(inv[:, 3:], pol[:, 3:])
-    moved = WorldBatch(**{**b.__dict__, "video": torch.cat([b.video[:, :1], b.video[:, 1:].flip(0)], 1)})
-    assert not torch.allclose(gen("inverse_dynamics", moved), inv) and torch.equal(gen("policy_actions", moved), pol)
-    assert torch.allclose(gen("inverse_dynamics", steps=2), inv, atol=1e-6)  # untrained velocity: the start
-    # gradients: the stem and the prior head learn exactly what they learn without the inverse prior
-    m.train()
-    without = make_model(**kw).train()
-    without.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("inverse_head.")})
-    for model in (m, without):
-        model.zero_grad(set_to_none=True)
-        torch.manual_seed(3)  # the same random shifts of the views
-        model.prior_loss(b).backward()
-    for (name, p), q in zip(without.named_parameters(), [dict(m.named_parameters())[n] for n, _ in without.named_parameters()]):
-        if p.grad is not None:
-            assert torch.allclose(p.grad, q.grad, atol=1e-6), name
-    assert m.inverse_head[0].weight.grad.abs().sum() > 0
-    _, parts = m.loss("inverse_dynamics", b, torch.Generator().manual_seed(1))
-    assert "inverse_prior" in parts
-    _, parts = m.loss("policy", b, torch.Generator().manual_seed(1))
-    assert "inverse_prior" not in parts
 
 
 def test_video_prior_checks_its_inputs_and_scores_frames_in_decibels():

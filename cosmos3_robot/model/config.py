@@ -125,16 +125,6 @@ class Cosmos3Config:
             ``prior + prior_noise * noise`` to the data in modes whose actions are given.
             Off by default so checkpoints saved before the field existed load as they were
             trained.
-        inverse_prior: inverse dynamics starts from the action prior's chunk corrected by
-            what the clip's frames show: a head reads the action prior's observation and the
-            keypoints the first camera's stem finds in each pair of consecutive frames (now
-            and the first future frame, then each next pair) and adds a correction to the
-            chunk's step for that transition
-            (:meth:`~cosmos3_robot.model.cosmos3.Cosmos3.inverse_prior_mean`). Neither the
-            stem nor the action prior learns from it; it trains in the prior phase
-            (``train.prior_steps``). Needs ``action_prior`` and ``visual_keypoints``; the
-            clip's camera must be the first view. Off by default so checkpoints saved before
-            the field existed load as they were trained.
         dm_patch: latent patch side grouped into one DM token.
         max_action_width: padded action width (64 in the reference).
         n_action_domains: one input/output projection per embodiment domain (32).
@@ -168,7 +158,6 @@ class Cosmos3Config:
     n_views: int = 1
     action_prior: bool = False
     video_prior: bool = False
-    inverse_prior: bool = False
     dm_patch: int = 8
     max_action_width: int = 64
     n_action_domains: int = 32
@@ -199,9 +188,6 @@ class Cosmos3Config:
         need(self.keypoint_film_layers in (1, 2),
              f"keypoint_film_layers must be 1 or 2, got {self.keypoint_film_layers}")
         need(self.n_views >= 1, f"n_views must be >= 1, got {self.n_views}")
-        need(not self.inverse_prior or (self.action_prior and self.visual_keypoints > 0),
-             "inverse_prior needs action_prior and visual_keypoints (it corrects the action prior's "
-             "chunk with the keypoint stem's reading of the future frames)")
         need(self.n_action_domains >= 1 and self.max_action_width >= 1, "action domains and width must be >= 1")
         need(len(self.action_domains) <= self.n_action_domains,
              f"{len(self.action_domains)} action_domains exceed n_action_domains {self.n_action_domains}")

@@ -96,13 +96,6 @@ class Cosmos3(BatchInputs, SequenceLayout, Priors, Pretraining, Sampling, nn.Mod
             nn.init.zeros_(self.prior_head[-1].bias)
         self.video_prior = (VideoPrior(c.max_actions, c.max_action_width, c.n_action_domains)
                             if c.video_prior else None)
-        self.inverse_head = None
-        if c.inverse_prior:  # observation now + the first camera's keypoints before and after a step
-            assert self.keypoints is not None and self.prior_head is not None
-            n_in = observed + 4 * c.visual_keypoints
-            self.inverse_head = nn.Sequential(nn.Linear(n_in, PRIOR_HIDDEN), nn.GELU(),
-                                              nn.Linear(PRIOR_HIDDEN, PRIOR_HIDDEN), nn.GELU(),
-                                              nn.Linear(PRIOR_HIDDEN, c.max_action_width))
         self.modality = nn.Parameter(torch.randn(2, c.dim) * 0.02)  # video, action
         self.time_embed = TimestepEmbedding(c.dim)
         self.dm_final_norm = RMSNorm(c.dim, affine=False)
@@ -113,13 +106,10 @@ class Cosmos3(BatchInputs, SequenceLayout, Priors, Pretraining, Sampling, nn.Mod
         self.core = MoTCore(c.dim, c.n_layers, c.n_heads, int(c.dim * c.ffn_mult), c.block_causal)
         self.rope = rope.MRoPE(c.head_dim, c.sections, c.rope_theta)
         self.apply(self._init)
-        for head in (self.prior_head, self.inverse_head):  # unprojected inputs of O(1): fan-in scaling
-            if head is not None:
-                for layer in head[:3]:
-                    if isinstance(layer, nn.Linear):
-                        layer.reset_parameters()
-                nn.init.zeros_(head[-1].weight)  # starts as the per-domain mean / the action prior
-                nn.init.zeros_(head[-1].bias)
+        if self.prior_head is not None:  # unprojected inputs of O(1): PyTorch's fan-in scaling
+            for layer in self.prior_head[:3]:
+                if isinstance(layer, nn.Linear):
+                    layer.reset_parameters()
         if self.video_prior is not None:  # a conv net on O(1) inputs, like the prior head
             self.video_prior.reset_parameters()
 
@@ -236,16 +226,7 @@ class Cosmos3(BatchInputs, SequenceLayout, Priors, Pretraining, Sampling, nn.Mod
                 mu = self.action_prior_mean(observed, domain, clean["actions"].shape[1], mask)
                 if mu is not None:  # the prior learns by regression; the flow starts from it
                     parts["action_prior"] = self._prior_error(mu, clean["actions"], mask, batch)
-                    start = mu.detach()
-                    if self.inverse_prior_applies(mode):  # inverse dynamics starts from the inverse prior
-                        assert self.inverse_head is not None and observed is not None
-                        learns = any(p.requires_grad for p in self.inverse_head.parameters())
-                        with torch.set_grad_enabled(learns and torch.is_grad_enabled()):
-                            imu = self.inverse_prior_mean(batch, observed, domain, clean["actions"].shape[1], mask)
-                        if learns:
-                            parts["inverse_prior"] = self._prior_error(imu, clean["actions"], mask, batch)
-                        start = imu.detach()
-                    noise["actions"] = noise["actions"] * self.action_noise_scale + start
+                    noise["actions"] = noise["actions"] * self.action_noise_scale + mu.detach()
             vscale = self.video_noise_scale(mode)
             if self.video_prior is not None and "actions" in clean and {"video_context", "video_future"} <= set(clean):
                 # the prior learns from every mode that holds the clip and its actions
@@ -279,7 +260,7 @@ class Cosmos3(BatchInputs, SequenceLayout, Priors, Pretraining, Sampling, nn.Mod
         weights = {"text": fc.text_loss_weight if not mode.text_loss else max(fc.text_loss_weight, 1.0),
                    "video_recon": fc.recon_loss_weight,
                    "actions": fc.action_loss_weight, "action_prior": fc.prior_loss_weight,
-                   "video_prior": fc.prior_loss_weight, "inverse_prior": fc.prior_loss_weight,
+                   "video_prior": fc.prior_loss_weight,
                    "video_future": fc.video_loss_weight, "video_context": fc.video_loss_weight}
         if not parts:
             raise ValueError(f"mode {mode.name!r} has nothing to learn from")

@@ -75,8 +75,7 @@ class Pretraining:
             return self.prior_loss(batch, video_windows)
 
         name = "_and_".join(n for n, on in (("action_prior", self.prior_bias is not None),
-                                            ("video_prior", self.video_prior is not None),
-                                            ("inverse_prior", self.inverse_head is not None)) if on)
+                                            ("video_prior", self.video_prior is not None)) if on)
         return PretrainPhase("prior", name, params, priors, 0x9A1)
 
     def frozen_prior_parameters(self) -> list[nn.Parameter]:

@@ -1,6 +1,6 @@
 """The optional priors: the action prior (an instruction-conditioned keypoint stem and a
-regression head, the policy at ``steps 0``), the video prior forward dynamics starts from, and
-the inverse-dynamics prior (the action prior's chunk corrected by the clip's frames); their losses, parameters and the noise scale the flow uses around them. A mixin of
+regression head, the policy at ``steps 0``) and the video prior forward dynamics starts from;
+their losses, parameters and the noise scale the flow uses around them. A mixin of
 :class:`~cosmos3_robot.model.cosmos3.Cosmos3`."""
 
 from __future__ import annotations
@@ -38,39 +38,6 @@ class Priors:
             mu = mu + self.prior_head(observed).reshape(-1, c.max_actions, c.max_action_width)[:, :n_actions]
         return mu * mask[:, None].to(mu.dtype)
 
-    def inverse_prior_applies(self, mode: Mode) -> bool:
-        """Whether ``mode``'s action flow starts from the inverse-dynamics prior: a model with
-        ``inverse_prior`` generating actions from a given clip (context and future frames)."""
-        return (self.inverse_head is not None and "actions" in mode.noisy
-                and {"video_context", "video_future"} <= set(mode.clean))
-
-    def inverse_prior_mean(self, batch: WorldBatch, observed: torch.Tensor, domain: torch.Tensor,
-                           n_actions: int, mask: torch.Tensor) -> torch.Tensor:
-        """The inverse-dynamics prior's chunk ``(B, n_actions, W)`` (normalised, zero on padded
-        dimensions): the action prior's chunk (:meth:`action_prior_mean`), whose first ``k``
-        steps (``k`` = the clip's future frames, at most ``n_actions``) each get a correction
-        from the observation ``observed`` and the first camera's keypoints in the frame
-        before and the frame after that step (``batch.video`` ``(B, F, 3, H, W)``: the last
-        context frame is "now"). Gradients reach the correction head alone: the stem and
-        the action prior are the policy's and do not learn from it."""
-        if self.inverse_head is None or self.keypoints is None:
-            raise ValueError("inverse_prior_mean: the model has no inverse prior (Cosmos3Config.inverse_prior)")
-        B, n_ctx = batch.batch_size, batch.n_context_frames
-        if batch.video is None or not 1 <= n_ctx < batch.video.shape[1]:
-            raise ValueError("video: the inverse prior needs context and future frames (B, F, 3, H, W)")
-        self._check_images(batch.video, "video", B)
-        k = min(batch.video.shape[1] - n_ctx, n_actions)
-        clip = batch.video[:, n_ctx - 1: n_ctx + k].to(self.device, self.special.dtype)  # (B, k + 1, 3, H, W)
-        with torch.no_grad():
-            mu = self.action_prior_mean(observed, domain, n_actions, mask)
-            assert mu is not None
-            text = self.keypoints.text(list(batch.text), self.device)
-            points = self.keypoints.cameras[0](clip.flatten(0, 1), text.repeat_interleave(k + 1, 0))
-            points = points.reshape(B, k + 1, -1)
-        pairs = torch.cat([observed.detach()[:, None].expand(-1, k, -1), points[:, :-1], points[:, 1:]], -1)
-        correction = self.inverse_head(pairs) * mask[:, None].to(mu.dtype)  # (B, k, W)
-        return torch.cat([mu[:, :k] + correction, mu[:, k:]], 1)
-
     def _prior_error(self, mu: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
                      batch: WorldBatch) -> torch.Tensor:
         """The prior's regression loss: mean absolute error (L1, as ACT's chunk loss) of ``mu``
@@ -85,8 +52,7 @@ class Priors:
         observation path: state, keypoint stem, prior head and per-domain mean; needs actions
         and embodiments, and the current frame with ``visual_keypoints``) plus the video
         prior's (:meth:`video_prior_loss`, on the first ``video_windows`` samples when given;
-        skipped for a batch without future frames) and the inverse prior's (the same L1 on the
-        steps its frames pin, on the same samples). Needs ``action_prior`` or ``video_prior``."""
+        skipped for a batch without future frames). Needs ``action_prior`` or ``video_prior``."""
         if self.prior_bias is None and self.video_prior is None:
             raise ValueError("prior_loss: the model has no prior (Cosmos3Config.action_prior / video_prior)")
         B = batch.batch_size
@@ -98,15 +64,8 @@ class Priors:
             mu = self.action_prior_mean(observed, domain, actions.shape[1], mask)
             assert mu is not None
             loss = loss + self._prior_error(mu, actions, mask, batch)
-        has_future = batch.video is not None and batch.n_context_frames < batch.video.shape[1]
-        sub = batch if video_windows is None or video_windows >= B else batch.head(video_windows)
-        if self.inverse_head is not None and has_future:
-            n = sub.batch_size
-            imu = self.inverse_prior_mean(sub, observed[:n], domain[:n], actions.shape[1], mask[:n])
-            k = min(batch.video.shape[1] - batch.n_context_frames, actions.shape[1])  # the corrected steps
-            valid = None if sub.action_valid is None else torch.as_tensor(sub.action_valid, device=self.device)[:, :k]
-            loss = loss + masked_mean((imu[:, :k] - actions[:n, :k]).abs(), mask[:n], valid)
-        if self.video_prior is not None and has_future:
+        if self.video_prior is not None and batch.video is not None and batch.n_context_frames < batch.video.shape[1]:
+            sub = batch if video_windows is None or video_windows >= B else batch.head(video_windows)
             loss = loss + self.video_prior_loss(sub)
         elif self.prior_bias is None:
             raise ValueError("prior_loss: the video prior needs clips with context and future frames "
@@ -145,15 +104,13 @@ class Priors:
 
     def prior_parameters(self) -> list[nn.Parameter]:
         """The parameters :meth:`prior_loss` trains (``[]`` without a prior): the action
-        prior's own and the keypoint stem's, the video prior's and the inverse prior's head."""
+        prior's own and the keypoint stem's, and the video prior's."""
         params: list[nn.Parameter] = []
         if self.prior_bias is not None:
             mods = [m for m in (self.keypoints, self.prior_head) if m is not None]
             params += [self.prior_bias] + [p for m in mods for p in m.parameters()]
         if self.video_prior is not None:
             params += list(self.video_prior.parameters())
-        if self.inverse_head is not None:
-            params += list(self.inverse_head.parameters())
         return params
 
     @property

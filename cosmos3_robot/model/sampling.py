@@ -93,8 +93,7 @@ class Sampling:
         temperature 0 the prior's regressed chunk, the model's cheapest action (a conv stem
         and an MLP) and, early in training, often its most accurate one; or the video
         prior's predicted future frames (in pixels, not through the autoencoder; the
-        temperature does not apply there); in inverse dynamics with an inverse prior, its
-        chunk (where the flow starts at more steps).
+        temperature does not apply there).
 
         ``temperature`` scales the starting noise (1: sample the learned distribution; 0: start
         from its centre, so a one-step Euler sample is the model's estimate of the mean, and
@@ -206,8 +205,7 @@ class Sampling:
         state_r = rep(side)
         mask_r = rep(mask)
         t0 = float(prefix.valid.shape[1])
-        noise = self._starting_noise(shapes, gen, temperature, observed, domain, mask, video_mu,
-                                     inverse_batch=batch if self.inverse_prior_applies(mode) else None)
+        noise = self._starting_noise(shapes, gen, temperature, observed, domain, mask, video_mu)
         vscale = self.video_noise_scale(mode)
         names = list(mode.noisy)
         pinned = self._pinned_prefix(action_prefix, mode, noise.get("actions"))
@@ -309,22 +307,18 @@ class Sampling:
 
     def _starting_noise(self, shapes: dict[str, tuple[int, ...]], gen: torch.Generator, temperature: float,
                         observed: torch.Tensor | None, domain: torch.Tensor | None, mask: torch.Tensor | None,
-                        video_mu: torch.Tensor | None = None, inverse_batch: WorldBatch | None = None,
-                        ) -> dict[str, torch.Tensor]:
+                        video_mu: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The sampler's starting point per noisy stream: ``temperature`` times unit noise,
         for actions masked to the real dimensions and, with an action prior, scaled by
-        ``flow.prior_noise`` around the prior's chunk (with ``inverse_batch``, the clip
-        inverse dynamics reads, around the inverse prior's chunk); for future video, with
-        ``video_mu`` (the video prior's tokens), scaled the same way around them."""
+        ``flow.prior_noise`` around the prior's chunk; for future video, with ``video_mu``
+        (the video prior's tokens), scaled the same way around them."""
         check_temperature(temperature)
         noise = {k: (float(temperature) * torch.randn(s, generator=gen)).to(self.device, self.special.dtype)
                  for k, s in shapes.items()}
         if "actions" in noise:
             assert domain is not None and mask is not None
             noise["actions"] = noise["actions"] * mask[:, None]
-            n_act = noise["actions"].shape[1]
-            mu = (self.action_prior_mean(observed, domain, n_act, mask) if inverse_batch is None or observed is None
-                  else self.inverse_prior_mean(inverse_batch, observed, domain, n_act, mask))
+            mu = self.action_prior_mean(observed, domain, noise["actions"].shape[1], mask)
             if mu is not None:  # the flow starts from the learned prior (temperature 0: at it)
                 noise["actions"] = noise["actions"] * self.action_noise_scale + mu
         if video_mu is not None:
@@ -360,9 +354,8 @@ class Sampling:
                      gen: torch.Generator, temperature: float, domain: torch.Tensor | None,
                      mask: torch.Tensor | None, action_prefix: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """``generate(steps=0)``: the flow's starting point without running either tower, the
-        action prior's chunk (in inverse dynamics with ``inverse_prior``, the inverse prior's;
-        plus ``temperature * prior_noise`` noise), a pinned ``action_prefix`` in place. Only
-        for modes that generate actions alone."""
+        action prior's chunk (plus ``temperature * prior_noise`` noise), a pinned
+        ``action_prefix`` in place. Only for modes that generate actions alone."""
         if set(mode.noisy) != {"actions"} or self.prior_bias is None:
             raise ValueError("steps: 0 returns a prior's output without running the towers; it needs a mode "
                              "that generates actions alone (e.g. 'policy_actions') and a model with action_prior, "
@@ -370,8 +363,7 @@ class Sampling:
                              f"{mode.name!r}, action_prior={self.config.action_prior}, "
                              f"video_prior={self.config.video_prior})")
         _, observed = self._action_side(batch, B, domain)
-        start = self._starting_noise(shapes, gen, temperature, observed, domain, mask,
-                                     inverse_batch=batch if self.inverse_prior_applies(mode) else None)["actions"]
+        start = self._starting_noise(shapes, gen, temperature, observed, domain, mask)["actions"]
         pinned = self._pinned_prefix(action_prefix, mode, start)
         assert mask is not None
         if pinned is not None:

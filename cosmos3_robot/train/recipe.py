@@ -166,14 +166,9 @@ def build_datasets(recipe: dict[str, Any], stats_dir: Path | None = None,
     present there (a resumed run) or computed and saved to it."""
     base = Path(recipe["_path"]).parent
     datasets, weights = [], []
-    mcfg = model_config(recipe)
-    reads_state = mcfg.state_input
+    reads_state = model_config(recipe).state_input
     for i, entry in enumerate(recipe.get("data") or []):
         spec = WindowSpec(**{**recipe.get("window", {}), **entry.get("window", {})})
-        if mcfg.inverse_prior and spec.views and spec.camera != spec.views[0]:
-            raise ValueError(f"data entry {i}: model.inverse_prior reads the clip (window.camera {spec.camera!r}) "
-                             f"with the first view's stem; expected window.views to start with it, "
-                             f"got {list(spec.views)}")
         on_error = entry.get("on_error", "raise")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"data entry {i}: on_error must be 'raise' or 'skip', got {on_error!r}")
