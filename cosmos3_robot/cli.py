@@ -310,7 +310,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default runs/demo, or runs/demo_quick with --quick)")
     p.add_argument("--quick", action="store_true", help="smoke run: few demos, tiny model, 1 minute of training")
-    p.add_argument("--minutes", type=float, help="training budget in minutes (default 18)")
+    p.add_argument("--minutes", type=float, help="training budget in minutes (default 40: what the pick tasks take on 2 CPU cores)")
     p.add_argument("--demos", type=int, help="expert demonstrations per task (default 400)")
     p.add_argument("--eval-episodes", type=int, help="closed-loop episodes per task (default 50)")
     p.add_argument("--preset", help="model preset (default small)")

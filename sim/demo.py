@@ -56,7 +56,7 @@ class DemoConfig:
     out: str = "runs/demo"
     tasks: tuple[str, ...] = BUILTIN_TASKS
     demos_per_task: int = 400
-    minutes: float = 19.0
+    minutes: float = 40.0
     eval_episodes: int = 50
     preset: str = "small"
     batch_size: int = 16

@@ -5,7 +5,7 @@
   so every rank trains the same mode at the same step.
 - Optimisation: AdamW with parameter groups (no decay on norms, biases and embeddings; the
   action projections at ``action_lr_mult`` times the base rate), linear warm-up then cosine
-  decay, gradient clipping, gradient accumulation, EMA, bf16 autocast on CUDA, optional
+  decay, gradient clipping, gradient accumulation, EMA, bf16 autocast (CUDA, bf16 CPUs), optional
   ``torch.compile``.
 - Distributed: under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DDP (NCCL on
   GPUs, gloo on CPUs); each rank reads its own seeded index stream, so ranks see different
@@ -57,8 +57,8 @@ class TrainConfig:
         ema: EMA decay per step (0 disables).
         amp: bf16 autocast (weights and optimizer stay float32) in every phase, where the
             device computes bf16 natively (:func:`native_bf16`): CUDA, and CPUs with
-            AVX512-BF16 or AMX. On 2 such CPU cores a prior step of the built-in recipe takes
-            131 ms against 202 ms, at the same loss after 500 equal steps
+            AVX512-BF16 or AMX. On 2 such CPU cores a prior step of the built-in recipe computes
+            in 123-134 ms against 157-161 ms, at the same loss after 500 equal steps
             (docs/experiments/2026-12-02-seed-spread.md). compile: ``torch.compile`` the model.
         modes: mode name -> sampling weight.
         log_every / ckpt_every: in optimizer steps. keep: checkpoints kept.
