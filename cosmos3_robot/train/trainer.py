@@ -454,15 +454,14 @@ class Trainer:
         cfg = self.cfg
         self.model.train()
         history: list[dict[str, Any]] = []
-        use_amp = self.use_amp
         self._start_loggers()
         try:
-            self._loop(history, use_amp)
+            self._loop(history)
         finally:
             self._stop_loggers()
         return history
 
-    def _loop(self, history: list[dict[str, Any]], use_amp: bool) -> None:
+    def _loop(self, history: list[dict[str, Any]]) -> None:
         cfg = self.cfg
         window: list[tuple[str, float, dict[str, float]]] = []
         t_last, n_last = time.perf_counter(), self.step
@@ -486,7 +485,7 @@ class Trainer:
             parts_acc: dict[str, float] = {}
             for _ in range(cfg.grad_accum):
                 batch = self._batch()
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
                     loss, parts = self.net(mode, batch, noise)
                 (loss / cfg.grad_accum).backward()
                 total += float(loss.detach()) / cfg.grad_accum
