@@ -25,10 +25,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from cosmos3_robot.recipes import recipe_path
 from cosmos3_robot.sim import BUILTIN_TASKS
 from cosmos3_robot.train.trainer import read_metrics
 
-REPO_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "sim" / "builtin_tasks.yaml"
+REPO_RECIPE = recipe_path("sim/builtin_tasks.yaml")
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,8 @@ def imagination(run_dir: Path, out_dir: Path, tasks: Sequence[str] = ("pick_plac
     import torch
     from skimage.metrics import structural_similarity
 
-    from cosmos3_robot.data.windows import WindowDataset, WindowSpec, collate, frames_to_uint8
+    from cosmos3_robot.data.windows import WindowDataset, WindowSpec, collate
+    from cosmos3_robot.processor import frames_to_uint8
     from cosmos3_robot.runtime import Cosmos3Policy, InferenceConfig
     from cosmos3_robot.sim.record import expert_episode
     from cosmos3_robot.sim.tasks import TASKS

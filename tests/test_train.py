@@ -340,7 +340,7 @@ def test_proprioception_statistics_reach_the_checkpoint_and_the_policy(tmp_path)
     start = ds.embodiment.start_state(ds.embodiment.from_raw(raw))
     expect = pol.state_normalizer.normalize(ds.embodiment.codec.proprio(start))
     np.testing.assert_allclose(sample["state"].numpy(), expect, atol=1e-5)
-    batch = pol._batch(sample["video"][None, :1], "wipe", start)
+    batch = pol.processor.batch(sample["video"][:1], "wipe", start)
     np.testing.assert_allclose(batch.state[0].numpy(), expect, atol=1e-5)
     mixed = collate([datasets[0][0], sample])  # LIBERO has no state: an empty mask row
     assert mixed.state.shape == (2, 64) and mixed.state_mask.sum(1).tolist() == [0, 10]

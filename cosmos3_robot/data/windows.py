@@ -17,7 +17,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from cosmos3_robot import embodiments
@@ -25,7 +24,8 @@ from cosmos3_robot.data.episode import DataError, Episode, resample_indices
 from cosmos3_robot.batch import WorldBatch
 from cosmos3_robot.normalize import QuantileNormalizer
 from cosmos3_robot.padding import MAX_ACTION_WIDTH, stack_padded
-from cosmos3_robot.transforms import Transform, apply
+from cosmos3_robot.processor import Processor, frames_to_tensor
+from cosmos3_robot.transforms import Transform
 
 
 @dataclass(frozen=True)
@@ -78,20 +78,6 @@ def _hold_end(ep: Episode, n: int) -> Episode:
     return out
 
 
-def frames_to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
-    """``(F, H, W, 3)`` uint8 -> ``(F, 3, size, size)`` float32 in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] >= size else "bilinear")
-    return x
-
-
-def frames_to_uint8(video: torch.Tensor) -> np.ndarray:
-    """``(F, 3, H, W)`` in [-1, 1] -> ``(F, H, W, 3)`` uint8 (the inverse of
-    :func:`frames_to_tensor` at the same size)."""
-    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 class WindowDataset(Dataset):
     """All windows of a list of episodes for one :class:`WindowSpec`.
 
@@ -108,11 +94,12 @@ class WindowDataset(Dataset):
                  normalizer: QuantileNormalizer | None = None, transforms: Sequence[Transform] = (),
                  skip_bad: bool = False, state_normalizer: QuantileNormalizer | None = None):
         self.spec = spec
-        self.state_normalizer = state_normalizer
         self.skipped: list[str] = []  # "episode (steps): reason" for each window dropped by skip_bad
-        self.transforms = tuple(transforms)  # source-specific raw-key steps before the embodiment's
-        self.embodiment = embodiments.get(spec.embodiment)
-        self.normalizer = normalizer
+        emb = embodiments.get(spec.embodiment)
+        # raw window -> model sample (fps is per episode here: the processor's is unused)
+        self.processor = Processor(emb, normalizer, state_normalizer, image_size=spec.image_size,
+                                   n_context=spec.n_context, chunk=spec.chunk, camera=spec.camera, views=spec.views,
+                                   transforms=tuple(transforms))
         self.episodes: list[Episode] = []
         self.fps: list[float] = []
         self.index: list[tuple[int, int]] = []
@@ -152,6 +139,25 @@ class WindowDataset(Dataset):
             raise DataError(f"no window fits: episodes need at least {spec.n_context + horizon} steps "
                             f"(n_context {spec.n_context} + max(chunk, n_future) {horizon}) at the sample rate")
 
+    embodiment = property(lambda self: self.processor.embodiment)
+    transforms = property(lambda self: self.processor.transforms)
+
+    @property
+    def normalizer(self) -> QuantileNormalizer | None:
+        return self.processor.normalizer
+
+    @normalizer.setter
+    def normalizer(self, value: QuantileNormalizer | None) -> None:
+        self.processor.normalizer = value
+
+    @property
+    def state_normalizer(self) -> QuantileNormalizer | None:
+        return self.processor.state_normalizer
+
+    @state_normalizer.setter
+    def state_normalizer(self, value: QuantileNormalizer | None) -> None:
+        self.processor.state_normalizer = value
+
     def __len__(self) -> int:
         return len(self.index)
 
@@ -182,12 +188,9 @@ class WindowDataset(Dataset):
         raw: dict[str, Any] = {k: v[t: t + c + 1] for k, v in ep.state.items()}
         raw.update({k: v[t: t + c] for k, v in ep.commands.items()})
         try:
-            episode = self.embodiment.from_raw(apply(self.transforms, raw))
-            actions = np.asarray(self.embodiment.encode(episode), dtype=np.float64)
-            state = self.embodiment.codec.proprio(self.embodiment.start_state(episode, 0)) if proprio else None
+            return self.processor.encode_window(raw, proprio)
         except ValueError as exc:
             raise DataError(f"{ep.name} (steps {t}..{t + c}): {exc}") from None
-        return actions, state
 
     def raw_actions(self, i: int) -> np.ndarray:
         """Pseudo-actions ``(chunk, D)`` of window ``i``, before normalisation."""
@@ -225,11 +228,11 @@ class WindowDataset(Dataset):
         e, t = self.index[i]
         ep, s = self.episodes[e], self.spec
         frames = ep.frames[s.camera][t - s.n_context + 1: t + s.n_future + 1]
-        with_state = self.state_normalizer is not None and bool(self.embodiment.codec.state_blocks)
-        actions, state = self._encoded(i, proprio=with_state)
-        if self.normalizer is not None:
-            actions = self.normalizer.normalize(actions)
-        extra = {} if state is None else {"state": torch.as_tensor(self.state_normalizer.normalize(state),
+        p = self.processor
+        actions, state = self._encoded(i, proprio=p.reads_state)
+        if p.normalizer is not None:
+            actions = p.normalizer.normalize(actions)
+        extra = {} if state is None else {"state": torch.as_tensor(p.state_normalizer.normalize(state),
                                                                    dtype=torch.float32)}
         if s.views:
             extra["views"] = frames_to_tensor(np.stack([ep.frames[c][t] for c in s.views]), s.image_size)

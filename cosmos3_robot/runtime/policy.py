@@ -27,11 +27,11 @@ import torch
 
 from cosmos3_robot import embodiments
 from cosmos3_robot.batch import WorldBatch
-from cosmos3_robot.data.windows import frames_to_tensor, frames_to_uint8
 from cosmos3_robot.model.checkpoint import load_model, resolve_checkpoint
 from cosmos3_robot.model.cosmos3 import Cosmos3
 from cosmos3_robot.model.flow import SAMPLERS, check_temperature
 from cosmos3_robot.normalize import QuantileNormalizer
+from cosmos3_robot.processor import Processor, frames_to_tensor, frames_to_uint8
 
 
 @dataclass(frozen=True)
@@ -141,23 +141,38 @@ class Cosmos3Policy:
                  config: InferenceConfig = InferenceConfig(), export_dir: str | os.PathLike[str] | None = None,
                  weights_source: str = "", state_normalizer: QuantileNormalizer | None = None):
         self.model = model.to(config.device).eval()  # the device the config names, as from_checkpoint
-        # proprioception for models that read it (``state_input``), normalised as in training
-        self.state_normalizer = state_normalizer if model.config.state_input else None
         self.backend = generator_backend(self.model, config, export_dir, weights_source)
-        self.embodiment = embodiments.get(embodiment)
-        self.normalizer = normalizer
         self.window = dict(window)
         self.config = config
-        self.n_context = int(self.window.get("n_context", 1))
-        self.chunk = int(self.window.get("chunk", self.embodiment.chunk))
-        self.image_size = int(self.window.get("image_size", model.config.image_size))
-        self.fps = float(self.window.get("fps") or self.embodiment.fps)
+        emb = embodiments.get(embodiment)
         # cameras whose current frame the observation stem reads (the recipe's window.views)
-        self.views: tuple[str, ...] = tuple(self.window.get("views") or ()) if model.keypoints is not None else ()
-        if self.views and len(self.views) != model.config.n_views:
-            raise ValueError(f"window views {list(self.views)}: the model reads {model.config.n_views} camera(s)")
+        views = tuple(self.window.get("views") or ()) if model.keypoints is not None else ()
+        if views and len(views) != model.config.n_views:
+            raise ValueError(f"window views {list(views)}: the model reads {model.config.n_views} camera(s)")
+        self.processor = Processor(
+            emb, normalizer,
+            # proprioception for models that read it (``state_input``), normalised as in training
+            state_normalizer if model.config.state_input else None,
+            image_size=int(self.window.get("image_size", model.config.image_size)),
+            n_context=int(self.window.get("n_context", 1)), chunk=int(self.window.get("chunk", emb.chunk)),
+            fps=float(self.window.get("fps") or emb.fps), camera=str(self.window.get("camera", "camera0")),
+            views=views)
         self.last_timing: dict[str, float] = {}
         self.prefix_cache: dict = {}  # AR prefix K/V per instruction (the weights are fixed here)
+
+    # the processor's settings, as the server, the nodes and the evaluator read them
+    embodiment = property(lambda self: self.processor.embodiment)
+    normalizer = property(lambda self: self.processor.normalizer)
+    state_normalizer = property(lambda self: self.processor.state_normalizer)
+    n_context = property(lambda self: self.processor.n_context)
+    chunk = property(lambda self: self.processor.chunk)
+    image_size = property(lambda self: self.processor.image_size)
+    fps = property(lambda self: self.processor.fps)
+    views = property(lambda self: self.processor.views)
+    cameras = property(lambda self: self.processor.cameras, doc="Every camera the policy reads: the video "
+                       "camera, then the other views.")
+    required_views = property(lambda self: self.processor.required_views,
+                              doc="The views a request must carry (the video camera's is its context frame).")
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], config: InferenceConfig = InferenceConfig(),
@@ -190,118 +205,13 @@ class Cosmos3Policy:
                    weights_source=f"{weights.resolve()} {st.st_size} {st.st_mtime_ns}",
                    state_normalizer=state_normalizer)
 
-    # ---- input checks ----------------------------------------------------------------
-    def _frames(self, frames: Any, name: str = "frames", n: int | None = None) -> torch.Tensor:
-        x = np.asarray(frames)
-        n = self.n_context if n is None else n
-        if x.ndim == 3 and n == 1:
-            x = x[None]
-        if x.ndim != 4 or x.shape[0] != n or x.shape[-1] != 3:
-            raise ValueError(f"{name}: expected ({n}, H, W, 3) uint8 context frames"
-                             f"{' or (H, W, 3)' if n == 1 else ''}, got shape {x.shape}")
-        if x.dtype != np.uint8:
-            raise ValueError(f"{name}: expected uint8 pixels 0..255, got {x.dtype}")
-        if min(x.shape[1:3]) < 16:
-            raise ValueError(f"{name}: images of {x.shape[1]}x{x.shape[2]} px are too small (>= 16 px)")
-        return frames_to_tensor(x, self.image_size)
-
-    def _start(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
-        if not self.embodiment.codec.state_blocks:  # command-only layouts decode without a state
-            return None
-        if not isinstance(state, Mapping):
-            raise ValueError(f"state: expected a mapping of raw key -> numbers, got {type(state).__name__}")
-        raw = {}
-        for k, v in state.items():
-            a = np.asarray(v)
-            if a.dtype.kind not in "biuf":
-                raise ValueError(f"state[{k!r}]: expected numbers, got {a.dtype} values")
-            a = a.astype(np.float64)
-            if not np.all(np.isfinite(a)):
-                raise ValueError(f"state[{k!r}]: non-finite values {a.tolist()}")
-            raw[k] = a[None]  # one time step
-        try:
-            return self.embodiment.start_from_raw(raw)
-        except (KeyError, ValueError) as exc:
-            raise ValueError(f"state: does not fit embodiment {self.embodiment.name!r} ({exc})") from None
-
-    def _encode_targets(self, state: Mapping[str, Any], prefix: Mapping[str, Any]) -> np.ndarray:
-        """Raw targets ``(k, ...)`` (a pinned prefix, or a chunk to imagine) -> normalised
-        pseudo-actions ``(k, D)`` from the current state."""
-        raw = {}
-        state_keys = self.embodiment.state_keys()  # None: every key continues from the state
-        for key, v in prefix.items():
-            a = np.asarray(v, dtype=np.float64)
-            if a.ndim < 1 or len(a) == 0 or not np.all(np.isfinite(a)):
-                raise ValueError(f"prefix[{key!r}]: expected (k, ...) finite targets, got shape {a.shape}")
-            if self.embodiment.codec.state_blocks and (state_keys is None or key in state_keys):
-                if key not in state:
-                    raise ValueError(f"prefix[{key!r}]: no current state {key!r} to continue from")
-                a = np.concatenate([np.asarray(state[key], dtype=np.float64)[None], a], 0)
-            raw[key] = a
-        try:
-            x = self.embodiment.encode_raw(raw)
-        except (KeyError, ValueError) as exc:
-            raise ValueError(f"prefix: does not fit embodiment {self.embodiment.name!r} ({exc})") from None
-        if len(x) > self.chunk:
-            raise ValueError(f"prefix: {len(x)} steps, more than the chunk of {self.chunk}")
-        return self.normalizer.normalize(np.asarray(x))
-
-    @property
-    def cameras(self) -> tuple[str, ...]:
-        """Every camera the policy reads: the video camera, then the other views."""
-        return tuple(dict.fromkeys([str(self.window.get("camera", "camera0")), *self.views]))
-
-    @property
-    def required_views(self) -> tuple[str, ...]:
-        """The views a request must carry (the video camera's is its context frame)."""
-        return self.cameras[1:] if self.views else ()
-
-    def _views(self, views: Mapping[str, Any] | None, frames: Any) -> torch.Tensor | None:
-        """Every camera's current frame ``{camera: (H, W, 3) uint8}`` -> ``(1, N, 3, S, S)`` in
-        the trained order; ``None`` for a model without an observation stem. The primary
-        camera's view may be left out: it is then the last context frame."""
-        if not self.views:
-            return None
-        given = dict(views or {})
-        out = []
-        for cam in self.views:
-            if cam not in given:
-                if cam in self.required_views:
-                    raise ValueError(f"views: no frame for camera {cam!r}; the model reads {list(self.views)} "
-                                     f"(views={{camera: (H, W, 3) uint8}})")
-                x = np.asarray(frames)
-                given[cam] = x if x.ndim == 3 else x[-1]
-            out.append(self._frames(given[cam], name=f"views[{cam!r}]", n=1)[0])
-        return torch.stack(out)[None].to(self.model.device)
-
     # ---- inference -------------------------------------------------------------------
-    def _batch(self, video: torch.Tensor, instruction: str, start: dict[str, Any] | None,
-               actions: torch.Tensor | None = None, views: torch.Tensor | None = None) -> WorldBatch:
-        _check_instruction(instruction)
-        state = None
-        if self.state_normalizer is not None and start is not None:
-            proprio = self.state_normalizer.normalize(self.embodiment.codec.proprio(start))
-            state = torch.as_tensor(proprio, dtype=torch.float32, device=self.model.device)[None]
-        return WorldBatch(text=[instruction], embodiment=[self.embodiment.name], video=video,
-                          n_context_frames=self.n_context, fps=self.fps, control_hz=self.fps, actions=actions,
-                          state=state, views=views)
-
     def _generate(self, mode: str, batch: WorldBatch, seed: int | None, **kw: Any) -> dict[str, torch.Tensor]:
         """``model.generate`` with this policy's sampler settings, prefix cache and backend."""
         c = self.config
         return self.model.generate(mode, batch, steps=c.steps, sampler=c.sampler,  # type: ignore[arg-type]
                                    seed=c.seed if seed is None else seed, temperature=c.temperature,
                                    prefix_cache=self.prefix_cache, backend=self.backend, **kw)
-
-    def _decode_actions(self, normalized: torch.Tensor, start: dict[str, Any] | None) -> dict[str, np.ndarray]:
-        """Model output ``(T, D)`` (normalised) -> raw robot keys ``(T, ...)``."""
-        actions = self.normalizer.unnormalize(normalized.double().cpu().numpy())
-        actions = self.embodiment.codec.project(actions)  # e.g. a gripper of 1.02 -> 1.0
-        result = {k: np.asarray(v) for k, v in self.embodiment.chunk_to_raw(actions, start).items()}
-        for k, v in result.items():
-            if not np.all(np.isfinite(v)):
-                raise FloatingPointError(f"policy output {k!r} is not finite; refusing to return it")
-        return result
 
     def chunk_timestamps(self, obs_time: float, n: int | None = None) -> np.ndarray:
         """When each of a chunk's targets is due (s): target ``k`` of a chunk computed from
@@ -333,22 +243,42 @@ class Cosmos3Policy:
         assert video is not None
         return actions, video
 
+    def _request(self, frames: Any, state: Mapping[str, Any], instruction: str, views: Mapping[str, Any] | None,
+                 future: Any = None, actions: Mapping[str, Any] | None = None,
+                 ) -> tuple[WorldBatch, dict[str, Any] | None]:
+        """A checked request -> the model's batch of one on its device, and the start state the
+        chunk decodes from. ``future`` ``(F, H, W, 3)`` uint8 frames follow the context
+        (inverse dynamics); ``actions`` (raw keys -> ``(chunk, ...)``) to imagine."""
+        _check_instruction(instruction)
+        p = self.processor
+        video = p.frames(frames)
+        if future is not None:
+            fut = np.asarray(future)
+            if fut.ndim != 4 or fut.shape[-1] != 3 or fut.dtype != np.uint8:
+                raise ValueError(f"future: expected (F, H, W, 3) uint8 frames, got {fut.shape} {fut.dtype}")
+            video = torch.cat([video, frames_to_tensor(fut, p.image_size)])
+        x = None
+        if actions is not None:
+            x = torch.as_tensor(p.encode_targets(state, actions, name="actions"), dtype=torch.float32)
+            if x.shape[0] != p.chunk:
+                raise ValueError(f"actions: expected {p.chunk} steps (the model's chunk), got {x.shape[0]}")
+        views_t = p.view_frames(views, frames)
+        start = p.start(state)
+        return p.batch(video, instruction, start, x, views_t, device=self.model.device), start
+
     def _policy(self, frames, state, instruction, seed, prefix, n_future_frames, views=None):
         t0 = time.perf_counter()
-        video = self._frames(frames)[None].to(self.model.device)
-        view_tensor = self._views(views, frames)
-        start = self._start(state)
+        batch, start = self._request(frames, state, instruction, views)
         action_prefix = None
         if prefix is not None:
-            action_prefix = torch.as_tensor(self._encode_targets(state, prefix), dtype=torch.float32)[None]
+            action_prefix = torch.as_tensor(self.processor.encode_targets(state, prefix), dtype=torch.float32)[None]
         t1 = time.perf_counter()
         mode = "policy_actions" if n_future_frames is None else "policy"
-        out = self._generate(mode, self._batch(video, instruction, start, views=view_tensor), seed,
-                             guidance=self.config.guidance,
+        out = self._generate(mode, batch, seed, guidance=self.config.guidance,
                              n_actions=self.chunk, action_dim=self.embodiment.width, action_prefix=action_prefix,
                              n_future_frames=n_future_frames)
         t2 = time.perf_counter()
-        result = self._decode_actions(out["actions"][0], start)
+        result = self.processor.decode(out["actions"][0], start)
         t3 = time.perf_counter()
         self.last_timing = {"prepare_ms": 1e3 * (t1 - t0), "model_ms": 1e3 * (t2 - t1),
                             "decode_ms": 1e3 * (t3 - t2), "total_ms": 1e3 * (t3 - t0)}
@@ -360,14 +290,8 @@ class Cosmos3Policy:
         """Forward dynamics, "what would happen": the next ``n_future_frames`` frames
         ``(F, S, S, 3)`` uint8 if the robot executed ``actions`` (raw keys -> ``(chunk, ...)``
         targets from the current ``state``)."""
-        video = self._frames(frames)[None].to(self.model.device)
-        x = torch.as_tensor(self._encode_targets(state, actions), dtype=torch.float32)[None]
-        if x.shape[1] != self.chunk:
-            raise ValueError(f"actions: expected {self.chunk} steps (the model's chunk), got {x.shape[1]}")
-        out = self._generate("forward_dynamics", self._batch(video, instruction, self._start(state),
-                                                             x.to(self.model.device), self._views(views, frames)),
-                             seed,
-                             n_future_frames=n_future_frames)
+        batch, _ = self._request(frames, state, instruction, views, actions=actions)
+        out = self._generate("forward_dynamics", batch, seed, n_future_frames=n_future_frames)
         return frames_to_uint8(out["video"][0])
 
     @torch.inference_mode()
@@ -375,13 +299,6 @@ class Cosmos3Policy:
               seed: int | None = None, views: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
         """Inverse dynamics, for labelling video: the actions (raw keys -> ``(chunk, ...)``)
         that lead from the context ``frames`` to the ``future`` frames ``(F, H, W, 3)``."""
-        ctx = self._frames(frames)
-        fut = np.asarray(future)
-        if fut.ndim != 4 or fut.shape[-1] != 3 or fut.dtype != np.uint8:
-            raise ValueError(f"future: expected (F, H, W, 3) uint8 frames, got {fut.shape} {fut.dtype}")
-        video = torch.cat([ctx, frames_to_tensor(fut, self.image_size)])[None].to(self.model.device)
-        start = self._start(state)
-        out = self._generate("inverse_dynamics", self._batch(video, instruction, start, views=self._views(views, frames)),
-                             seed, n_actions=self.chunk,
-                             action_dim=self.embodiment.width)
-        return self._decode_actions(out["actions"][0], start)
+        batch, start = self._request(frames, state, instruction, views, future=future)
+        out = self._generate("inverse_dynamics", batch, seed, n_actions=self.chunk, action_dim=self.embodiment.width)
+        return self.processor.decode(out["actions"][0], start)

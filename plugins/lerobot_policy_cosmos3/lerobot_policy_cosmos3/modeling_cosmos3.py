@@ -13,10 +13,10 @@ from __future__ import annotations
 import itertools
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from cosmos3_robot.model import Cosmos3, WorldBatch
+from cosmos3_robot.processor import pixels_to_model
 from cosmos3_robot.runtime.scheduler import ChunkScheduler
 from lerobot.policies import PreTrainedPolicy
 from lerobot.utils.constants import ACTION
@@ -107,10 +107,8 @@ class Cosmos3Policy(PreTrainedPolicy):
                              f"got {frames.shape[1]}")
         B, T = frames.shape[:2]
         S = self.model.config.image_size
-        x = frames.reshape(B * T, *frames.shape[2:]).float()
-        if x.shape[-2:] != (S, S):
-            x = F.interpolate(x, size=(S, S), mode="bilinear", antialias=True, align_corners=False)
-        video = (x.clamp(0, 1) * 2 - 1).reshape(B, T, 3, S, S)
+        # LeRobot normalised state and actions already (its processor); frames as in our windows
+        video = pixels_to_model(frames.reshape(B * T, *frames.shape[2:]), S).reshape(B, T, 3, S, S)
         task = batch.get("task")
         text = [str(t) for t in task] if isinstance(task, (list, tuple)) else [""] * B
         if len(text) != B:
