@@ -123,7 +123,7 @@ def our_runners(preset_name: str, modes: list[str], steps_list: list[int], backe
 
 def peer_runners(image_size: int, chunk: int, device: str, warmup: int, diffusion_steps: int) -> list[Runner]:
     """ACT and Diffusion Policy from LeRobot on one observation; [] when lerobot is missing."""
-    from common import make_peers
+    from cosmos3_robot.benchmarks.common import make_peers
 
     peers = make_peers(image_size, chunk, device, diffusion_steps=diffusion_steps)
     if "LeRobot ACT" not in peers:
@@ -154,7 +154,7 @@ def peer_runners(image_size: int, chunk: int, device: str, warmup: int, diffusio
 def main(argv: list[str] | None = None) -> list[Runner]:
     from rich.table import Table
 
-    from common import print_results
+    from cosmos3_robot.benchmarks.common import print_results
     from cosmos3_robot.model import preset
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -39,8 +39,9 @@ from typing import Any
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "sim" / "builtin_tasks.yaml"
+from cosmos3_robot.recipes import recipe_path
+
+RECIPE = recipe_path("sim/builtin_tasks.yaml")
 REPO_ID = "local/cosmos3_sim"
 CAMERA = "front"  # the world model's video camera
 CAMERAS = ("front", "wrist")  # every policy (ours, ACT, Diffusion) sees both
@@ -127,7 +128,7 @@ def train_lerobot(kind: str, data: Path, out: Path, minutes: float, batch: int, 
     feats = dataset_to_policy_features(meta.features)
     cfg.output_features = {k: f for k, f in feats.items() if f.type is FeatureType.ACTION}
     cfg.input_features = {k: f for k, f in feats.items()
-                          if k in (f"observation.images.{CAMERA}", "observation.state")}
+                          if k in (*(f"observation.images.{c}" for c in CAMERAS), "observation.state")}
     policy = make_policy(cfg, ds_meta=meta)
     ds = LeRobotDataset(REPO_ID, root=data, delta_timestamps=resolve_delta_timestamps(cfg, meta))
     pre, post = make_pre_post_processors(cfg, dataset_stats=ds.meta.stats)
@@ -221,7 +222,8 @@ def frame_psnr(real: np.ndarray, fake: np.ndarray) -> float:
 def world_model(run: Path, tasks: list[str], episodes: int, steps: int, temperature: float = 1.0) -> dict[str, Any]:
     from skimage.metrics import structural_similarity
 
-    from cosmos3_robot.data.windows import collate, frames_to_uint8
+    from cosmos3_robot.data.windows import collate
+    from cosmos3_robot.processor import frames_to_uint8
     from cosmos3_robot.runtime import Cosmos3Policy, InferenceConfig
 
     pol = Cosmos3Policy.from_checkpoint(run, InferenceConfig(steps=steps))

@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policy_quality import HELD_OUT_SEED, frame_psnr, held_out_windows
+from cosmos3_robot.benchmarks.policy_quality import HELD_OUT_SEED, frame_psnr, held_out_windows
 
-from cosmos3_robot.data.windows import frames_to_uint8
+from cosmos3_robot.processor import frames_to_uint8
 from cosmos3_robot.model.flow import SAMPLERS
 
 

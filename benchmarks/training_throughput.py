@@ -68,7 +68,7 @@ def ours(name: str, batch: int, chunk: int, device: str, steps: int, warmup: int
 
 def lerobot_peers(image_size: int, batch: int, chunk: int, device: str, steps: int, warmup: int):
     """Samples/s of ACT and Diffusion Policy training steps; {} when lerobot is missing."""
-    from common import make_peers
+    from cosmos3_robot.benchmarks.common import make_peers
 
     g = torch.Generator().manual_seed(0)
     img = torch.rand(batch, 3, image_size, image_size, generator=g).to(device)
@@ -98,7 +98,7 @@ def lerobot_peers(image_size: int, batch: int, chunk: int, device: str, steps: i
 def main(argv: list[str] | None = None) -> None:
     from rich.table import Table
 
-    from common import print_results
+    from cosmos3_robot.benchmarks.common import print_results
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["tiny", "small"])

@@ -442,13 +442,15 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 
 BENCHMARKS = {
-    "latency": "inference_latency.py",
-    "train": "training_throughput.py",
-    "codec": "codec_roundtrip.py",
-    "quality": "policy_quality.py",
-    "sampler": "sampler_steps.py",
-    "curve": "train_curve.py",
+    "latency": "inference_latency",
+    "train": "training_throughput",
+    "codec": "codec_roundtrip",
+    "quality": "policy_quality",
+    "sampler": "sampler_steps",
+    "curve": "train_curve",
+    "safety": "safety_fuzz",
 }
+"""``bench NAME`` -> the module of :mod:`cosmos3_robot.benchmarks` (the ``benchmarks/`` folder)."""
 QUICK_BENCHMARKS = ("latency", "train", "codec")
 """What ``bench all`` runs: minutes each. ``quality`` trains policies for a wall-clock budget,
 ``sampler`` studies a run ``quality`` trained, and ``curve`` trains for hundreds of steps."""
@@ -456,18 +458,13 @@ QUICK_BENCHMARKS = ("latency", "train", "codec")
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     import subprocess
-    from pathlib import Path
 
-    folder = Path(__file__).resolve().parents[1] / "benchmarks"
-    if not folder.is_dir():
-        print("error: the benchmarks/ folder is not here; run from a source checkout (pip install -e .)",
-              file=sys.stderr)
-        return 2
     names = list(QUICK_BENCHMARKS) if args.name == "all" else [args.name]
     rc = 0
     for name in names:  # one process each, so each prints its own peak memory
-        print(f"[bench] {name}: {BENCHMARKS[name]} {' '.join(args.args)}", flush=True)
-        rc |= subprocess.call([sys.executable, str(folder / BENCHMARKS[name]), *args.args])
+        module = f"cosmos3_robot.benchmarks.{BENCHMARKS[name]}"
+        print(f"[bench] {name}: python -m {module} {' '.join(args.args)}", flush=True)
+        rc |= subprocess.call([sys.executable, "-m", module, *args.args])
     return rc
 
 
@@ -476,7 +473,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
                    help="latency per chunk (vs ACT / Diffusion Policy), training samples/s, codec throughput; "
                         "quality: success and world model vs ACT / Diffusion on a training budget; sampler: "
                         "action error and success against steps and sampler; curve: a training curve; "
-                        "all: latency, train and codec")
+                        "safety: the safety filter under fuzzed commands; all: latency, train and codec")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark script (see its --help)")
 
 

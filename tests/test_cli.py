@@ -37,3 +37,28 @@ def test_models_prints_parameter_counts(capsys):
     out = capsys.readouterr().out
     assert "tiny" in out and "0.5" in out  # ~0.57M parameters
     assert main(["models", "huge"]) == 2
+
+
+def test_bench_and_demo_recipe_from_an_installed_wheel(tmp_path):
+    """``cosmos3-robot bench`` and the demo's recipe come from the installed package, not
+    the source tree: a wheel installed into a folder of its own, run from elsewhere."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "-w", str(wheels), str(repo)], check=True, timeout=600, capture_output=True)
+    (wheel,) = wheels.glob("cosmos3_robot-*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                    str(wheel)], check=True, timeout=600, capture_output=True)
+    env = {**__import__("os").environ, "PYTHONPATH": str(target)}
+    code = ("import cosmos3_robot, cosmos3_robot.sim.demo as d; print(cosmos3_robot.__file__); "
+            "print(d.REPO_RECIPE, d.REPO_RECIPE.is_file())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert str(target) in out.stdout and out.stdout.strip().endswith("True"), out.stdout
+    out = subprocess.run([sys.executable, "-m", "cosmos3_robot.cli", "bench", "codec", "--steps", "8",
+                          "--batch", "4"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "cosmos3_robot.benchmarks.codec_roundtrip" in out.stdout and "scipy" in out.stdout, out.stdout
