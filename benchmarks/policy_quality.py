@@ -76,7 +76,7 @@ def train_cosmos3(data: Path, run: Path, preset: str, minutes: float, batch: int
     (``--set``), applied last."""
     from cosmos3_robot.model import preset as model_preset
     from cosmos3_robot.train.recipe import run as train_run
-    from cosmos3_robot.train.trainer import read_metrics
+    from cosmos3_robot.train.state import read_metrics
 
     shutil.rmtree(run, ignore_errors=True)
     t0 = time.perf_counter()

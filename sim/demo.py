@@ -27,7 +27,7 @@ import numpy as np
 
 from cosmos3_robot.recipes import recipe_path
 from cosmos3_robot.sim import BUILTIN_TASKS
-from cosmos3_robot.train.trainer import read_metrics
+from cosmos3_robot.train.state import read_metrics
 
 REPO_RECIPE = recipe_path("sim/builtin_tasks.yaml")
 

@@ -8,7 +8,7 @@ import json
 import torch
 
 from cosmos3_robot.train.state import latest_checkpoint, save_checkpoint
-from cosmos3_robot.train.trainer import read_metrics
+from cosmos3_robot.train.state import read_metrics
 
 
 _MODEL = None

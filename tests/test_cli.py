@@ -45,9 +45,16 @@ def test_bench_and_demo_recipe_from_an_installed_wheel(tmp_path):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    src, wheels, target = tmp_path / "src", tmp_path / "wheels", tmp_path / "site"
+    # build from a copy of the checkout's files: setuptools' build/ folder stays out of the tree
+    files = subprocess.run(["git", "-C", str(repo), "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                           check=True, capture_output=True, text=True).stdout.split("\0")
+    for f in filter(None, files):
+        if (repo / f).is_file():
+            (src / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo / f, src / f)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "-w", str(wheels), str(repo)], check=True, timeout=600, capture_output=True)
+                    "-w", str(wheels), str(src)], check=True, timeout=600, capture_output=True)
     (wheel,) = wheels.glob("cosmos3_robot-*.whl")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
                     str(wheel)], check=True, timeout=600, capture_output=True)

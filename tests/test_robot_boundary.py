@@ -200,7 +200,7 @@ def test_token_schemes_bearer_and_openpi_api_key(served, header, ok):
 def test_token_from_a_file_or_the_environment(tmp_path, monkeypatch):
     import argparse
 
-    from cosmos3_robot.cli import _serve_token
+    from cosmos3_robot.cli_deploy import _serve_token
 
     f = tmp_path / "token"
     f.write_text("from-file\n")

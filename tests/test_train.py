@@ -21,7 +21,7 @@ from cosmos3_robot.cli import main as cli_main
 from cosmos3_robot.model import load_model
 from cosmos3_robot.train import TrainConfig, lr_at
 from cosmos3_robot.train.recipe import run
-from cosmos3_robot.train.trainer import read_metrics
+from cosmos3_robot.train.state import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -385,7 +385,8 @@ def test_video_prior_pretrains_with_the_encoder_and_on_a_share_of_each_prior_bat
     (it reads pixels: the encoder never runs there), its loss falling while nothing else
     moves."""
     from cosmos3_robot.train.recipe import build_datasets, build_model, load_recipe
-    from cosmos3_robot.train.trainer import Trainer, train_config_from
+    from cosmos3_robot.train.config import train_config_from
+    from cosmos3_robot.train.trainer import Trainer
 
     path = libero_recipe(tmp_path, steps=1, encoder_steps=3, prior_steps=60, prior_lr=3e-3, warmup=5,
                          log_every=10, pretrain_batch_size=4, video_prior_batch_size=3)
@@ -441,7 +442,8 @@ def test_prior_pretraining_reads_the_camera_before_the_flow(tmp_path):
     with the flow afterwards; a resumed run does not pretrain again; a model without an
     action prior skips it."""
     from cosmos3_robot.train.recipe import build_datasets, build_model, load_recipe
-    from cosmos3_robot.train.trainer import Trainer, train_config_from
+    from cosmos3_robot.train.config import train_config_from
+    from cosmos3_robot.train.trainer import Trainer
 
     path = libero_recipe(tmp_path, steps=2, prior_steps=60, prior_lr=3e-3, warmup=5, log_every=10)
     prior = ["model.overrides={visual_keypoints: 4, action_prior: true}"]

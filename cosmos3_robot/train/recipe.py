@@ -31,7 +31,8 @@ from cosmos3_robot.data.episode import DataError, Episode
 from cosmos3_robot.data.windows import WindowDataset, WindowSpec, mixture_weights
 from cosmos3_robot.model import Cosmos3, preset
 from cosmos3_robot.normalize import QuantileNormalizer
-from cosmos3_robot.train.trainer import Trainer, train_config_from
+from cosmos3_robot.train.config import train_config_from
+from cosmos3_robot.train.trainer import Trainer
 
 SECTIONS = ("model", "window", "data", "train")
 

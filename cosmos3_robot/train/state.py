@@ -1,4 +1,5 @@
-"""Training checkpoints: model, EMA, optimizer and trainer state, written atomically.
+"""A run folder's state: checkpoints (model, EMA, optimizer and trainer state, written
+atomically) and the metrics the trainer logged (:func:`read_metrics`).
 
 A checkpoint is a folder ``step_XXXXXXX/`` holding
 
@@ -97,3 +98,30 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, ema: torch
     for old in olds[: max(0, len(olds) - (keep - 1))]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def read_metrics(run_dir: str | os.PathLike[str], phase: str = "train") -> list[dict[str, Any]]:
+    """The records of a run's ``metrics.jsonl``: ``phase="train"`` the world model's steps
+    (with ``step``, ``loss``, ``loss/<mode>``), ``"encoder"`` the encoder pretraining's
+    (``encoder_step``, ``loss/video_recon``, or ``loss/video_recon_and_prior`` with a video
+    prior), ``"prior"`` the action prior's (``prior_step``,
+    ``loss/action_prior``). ``[]`` when the file does not exist yet."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return _last_run_of_each_step([r for r in recs if r.get("phase", "train") == phase],
+                                  "step" if phase == "train" else f"{phase}_step")
+
+
+def _last_run_of_each_step(recs: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """A resumed run logs again the steps between its checkpoint and the kill: keep the
+    records of the run that continued (a step at or below the previous one starts it)."""
+    out: list[dict[str, Any]] = []
+    for r in recs:
+        step = r.get(key)
+        if step is not None:
+            while out and out[-1].get(key) is not None and out[-1][key] >= step:
+                out.pop()
+        out.append(r)
+    return out
