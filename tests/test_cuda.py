@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from cosmos3_robot.synthetic import sim_state, tiny_sim_policy
-from test_model import make_model, random_batch
 from test_train import libero_recipe
 
 from cosmos3_robot.model import load_model
@@ -34,7 +33,7 @@ MODES = [("policy_actions", "actions", {}), ("policy", "video", {"n_future_frame
 
 
 @pytest.mark.parametrize("mode,key,extra", MODES)
-def test_every_mode_on_cuda_matches_the_cpu(mode, key, extra):
+def test_every_mode_on_cuda_matches_the_cpu(make_model, random_batch, mode, key, extra):
     m = make_model(wake=True).eval()
     b = random_batch()
     kw = dict(steps=3, n_actions=8, action_dim=19, seed=5, **extra)
@@ -44,7 +43,7 @@ def test_every_mode_on_cuda_matches_the_cpu(mode, key, extra):
     torch.testing.assert_close(out.cpu(), ref, atol=2e-4, rtol=1e-4)
 
 
-def test_prior_chunk_and_keypoints_on_cuda_match_the_cpu():
+def test_prior_chunk_and_keypoints_on_cuda_match_the_cpu(make_model, random_batch):
     m = make_model(wake=True, visual_keypoints=8, action_prior=True, state_input=True,
                    flow={"prior_noise": 0.3}).eval()
     b = random_batch()
@@ -85,7 +84,7 @@ def test_training_on_cuda_with_bf16_autocast_then_loading_on_the_cpu(tmp_path):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_video_prior_forward_dynamics_and_pretraining_on_cuda(tmp_path):
+def test_video_prior_forward_dynamics_and_pretraining_on_cuda(make_model, random_batch, tmp_path):
     """The video prior's start (steps 0 and a few flow steps) on CUDA matches the CPU, and a
     recipe with it pretrains (encoder and prior phases) and trains there with bf16 autocast."""
     m = make_model(wake=True, video_prior=True, action_prior=True, flow={"prior_noise": 0.3}).eval()

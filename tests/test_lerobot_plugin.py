@@ -83,7 +83,7 @@ def test_lerobot_factory_builds_cosmos3_from_its_type_name():
     parts = [wm.forward(batch)[1] for _ in range(4)]
     assert "video_future" in parts[1] and "actions" in parts[3] and "video_future" not in parts[3]
     # Chunk steps past an episode's end (LeRobot's action_is_pad) reach the model as invalid
-    # steps, which its action loss leaves out (as ACT does; tests/test_model.py).
+    # steps, which its action loss leaves out (as ACT does; tests/test_model_sequence.py).
     pad = torch.zeros(2, 8, dtype=torch.bool)
     pad[:, 5:] = True
     padded = {"observation.images.front": torch.rand(2, 3, 48, 48), "action": torch.randn(2, 8, 8),

@@ -1,8 +1,9 @@
-"""Model configuration: one dataclass, presets as data.
+"""Model configuration: grouped dataclasses, presets as data.
 
-``Cosmos3Config`` describes the whole model: the shared transformer shape, the AR inputs
-(byte text, ViT patches), the DM inputs (video latents from a pluggable encoder, padded
-actions through per-domain projections) and the flow-matching objective. Presets are
+``Cosmos3Config`` describes the whole model in four groups: ``transformer`` (the shared
+shape and the AR inputs: byte text, ViT patches), ``video`` (latents from a pluggable
+encoder, the video prior), ``action`` (padded actions through per-domain projections, what
+the action side reads, the action prior) and ``flow`` (the flow-matching objective). Presets are
 instances registered by name; ``cosmos3-robot model-info`` prints their parameter counts.
 """
 
@@ -70,23 +71,41 @@ class FlowConfig:
 
 
 @dataclass(frozen=True)
-class Cosmos3Config:
-    """A compact Cosmos-3-style Mixture-of-Transformers.
+class TransformerConfig:
+    """The shared transformer (each layer holds one parameter set per tower) and the AR inputs.
 
-    Transformer (shared by both towers; each layer holds one parameter set per tower):
+    Attributes:
         dim: model width. n_layers: layers. n_heads: attention heads (``dim % n_heads == 0``).
         ffn_mult: SwiGLU hidden width as a multiple of ``dim``.
         rope_theta: RoPE base. rope_sections: head-dim pairs given to the (t, h, w) axes;
             they must sum to ``head_dim // 2``; empty means an even split favouring t.
         block_causal: clean DM conditioning tokens do not attend to noisy targets, so their
             K/V can be cached across denoising steps.
-
-    AR inputs (Reasoner tower):
+        time_base_tps: TPS_base of the mRoPE (6 = 24 fps / 4).
         max_text_len: text tokens per sample (UTF-8 bytes + BOS). Longer text is an error.
-        image_size: square AR/DM image side in pixels. vit_patch: ViT patch side; vit_merge:
-            merge factor of neighbouring patches (2 -> 2x2 merge).
+        vit_patch: ViT patch side (Reasoner images); vit_merge: merge factor of neighbouring
+            patches (2 -> 2x2 merge).
+    """
 
-    DM inputs (Generator tower):
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    ffn_mult: float = 2.0
+    rope_theta: float = 10000.0
+    rope_sections: tuple[int, int, int] = ()  # type: ignore[assignment]
+    block_causal: bool = False
+    time_base_tps: float = 6.0
+    max_text_len: int = 64
+    vit_patch: int = 8
+    vit_merge: int = 2
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """The video side of the Generator tower.
+
+    Attributes:
+        image_size: square AR/DM image side in pixels.
         video_encoder: ``"patchify"`` (raw pixels), ``"conv_ae"`` (this project's compact
             video autoencoder) or ``"external"`` (an adapter around a user's VAE).
         latent_channels, spatial_compression, temporal_compression: the encoder's latent
@@ -99,6 +118,37 @@ class Cosmos3Config:
         video_gated: with ``video_anchored``, the decoder blends its differences onto the
             anchor through a per-pixel gate (static pixels stay exactly the anchor's). Off by
             default for the same reason.
+        video_prior: forward dynamics starts from a learned prediction instead of zero-mean
+            noise: a small conv net on the context latents and the clean action chunk,
+            trained by regression to the future latents
+            (:class:`~cosmos3_robot.model.video_prior.VideoPrior`); the video flow transports
+            ``prior + prior_noise * noise`` to the data in modes whose actions are given.
+            Off by default so checkpoints saved before the field existed load as they were
+            trained.
+        dm_patch: latent patch side grouped into one DM token.
+    """
+
+    image_size: int = 32
+    video_encoder: Literal["patchify", "conv_ae", "external"] = "patchify"
+    latent_channels: int = 3
+    spatial_compression: int = 1
+    temporal_compression: int = 1
+    video_anchored: bool = False
+    video_gated: bool = False
+    video_prior: bool = False
+    dm_patch: int = 8
+
+
+@dataclass(frozen=True)
+class ActionConfig:
+    """The action side of the Generator tower and what it reads besides the video.
+
+    Attributes:
+        max_action_width: padded action width (64 in the reference).
+        n_action_domains: one input/output projection per embodiment domain (32).
+        max_actions: longest action chunk.
+        action_domains: embodiment names owning the action projections, in domain order
+            (at most ``n_action_domains``); unknown names are rejected.
         state_input: read the robot's proprioception (``WorldBatch.state``, per-domain
             projection) and add it to every action token. Off by default so checkpoints
             saved before the field existed load as they were trained.
@@ -118,53 +168,46 @@ class Cosmos3Config:
             state, keypoint features), trained by regression; the flow transports ``prior + noise`` to the data
             (:meth:`~cosmos3_robot.model.cosmos3.Cosmos3.action_prior_mean`). Off by default so
             checkpoints saved before the field existed load as they were trained.
-        video_prior: forward dynamics starts from a learned prediction instead of zero-mean
-            noise: a small conv net on the context latents and the clean action chunk,
-            trained by regression to the future latents
-            (:class:`~cosmos3_robot.model.video_prior.VideoPrior`); the video flow transports
-            ``prior + prior_noise * noise`` to the data in modes whose actions are given.
-            Off by default so checkpoints saved before the field existed load as they were
-            trained.
-        dm_patch: latent patch side grouped into one DM token.
-        max_action_width: padded action width (64 in the reference).
-        n_action_domains: one input/output projection per embodiment domain (32).
-        max_actions: longest action chunk.
-        action_domains: embodiment names owning the action projections, in domain order
-            (at most ``n_action_domains``); unknown names are rejected.
-        time_base_tps: TPS_base of the mRoPE (6 = 24 fps / 4).
     """
 
-    name: str = "custom"
-    dim: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    ffn_mult: float = 2.0
-    rope_theta: float = 10000.0
-    rope_sections: tuple[int, int, int] = ()  # type: ignore[assignment]
-    block_causal: bool = False
-    max_text_len: int = 64
-    image_size: int = 32
-    vit_patch: int = 8
-    vit_merge: int = 2
-    video_encoder: Literal["patchify", "conv_ae", "external"] = "patchify"
-    latent_channels: int = 3
-    spatial_compression: int = 1
-    temporal_compression: int = 1
-    video_anchored: bool = False
-    video_gated: bool = False
+    max_action_width: int = 64
+    n_action_domains: int = 32
+    max_actions: int = 32
+    action_domains: tuple[str, ...] = DEFAULT_DOMAINS
     state_input: bool = False
     visual_keypoints: int = 0
     keypoint_film_layers: int = 1
     n_views: int = 1
     action_prior: bool = False
-    video_prior: bool = False
-    dm_patch: int = 8
-    max_action_width: int = 64
-    n_action_domains: int = 32
-    max_actions: int = 32
-    time_base_tps: float = 6.0
-    action_domains: tuple[str, ...] = DEFAULT_DOMAINS
+
+
+GROUPS: dict[str, type] = {"transformer": TransformerConfig, "video": VideoConfig, "action": ActionConfig}
+"""The config's groups besides ``flow``. Field names are unique across them, so a flat key
+(``dim``, ``video_prior``) names one field: recipes' ``model.overrides``, :func:`preset` and
+checkpoints saved before the config was grouped use flat keys."""
+_GROUP_OF: dict[str, str] = {f.name: g for g, c in GROUPS.items() for f in dataclasses.fields(c)}
+_TUPLES = ("rope_sections", "action_domains")  # JSON lists -> tuples
+
+
+@dataclass(frozen=True)
+class Cosmos3Config:
+    """A compact Cosmos-3-style Mixture-of-Transformers: ``transformer`` (both towers' shape and
+    the AR inputs), ``video`` and ``action`` (the Generator tower's two sides) and ``flow`` (the
+    objective). Every group field also reads flat: ``config.dim`` is ``config.transformer.dim``.
+    Build one with :meth:`make` or :meth:`from_dict` (flat or grouped keys), change it with
+    :meth:`replace`."""
+
+    name: str = "custom"
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    action: ActionConfig = field(default_factory=ActionConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
+
+    def __getattr__(self, key: str) -> Any:  # only called when normal lookup fails
+        group = _GROUP_OF.get(key)
+        if group is None:
+            raise AttributeError(f"Cosmos3Config has no field {key!r}")
+        return getattr(object.__getattribute__(self, group), key)
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -217,10 +260,51 @@ class Cosmos3Config:
     def vit_tokens_per_image(self) -> int:
         return (self.image_size // (self.vit_patch * self.vit_merge)) ** 2
 
+    @staticmethod
+    def _split(changes: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Flat and grouped keys -> ``{group: {field: value}}`` (plus ``""``: ``name``);
+        unknown keys raise, naming the known ones."""
+        out: dict[str, dict[str, Any]] = {"": {}, "flow": {}, **{g: {} for g in GROUPS}}
+        for k, v in changes.items():
+            if k == "name":
+                out[""]["name"] = v
+            elif k == "flow" or k in GROUPS:
+                if isinstance(v, (FlowConfig, *GROUPS.values())):
+                    v = dataclasses.asdict(v)
+                if not isinstance(v, dict):
+                    raise ValueError(f"Cosmos3Config: {k} must be a mapping of its fields, got {type(v).__name__}")
+                out[k].update(v)
+            elif k in _GROUP_OF:
+                out[_GROUP_OF[k]][k] = v
+            else:
+                raise ValueError(f"Cosmos3Config: unknown field(s) [{k!r}]; known: name, flow, "
+                                 f"{', '.join(GROUPS)} and their fields {sorted(_GROUP_OF)}")
+        for g, fields_ in out.items():
+            for k in _TUPLES:
+                if k in fields_:
+                    fields_[k] = tuple(fields_[k])
+            if g == "flow":
+                known = {f.name for f in dataclasses.fields(FlowConfig)}
+            elif g:
+                known = {f.name for f in dataclasses.fields(GROUPS[g])}
+            else:
+                continue
+            unknown = sorted(set(fields_) - known)
+            if unknown:
+                raise ValueError(f"Cosmos3Config: unknown {g} field(s) {unknown}; known: {sorted(known)}")
+        return out
+
+    @classmethod
+    def make(cls, **fields_: Any) -> "Cosmos3Config":
+        """A config from flat keys (``dim=320, video_prior=True``), groups as mappings
+        (``flow={...}``), or both."""
+        return cls().replace(**fields_)
+
     def replace(self, **changes: Any) -> "Cosmos3Config":
-        if "flow" in changes and isinstance(changes["flow"], dict):
-            changes["flow"] = dataclasses.replace(self.flow, **changes["flow"])
-        return dataclasses.replace(self, **changes)
+        """This config with ``changes`` (flat keys, or groups as mappings of their fields)."""
+        parts = self._split(changes)
+        groups = {g: dataclasses.replace(getattr(self, g), **parts[g]) for g in ("flow", *GROUPS) if parts[g]}
+        return dataclasses.replace(self, **parts[""], **groups)
 
     def with_domains(self, names: "Sequence[str]") -> "Cosmos3Config":
         """This config with an action domain for each of ``names`` it lacks, appended in
@@ -236,6 +320,7 @@ class Cosmos3Config:
         return self.replace(action_domains=self.action_domains + tuple(add))
 
     def to_dict(self) -> dict[str, Any]:
+        """Grouped: ``{"name", "transformer": {...}, "video": {...}, "action": {...}, "flow": {...}}``."""
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
@@ -243,33 +328,26 @@ class Cosmos3Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Cosmos3Config":
-        d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"Cosmos3Config: unknown field(s) {unknown}")
-        flow = FlowConfig(**d.pop("flow", {}))
-        for key in ("rope_sections", "action_domains"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(flow=flow, **d)
+        """From :meth:`to_dict`'s grouped form or the flat form checkpoints were saved in
+        before the config was grouped (fields they lack take their defaults)."""
+        return cls.make(**d)
 
 
 PRESETS: dict[str, Cosmos3Config] = {
     # Unit tests: < 2M parameters, 32 px frames, raw patches.
-    "tiny": Cosmos3Config(name="tiny", dim=64, n_layers=2, n_heads=4, image_size=32, vit_patch=8,
+    "tiny": Cosmos3Config.make(name="tiny", dim=64, n_layers=2, n_heads=4, image_size=32, vit_patch=8,
                           dm_patch=4, max_text_len=48, max_actions=32),
     # CPU demo: ~25M parameters, 64 px frames, the compact conv autoencoder (8x spatial).
     # The deployable presets are block-causal (like pi0's prefix/suffix attention): clean
     # conditioning runs once per chunk and each denoising step runs only the noisy tokens,
     # half the tokens of a policy step (benchmarks/inference_latency.py).
-    "small": Cosmos3Config(name="small", dim=320, n_layers=8, n_heads=5, ffn_mult=2.5, block_causal=True,
+    "small": Cosmos3Config.make(name="small", dim=320, n_layers=8, n_heads=5, ffn_mult=2.5, block_causal=True,
                            image_size=64, vit_patch=8, video_encoder="conv_ae",
                            latent_channels=8, spatial_compression=8, temporal_compression=4,
                            video_anchored=True, video_gated=True, state_input=True, dm_patch=2, max_text_len=64,
                            max_actions=32),
     # Jetson Orin / RTX class: ~250M parameters, 128 px frames.
-    "compact": Cosmos3Config(name="compact", dim=768, n_layers=14, n_heads=12, ffn_mult=2.75, block_causal=True,
+    "compact": Cosmos3Config.make(name="compact", dim=768, n_layers=14, n_heads=12, ffn_mult=2.75, block_causal=True,
                              image_size=128, vit_patch=16, video_encoder="conv_ae",
                              latent_channels=16, spatial_compression=16, temporal_compression=4,
                              video_anchored=True, video_gated=True, state_input=True, dm_patch=2,
