@@ -214,7 +214,7 @@ def id_features(video: torch.Tensor) -> np.ndarray:
 def frame_psnr(real: np.ndarray, fake: np.ndarray) -> float:
     """PSNR in dB of one uint8 frame against another, 99 when identical (held frames at an
     episode's end copy exactly; the means stay finite)."""
-    from cosmos3_robot.sim.demo import psnr
+    from cosmos3_robot.sim.report import psnr
 
     return psnr(real, fake, identical=99.0)
 

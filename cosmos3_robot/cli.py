@@ -289,7 +289,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from cosmos3_robot.sim.demo import DemoConfig, run_demo
+    from cosmos3_robot.demo import DemoConfig, run_demo
 
     cfg = DemoConfig.quick(args.out or "runs/demo_quick") if args.quick else DemoConfig(out=args.out or "runs/demo")
     changes = {k: v for k, v in {"minutes": args.minutes, "demos_per_task": args.demos,

@@ -252,5 +252,5 @@ def tiny_sim_policy(views: tuple[str, ...] = ()):
         return Cosmos3Policy(Cosmos3(preset("tiny")), "sim_arm", norm, window)
     model = Cosmos3(preset("tiny", visual_keypoints=4, n_views=len(views), action_prior=True))
     with torch.no_grad():
-        model.prior_head[-1].weight.normal_(std=0.3)
+        model.parts.action_prior.head[-1].weight.normal_(std=0.3)
     return Cosmos3Policy(model, "sim_arm", norm, {**window, "views": list(views)}, InferenceConfig(steps=0, temperature=0.0))

@@ -1,4 +1,5 @@
-"""Evaluation reports: a console table, ``results.json`` and a success-rate plot."""
+"""Evaluation reports: a console table, ``results.json``, a success-rate plot, and the PSNR
+of imagined frames."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cosmos3_robot.sim.evaluate import EvalRun
+
+
+def psnr(a: np.ndarray, b: np.ndarray, identical: float = math.inf) -> float:
+    """PSNR (dB) of uint8 images; ``identical`` for equal ones (a finite value keeps means
+    over many frames finite)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return identical if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
 def _pct(x: float) -> str:

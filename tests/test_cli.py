@@ -59,7 +59,7 @@ def test_bench_and_demo_recipe_from_an_installed_wheel(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
                     str(wheel)], check=True, timeout=600, capture_output=True)
     env = {**__import__("os").environ, "PYTHONPATH": str(target)}
-    code = ("import cosmos3_robot, cosmos3_robot.sim.demo as d; print(cosmos3_robot.__file__); "
+    code = ("import cosmos3_robot, cosmos3_robot.demo as d; print(cosmos3_robot.__file__); "
             "print(d.REPO_RECIPE, d.REPO_RECIPE.is_file())")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)

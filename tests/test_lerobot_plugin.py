@@ -113,8 +113,8 @@ def test_lerobot_factory_builds_cosmos3_from_its_type_name():
     mc = prior.model.config
     assert (mc.visual_keypoints, mc.action_prior, mc.flow.prior_noise) == (4, True, 0.5)
     with torch.no_grad():
-        prior.model.prior_bias[0, :8, :8] = torch.linspace(-1, 1, 64).reshape(8, 8)
-    assert torch.allclose(prior.predict_action_chunk(pre(obs)), prior.model.prior_bias[0, :8, :8][None])
+        prior.model.parts.action_prior.bias[0, :8, :8] = torch.linspace(-1, 1, 64).reshape(8, 8)
+    assert torch.allclose(prior.predict_action_chunk(pre(obs)), prior.model.parts.action_prior.bias[0, :8, :8][None])
     with pytest.raises(ValueError, match="num_inference_steps: expected 1..1000"):
         type(cfg)(preset="tiny", num_inference_steps=0, input_features=inputs, output_features=outputs)
     with pytest.raises(ValueError, match="prior_noise"):

@@ -63,6 +63,64 @@ def test_config_groups_and_checkpoints_saved_with_flat_keys(make_model, random_b
                        m_old.generate("policy_actions", b, **kw)["actions"])
 
 
+def test_optional_parts_are_modules_and_checkpoints_of_before_them_load(make_model, tmp_path):
+    """The state input, keypoint stem and priors live in ``model.parts``; a checkpoint saved
+    when they were attributes of the model (``state_in.*``, ``keypoints.*``, ``prior_bias``,
+    ``prior_head.*``, ``video_prior.*``) loads with the same weights and gives the same actions."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    m = make_model(wake=True, state_input=True, visual_keypoints=4, action_prior=True, video_prior=True)
+    assert list(m.parts) == ["state", "keypoints", "action_prior", "video_prior"]
+    assert m.part("keypoints") is m.parts.keypoints and make_model().part("keypoints") is None
+    path = save_model(m, tmp_path / "model.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta, state = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    before = {"parts.state.proj.": "state_in.", "parts.keypoints.stem.": "keypoints.",
+              "parts.action_prior.bias": "prior_bias", "parts.action_prior.head.": "prior_head.",
+              "parts.video_prior.net.": "video_prior."}
+    old = {}
+    for k, v in state.items():
+        new = next((k.replace(a, b, 1) for a, b in before.items() if k.startswith(a)), k)
+        old[new] = v
+    assert {"prior_bias", "state_in.w", "prior_head.0.weight", "keypoints.out.weight",
+            "video_prior.out.bias"} <= set(old) and not any(k.startswith("parts.") for k in old)
+    save_file(old, str(tmp_path / "old.safetensors"), metadata=meta)
+    m_old = load_model(tmp_path / "old.safetensors")
+    assert all(torch.equal(v, m_old.state_dict()[k]) for k, v in m.state_dict().items())
+    g = torch.Generator().manual_seed(3)
+    b = WorldBatch(text=["a", "b"], embodiment=["single_arm"] * 2, video=torch.rand(2, 1, 3, 32, 32, generator=g) * 2 - 1,
+                   state=torch.randn(2, 8, generator=g), fps=10.0, control_hz=10.0)
+    kw = dict(steps=0, n_actions=8, action_dim=8, seed=1, temperature=0.0)
+    m.eval(), m_old.eval()  # (a training stem shifts its camera frames at random)
+    assert torch.equal(m.generate("policy_actions", b, **kw)["actions"],
+                       m_old.generate("policy_actions", b, **kw)["actions"])
+    assert json.loads(meta["config"]) == json.loads(m_old.config.to_json())
+
+
+def test_input_checks_are_plain_functions_of_a_batch_and_the_model_sizes():
+    """The checks the model runs on a batch work without a model: padding and masks on the
+    requested device and dtype, and errors that name the field and the expected shape."""
+    from cosmos3_robot.model.inputs import check_images, domain_indices, padded_actions, padded_state
+
+    a, mask = padded_actions(torch.ones(2, 4, 3), None, 2, max_actions=8, W=5, dtype=torch.float64)
+    assert a.shape == (2, 4, 5) and a.dtype == torch.float64 and a[..., 3:].abs().sum() == 0
+    assert mask.tolist() == [[True] * 3 + [False] * 2] * 2
+    with pytest.raises(ValueError, match="actions: chunk of 9 steps exceeds max_actions 8"):
+        padded_actions(torch.ones(2, 9, 3), None, 2, max_actions=8, W=5)
+    x, present = padded_state(torch.ones(2, 2), torch.tensor([[True, False], [False, False]]), 2, W=4)
+    assert x.tolist() == [[1, 0, 0, 0], [0, 0, 0, 0]] and present.tolist() == [True, False]
+    with pytest.raises(ValueError, match=r"state: expected \(2, P\) normalised proprioception with P <= 4"):
+        padded_state(torch.ones(2, 6), None, 2, W=4)
+    assert domain_indices(["b", "a"], 2, ["a", "b"]) == [1, 0]
+    with pytest.raises(ValueError, match=r"embodiment 'c' has no action domain in this model; known: \['a', 'b'\]"):
+        domain_indices(["a", "c"], 2, ["a", "b"])
+    with pytest.raises(ValueError, match=r"video: expected shape \(1, N, 3, 8, 8\)"):
+        check_images(torch.zeros(1, 2, 3, 8, 9), "video", 1, 8)
+
+
 def test_bad_inputs_have_clear_errors(make_model, random_batch):
     m = make_model()
     b = random_batch()

@@ -18,9 +18,9 @@ def test_state_input_conditions_the_actions_and_is_optional(make_model, random_b
     state = torch.randn(2, 10)
     plain = make_model(wake=True)
     m = make_model(state_input=True)
-    assert float(m.state_in.w.abs().sum() + m.state_in.b.abs().sum()) == 0  # zero-initialised
+    assert float(m.parts.state.proj.w.abs().sum() + m.parts.state.proj.b.abs().sum()) == 0  # zero-initialised
     missing, _ = m.load_state_dict(plain.state_dict(), strict=False)  # the same weights otherwise
-    assert sorted(missing) == ["state_in.b", "state_in.w"]
+    assert sorted(missing) == ["parts.state.proj.b", "parts.state.proj.w"]
 
     def act(model, st, mask=None, seed=0):
         return model.generate("policy_actions", WorldBatch(**{**b.__dict__, "state": st, "state_mask": mask}),
@@ -28,7 +28,7 @@ def test_state_input_conditions_the_actions_and_is_optional(make_model, random_b
 
     assert torch.equal(act(m, state), act(plain, None))  # zero-initialised: no effect until trained
     with torch.no_grad():
-        m.state_in.w.normal_(std=0.3)
+        m.parts.state.proj.w.normal_(std=0.3)
     with_state, other = act(m, state), act(m, state + 1.0)
     assert not torch.allclose(with_state, other, atol=1e-4)
     none = torch.zeros(2, 10, dtype=torch.bool)
@@ -40,12 +40,12 @@ def test_state_input_conditions_the_actions_and_is_optional(make_model, random_b
     assert torch.allclose(got[0], with_state[0], atol=1e-5) and torch.allclose(got[1], act(m, None)[1], atol=1e-5)
     # the loss reads it too, and trains the projection
     m.loss("policy_actions", WorldBatch(**{**b.__dict__, "state": state}))[0].backward()
-    assert m.state_in.w.grad.abs().sum() > 0
+    assert m.parts.state.proj.w.grad.abs().sum() > 0
     with pytest.raises(ValueError, match=r"state: expected \(2, P\) normalised proprioception"):
         act(m, torch.randn(3, 10))
     with pytest.raises(ValueError, match="state: non-finite"):
         act(m, torch.full((2, 10), float("nan")))
-    assert plain.state_in is None and preset("small").state_input and not preset("tiny").state_input
+    assert plain.part("state") is None and preset("small").state_input and not preset("tiny").state_input
 
 
 def test_spatial_softmax_gives_the_coordinates_of_a_peak():
@@ -70,7 +70,7 @@ def test_visual_keypoints_read_the_current_frame_into_the_actions(make_model, ra
     plain = make_model(wake=True)
     m = make_model(visual_keypoints=8)
     missing, _ = m.load_state_dict(plain.state_dict(), strict=False)
-    assert missing and all(k.startswith("keypoints.") for k in missing)
+    assert missing and all(k.startswith("parts.keypoints.") for k in missing)
 
     def act(model, video, seed=0):
         return model.generate("policy_actions", WorldBatch(**{**b.__dict__, "video": video}),
@@ -78,17 +78,17 @@ def test_visual_keypoints_read_the_current_frame_into_the_actions(make_model, ra
 
     assert torch.equal(act(m, b.video), act(plain, b.video))
     with torch.no_grad():
-        m.keypoints.out.weight.normal_(std=0.3)
+        m.parts.keypoints.stem.out.weight.normal_(std=0.3)
     other = torch.roll(b.video, 1, 0)
     assert not torch.allclose(act(m, b.video), act(m, other), atol=1e-4)
     # only the stem's view changed: without it, the same swap moves the actions far less
     stem_change = (act(m, b.video) - act(m, other)).abs().mean()
-    m.keypoints = None
+    del m.parts["keypoints"]
     assert (act(m, b.video) - act(m, other)).abs().mean() < stem_change
     learner = make_model(wake=True, visual_keypoints=8)
     learner.loss("policy_actions", random_batch(frames=1))[0].backward()
-    assert learner.keypoints.cameras[0].conv1.weight.grad.abs().sum() > 0
-    assert learner.keypoints.out.weight.grad.abs().sum() > 0
+    assert learner.parts.keypoints.stem.cameras[0].conv1.weight.grad.abs().sum() > 0
+    assert learner.parts.keypoints.stem.out.weight.grad.abs().sum() > 0
     assert not preset("tiny").visual_keypoints
 
 
@@ -104,10 +104,10 @@ def test_observation_stem_reads_every_view_and_the_instruction(make_model, rando
 
     def feats(v, text=None):
         batch = WorldBatch(**{**b.__dict__, "views": v, "text": text or b.text})
-        return m.keypoints(m._views(batch, B), list(batch.text))[0]
+        return m.parts.keypoints.stem(m._views(batch, B), list(batch.text))[0]
 
     base = feats(views)
-    assert base.shape == (B, m.keypoints.features) == (B, 64 + 2 * 4 * 2)
+    assert base.shape == (B, m.parts.keypoints.stem.features) == (B, 64 + 2 * 4 * 2)
     for cam in (0, 1):
         other = views.clone()
         other[:, cam] = torch.roll(views[:, cam], 1, 0)
@@ -131,7 +131,7 @@ def test_keypoint_film_on_two_layers_conditions_the_second_conv(make_model):
 
     one = make_model(visual_keypoints=4, n_views=2, action_prior=True)
     two = make_model(visual_keypoints=4, n_views=2, action_prior=True, keypoint_film_layers=2)
-    assert one.keypoints.cameras[0].film2 is None
+    assert one.parts.keypoints.stem.cameras[0].film2 is None
     missing, unexpected = two.load_state_dict(one.state_dict(), strict=False)
     assert not unexpected and missing and all(".film2." in k for k in missing)
     stem = CameraStem(4, 8, width=8, film_layers=2)

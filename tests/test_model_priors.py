@@ -21,7 +21,7 @@ def test_action_prior_is_where_the_flow_starts_and_learns_by_regression(make_mod
     plain = make_model(state_input=True)
     m = make_model(state_input=True, action_prior=True)
     missing, _ = m.load_state_dict(plain.state_dict(), strict=False)
-    assert missing and all(k.startswith("prior_") for k in missing)
+    assert missing and all(k.startswith("parts.action_prior.") for k in missing)
     req = WorldBatch(**{**b.__dict__, "video": b.video[:, :1], "actions": None, "state": state})
 
     def act(model, temperature=1.0, steps=3, **kw):
@@ -33,11 +33,11 @@ def test_action_prior_is_where_the_flow_starts_and_learns_by_regression(make_mod
     assert torch.equal(act(m, 0.0), torch.zeros(2, 8, 10))
     assert torch.allclose(act(plain, 0.5), 0.5 * noise)
     with torch.no_grad():
-        m.state_in.w.normal_(std=0.3)
-        m.prior_head[-1].weight.normal_(std=0.1)
-        m.prior_bias[m.config.action_domains.index("single_arm")] += 0.25
+        m.parts.state.proj.w.normal_(std=0.3)
+        m.parts.action_prior.head[-1].weight.normal_(std=0.1)
+        m.parts.action_prior.bias[m.config.action_domains.index("single_arm")] += 0.25
     domain = m.domain_ids(b.embodiment, 2)
-    mu = m.action_prior_mean(m._action_side(req, 2, domain)[1], domain, 8, torch.ones(2, 64, dtype=torch.bool))
+    mu = m.action_prior_mean(m.observe(req, 2, domain)[1], domain, 8, torch.ones(2, 64, dtype=torch.bool))
     assert mu.abs().mean() > 0.1
     assert torch.allclose(act(m, 0.0), mu[..., :10], atol=1e-6)
     assert torch.allclose(act(m), mu[..., :10] + noise, atol=1e-5)
@@ -58,7 +58,7 @@ def test_action_prior_is_where_the_flow_starts_and_learns_by_regression(make_mod
     loss, parts = m.loss("policy_actions", WorldBatch(**{**b.__dict__, "state": state}))
     assert parts["action_prior"] > 0
     loss.backward()
-    assert m.prior_head[0].weight.grad.abs().sum() > 0 and m.prior_head[-1].weight.grad.abs().sum() > 0
+    assert m.parts.action_prior.head[0].weight.grad.abs().sum() > 0 and m.parts.action_prior.head[-1].weight.grad.abs().sum() > 0
     # the same regression alone (prior pretraining): the reported part, and only the prior's
     # parameters get a gradient (the towers never run)
     m.zero_grad(set_to_none=True)
@@ -67,7 +67,7 @@ def test_action_prior_is_where_the_flow_starts_and_learns_by_regression(make_mod
     alone.backward()
     prior_ids = {id(p) for p in m.prior_parameters()}
     assert {id(p) for p in m.parameters() if p.grad is not None} <= prior_ids
-    assert m.prior_bias.grad.abs().sum() > 0 and m.prior_head[0].weight.grad.abs().sum() > 0
+    assert m.parts.action_prior.bias.grad.abs().sum() > 0 and m.parts.action_prior.head[0].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="prior_loss: the model has no prior"):
         plain.prior_loss(b)
     with pytest.raises(ValueError, match=r"temperature: expected a number in \[0, 1\]"):
@@ -111,7 +111,7 @@ def test_prior_noise_scales_the_start_the_velocity_and_the_loss(make_model, rand
     unit, small = make_model(wake=True, state_input=True, action_prior=True), make_model(
         wake=True, state_input=True, action_prior=True, flow={"prior_noise": sigma})
     domain = unit.domain_ids(b.embodiment, 2)
-    mu = unit.action_prior_mean(unit._action_side(req, 2, domain)[1], domain, 8,
+    mu = unit.action_prior_mean(unit.observe(req, 2, domain)[1], domain, 8,
                                 torch.ones(2, 64, dtype=torch.bool))[..., :10]
     step_unit, step_small = act(unit, 0.0) - mu, act(small, 0.0) - mu
     assert step_unit.abs().mean() > 1e-3
@@ -132,7 +132,7 @@ def test_video_prior_is_where_forward_dynamics_starts_and_learns_by_regression(m
     plain = make_model()
     m = make_model(video_prior=True, flow={"prior_noise": sigma})
     missing, _ = m.load_state_dict(plain.state_dict(), strict=False)
-    assert missing and all(k.startswith("video_prior.") for k in missing)
+    assert missing and all(k.startswith("parts.video_prior.") for k in missing)
 
     def fd(model, temperature=1.0, steps=3):
         return model.generate("forward_dynamics", b, steps=steps, seed=4, n_future_frames=2,
@@ -141,8 +141,8 @@ def test_video_prior_is_where_forward_dynamics_starts_and_learns_by_regression(m
     now = b.video[:, :1]
     assert (fd(m, steps=0) - now).abs().max() < 0.02  # the gate starts (nearly) shut
     with torch.no_grad():  # a prior that predicts something
-        m.video_prior.out.weight.normal_(std=0.05)
-        m.video_prior.out.bias[:2].normal_(std=0.2)
+        m.parts.video_prior.net.out.weight.normal_(std=0.05)
+        m.parts.video_prior.net.out.bias[:2].normal_(std=0.2)
     prior_video = m.video_prior_frames(b, 2)
     assert prior_video.shape == (2, 2, 3, 32, 32) and (prior_video - now).abs().mean() > 0.05
     assert torch.equal(fd(m, steps=0), prior_video)  # the towers do not run; no noise either
@@ -165,7 +165,7 @@ def test_video_prior_is_where_forward_dynamics_starts_and_learns_by_regression(m
     m.zero_grad(set_to_none=True)
     loss, parts = m.loss("inverse_dynamics", b)
     loss.backward()
-    vp = m.video_prior
+    vp = m.parts.video_prior.net
     assert vp.down[0].weight.grad.abs().sum() > 0 and vp.action_in[0].weight.grad.abs().sum() > 0
     assert vp.relative_in[0].weight.grad.abs().sum() > 0
     # prior pretraining: the regression alone, on the first windows when asked; a clip
@@ -212,7 +212,7 @@ def test_video_prior_forward_dynamics_loss_is_in_units_of_the_prior_noise(make_m
     small = make_model(video_prior=True, flow={"prior_noise": sigma})
     with torch.no_grad():  # the gate fully open onto a zero colour: a prior of zero frames
         for model in (unit, small):
-            model.video_prior.out.bias[2] = 50.0
+            model.parts.video_prior.net.out.bias[2] = 50.0
     zero = WorldBatch(**{**b.__dict__, "video": torch.zeros_like(b.video)})
 
     def video_loss(model, batch):
@@ -235,7 +235,7 @@ def test_video_prior_learns_motion_from_actions(make_model, square_clips):
                    actions=actions, fps=15.0, control_hz=15.0)
     m = make_model(video_prior=True)
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    opt = torch.optim.AdamW(m.video_prior.parameters(), lr=3e-3, weight_decay=0)
+    opt = torch.optim.AdamW(m.parts.video_prior.net.parameters(), lr=3e-3, weight_decay=0)
     first = float(m.encoder_loss(b))
     for _ in range(150):
         loss = m.encoder_loss(b)
@@ -248,7 +248,7 @@ def test_video_prior_learns_motion_from_actions(make_model, square_clips):
     mse_copy = float(((video[:, :1] - video[:, 1:]) ** 2).mean())
     assert mse_model < 0.3 * mse_copy
     changed = {k for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
-    assert changed and all(k.startswith("video_prior.") for k in changed)
+    assert changed and all(k.startswith("parts.video_prior.") for k in changed)
 
 
 def test_encoder_loss_adds_the_video_prior(make_model, random_batch):
@@ -261,7 +261,7 @@ def test_encoder_loss_adds_the_video_prior(make_model, random_batch):
     plain, m = make_model(**kw), make_model(video_prior=True, **kw)
     m.load_state_dict(plain.state_dict(), strict=False)
     with torch.no_grad():  # a prior whose output reads its inputs
-        m.video_prior.out.weight.normal_(std=0.05)
+        m.parts.video_prior.net.out.weight.normal_(std=0.05)
     recon = plain.video_encoder.reconstruction_loss(b.video)
     assert float(plain.encoder_loss(b)) == pytest.approx(float(recon), rel=1e-6)
     total = m.encoder_loss(b)
@@ -271,6 +271,6 @@ def test_encoder_loss_adds_the_video_prior(make_model, random_batch):
     recon.backward()
     for (name, p), q in zip(m.video_encoder.named_parameters(), plain.video_encoder.parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-6), name
-    assert m.video_prior.down[0].weight.grad.abs().sum() > 0
+    assert m.parts.video_prior.net.down[0].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="video: the encoder's pretraining needs video"):
         m.encoder_loss(WorldBatch(**{**b.__dict__, "video": None}))

@@ -317,7 +317,7 @@ def test_unknown_policy_or_task_is_a_clear_error(tmp_path):
 def test_record_train_and_evaluate_a_checkpoint(tmp_path):
     pytest.importorskip("lerobot")
     from cosmos3_robot.data.sources.lerobot import LeRobotLayout, read_lerobot
-    from cosmos3_robot.sim.demo import REPO_RECIPE
+    from cosmos3_robot.demo import REPO_RECIPE
     from cosmos3_robot.sim.record import record
     from cosmos3_robot.train.recipe import run
 
@@ -471,7 +471,7 @@ def test_robosuite_stack_and_pickplacecan_build_and_step(task):
 
 def test_demo_end_to_end_writes_the_report(tmp_path):
     pytest.importorskip("lerobot")
-    from cosmos3_robot.sim.demo import DemoConfig, run_demo
+    from cosmos3_robot.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out=str(tmp_path / "demo"), tasks=("reach", "push"), demos_per_task=2, minutes=0.15,
                      eval_episodes=1, preset="tiny", batch_size=4, workers=0)

@@ -328,7 +328,7 @@ def test_proprioception_statistics_reach_the_checkpoint_and_the_policy(tmp_path)
     assert norms[0] is None and len(norms[1]["q01"]) == 10  # ee position + 6D rotation, gripper
     assert norms[1]["skip"] == [False] * 3 + [True] * 6 + [False]  # 6D rotation entries as they are
     pol = Cosmos3Policy.from_checkpoint(out, source=1)
-    assert pol.state_normalizer is not None and float(pol.model.state_in.w.detach().abs().sum()) > 0  # trained
+    assert pol.state_normalizer is not None and float(pol.model.parts.state.proj.w.detach().abs().sum()) > 0  # trained
     from cosmos3_robot.train.recipe import build_datasets, load_recipe
     from cosmos3_robot.transforms import apply
 
@@ -397,7 +397,7 @@ def test_video_prior_pretrains_with_the_encoder_and_on_a_share_of_each_prior_bat
     model = build_model(recipe)
     datasets, _ = build_datasets(recipe, tmp_path / "stats")
     calls: dict[str, list[int]] = {"encode": [], "prior": []}
-    encode, prior = model.video_encoder.encode, model.video_prior.forward
+    encode, prior = model.video_encoder.encode, model.parts.video_prior.net.forward
 
     def counting_encode(video):
         calls["encode"].append(video.shape[0])
@@ -408,7 +408,7 @@ def test_video_prior_pretrains_with_the_encoder_and_on_a_share_of_each_prior_bat
         return prior(frame, *args)
 
     model.video_encoder.encode = counting_encode  # type: ignore[method-assign]
-    model.video_prior.forward = counting_prior  # type: ignore[method-assign]
+    model.parts.video_prior.net.forward = counting_prior  # type: ignore[method-assign]
     snapshot: dict[str, torch.Tensor] = {}
     pretrain = Trainer._pretrain
 
@@ -430,7 +430,7 @@ def test_video_prior_pretrains_with_the_encoder_and_on_a_share_of_each_prior_bat
     assert calls["encode"] == [] and calls["prior"] == [3] * 60
     state = model.state_dict()
     moved = {k for k in state if not torch.equal(state[k], snapshot[k])}
-    assert moved and all(k.startswith("video_prior.") for k in moved)
+    assert moved and all(k.startswith("parts.video_prior.") for k in moved)
     with pytest.raises(ValueError, match="train.video_prior_batch_size: expected >= 1"):
         train_config_from({**recipe["train"], "video_prior_batch_size": 0})
 
@@ -459,13 +459,13 @@ def test_prior_pretraining_reads_the_camera_before_the_flow(tmp_path):
     assert recs[-1]["loss/action_prior"] < 0.7 * recs[0]["loss/action_prior"]  # L1: falls more slowly than MSE
     state = model.state_dict()
     moved = {k for k in state if not torch.equal(state[k], init[k])}
-    assert moved and all(k.startswith(("prior_", "keypoints.")) for k in moved)
-    assert any(k.startswith("keypoints.cameras") for k in moved)  # the camera path learned
+    assert moved and all(k.startswith(("parts.action_prior.", "parts.keypoints.")) for k in moved)
+    assert any(k.startswith("parts.keypoints.stem.cameras") for k in moved)  # the camera path learned
     ema = trainer.ema.state_dict()
     assert all(torch.equal(ema[k], state[k]) for k in state)
-    before = model.prior_head[0].weight.detach().clone()
+    before = model.parts.action_prior.head[0].weight.detach().clone()
     hist = trainer.fit()
-    assert [h["step"] for h in hist] == [2] and not torch.equal(model.prior_head[0].weight, before)
+    assert [h["step"] for h in hist] == [2] and not torch.equal(model.parts.action_prior.head[0].weight, before)
     trainer.save()
 
     resumed = Trainer(build_model(recipe), datasets[0], train_config_from({**recipe["train"], "steps": 3}), out,

@@ -4,8 +4,8 @@ One set of weights serves every mode (:mod:`cosmos3_robot.model.modes`); a mode 
 decides which DM streams are present and which of them are noisy. The rest lives in one
 module per responsibility, each a mixin of :class:`Cosmos3`: reading a batch
 (:mod:`.inputs`), the DM sequence and the Generator pass (:mod:`.sequence`), the optional
-priors (:mod:`.priors`), what trains alone first (:mod:`.pretraining`) and sampling
-(:mod:`.sampling`). Sequence per sample::
+parts (:mod:`.parts`, called in one loop per hook by :mod:`.with_parts`), what trains alone
+first (:mod:`.pretraining`) and sampling (:mod:`.sampling`). Sequence per sample::
 
     AR:  [BOS text... PAD..] [ViT image tokens] [EOS] [BOG]      (Reasoner, causal)
     DM:  [clean conditioning streams] [noisy target streams]       (Generator, flow)
@@ -26,28 +26,22 @@ from cosmos3_robot.model import rope
 from cosmos3_robot.model.config import Cosmos3Config
 from cosmos3_robot.model.flow import interpolate, masked_mean, sample_time
 from cosmos3_robot.model.inputs import BatchInputs, _per_sample
-from cosmos3_robot.model.keypoints import KeypointStem
 from cosmos3_robot.model.modes import Mode, get_mode
 from cosmos3_robot.model.mot import MoTCore, PrefixCache, RMSNorm
+from cosmos3_robot.model.parts import FlowStart, build_parts
 from cosmos3_robot.model.pretraining import Pretraining
-from cosmos3_robot.model.priors import PRIOR_HIDDEN, Priors
 from cosmos3_robot.model.sampling import ModulationTable, Sampling  # noqa: F401  (ModulationTable re-exported)
 from cosmos3_robot.model.sequence import GeneratorBackend, SequenceLayout, _Layout  # noqa: F401  (re-exported)
-from cosmos3_robot.model.tokenizers import (
-    ActionProjections,
-    ByteTokenizer,
-    StateProjection,
-    TimestepEmbedding,
-    ViTPatchEmbed,
-)
+from cosmos3_robot.model.tokenizers import ActionProjections, ByteTokenizer, TimestepEmbedding, ViTPatchEmbed
 from cosmos3_robot.model.vae import ConvVideoAE, RawPatchify, VideoEncoder
-from cosmos3_robot.model.video_prior import VideoPrior
+from cosmos3_robot.model.with_parts import OptionalParts
 
 
-class Cosmos3(BatchInputs, SequenceLayout, Priors, Pretraining, Sampling, nn.Module):
+class Cosmos3(BatchInputs, SequenceLayout, OptionalParts, Pretraining, Sampling, nn.Module):
     """The model: Reasoner and Generator towers (:class:`~.mot.MoTCore`), the AR and DM
-    embeddings, the per-stream heads, the video encoder, optional priors; ``loss`` and
-    (from :class:`~.sampling.Sampling`) ``generate`` for every mode."""
+    embeddings, the per-stream heads, the video encoder, the optional ``parts``
+    (:mod:`.parts`); ``loss`` and (from :class:`~.sampling.Sampling`) ``generate`` for every
+    mode."""
 
     def __init__(self, config: Cosmos3Config, video_encoder: VideoEncoder | None = None):
         super().__init__()
@@ -78,24 +72,8 @@ class Cosmos3(BatchInputs, SequenceLayout, Priors, Pretraining, Sampling, nn.Mod
         nn.init.zeros_(self.video_out.weight)
         nn.init.zeros_(self.video_out.bias)
         self.actions = ActionProjections(c.n_action_domains, c.max_action_width, c.dim)
-        self.state_in = StateProjection(c.n_action_domains, c.max_action_width, c.dim) if c.state_input else None
-        self.keypoints = (KeypointStem(c.visual_keypoints, c.dim, c.n_views, c.max_text_len,
-                                       film_layers=c.keypoint_film_layers)
-                          if c.visual_keypoints else None)
-        # The action prior: a per-domain mean chunk, plus a head on the observation when the
-        # model has one (state, keypoints); zero-initialised, so the flow starts from noise.
-        observed = c.max_action_width * c.state_input + (self.keypoints.features if self.keypoints else 0)
-        self.prior_bias = (nn.Parameter(torch.zeros(c.n_action_domains, c.max_actions, c.max_action_width))
-                           if c.action_prior else None)
-        self.prior_head = None
-        if c.action_prior and observed:
-            hidden = PRIOR_HIDDEN
-            self.prior_head = nn.Sequential(nn.Linear(observed, hidden), nn.GELU(), nn.Linear(hidden, hidden),
-                                            nn.GELU(), nn.Linear(hidden, c.max_actions * c.max_action_width))
-            nn.init.zeros_(self.prior_head[-1].weight)
-            nn.init.zeros_(self.prior_head[-1].bias)
-        self.video_prior = (VideoPrior(c.max_actions, c.max_action_width, c.n_action_domains)
-                            if c.video_prior else None)
+        self.parts = build_parts(c)  # state, keypoints, action prior, video prior: those c switches on
+        self._register_load_state_dict_pre_hook(self._rename_legacy)  # checkpoints of before the parts
         self.modality = nn.Parameter(torch.randn(2, c.dim) * 0.02)  # video, action
         self.time_embed = TimestepEmbedding(c.dim)
         self.dm_final_norm = RMSNorm(c.dim, affine=False)
@@ -106,12 +84,8 @@ class Cosmos3(BatchInputs, SequenceLayout, Priors, Pretraining, Sampling, nn.Mod
         self.core = MoTCore(c.dim, c.n_layers, c.n_heads, int(c.dim * c.ffn_mult), c.block_causal)
         self.rope = rope.MRoPE(c.head_dim, c.sections, c.rope_theta)
         self.apply(self._init)
-        if self.prior_head is not None:  # unprojected inputs of O(1): PyTorch's fan-in scaling
-            for layer in self.prior_head[:3]:
-                if isinstance(layer, nn.Linear):
-                    layer.reset_parameters()
-        if self.video_prior is not None:  # a conv net on O(1) inputs, like the prior head
-            self.video_prior.reset_parameters()
+        for part in self.parts.values():  # nets on O(1) inputs: their own initialisation
+            part.reset_parameters()
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -171,10 +145,10 @@ class Cosmos3(BatchInputs, SequenceLayout, Priors, Pretraining, Sampling, nn.Mod
 
     def encoder_loss(self, batch: WorldBatch) -> torch.Tensor:
         """The trainable video encoder's reconstruction loss (MSE of the round trip, later
-        groups decoded onto the real first frame) plus, with ``video_prior`` and a batch with
-        context, future frames and actions, ``flow.prior_loss_weight`` times the prior's
-        regression loss: the prior learns while the encoder does (``TrainConfig.encoder_steps``).
-        Scalar."""
+        groups decoded onto the real first frame) plus the losses of the parts that learn
+        beside it (:meth:`~.parts.Part.encoder_loss`: the video prior's, weighted by
+        ``flow.prior_loss_weight``, on a batch with context, future frames and actions)
+        (``TrainConfig.encoder_steps``). Scalar."""
         if batch.video is None:
             raise ValueError("video: the encoder's pretraining needs video (B, F, 3, H, W)")
         B = batch.batch_size
@@ -183,9 +157,10 @@ class Cosmos3(BatchInputs, SequenceLayout, Priors, Pretraining, Sampling, nn.Mod
         video = batch.video.to(self.device, self.special.dtype)
         lat = enc.encode(video)
         loss = F.mse_loss(enc.decode(lat, anchor=video[:, 0]), video)
-        n_ctx_lat = self._context_latents(batch.n_context_frames)
-        if self.video_prior is not None and batch.actions is not None and 0 < n_ctx_lat < lat.shape[1]:
-            loss = loss + self.config.flow.prior_loss_weight * self.video_prior_loss(batch)
+        for part in self.parts.values():
+            part_loss = part.encoder_loss(self, batch)
+            if part_loss is not None:
+                loss = loss + part_loss
         return loss
 
 
@@ -221,27 +196,12 @@ class Cosmos3(BatchInputs, SequenceLayout, Priors, Pretraining, Sampling, nn.Mod
             clean, noise, inputs, domain, mask, n_ctx_lat, recon = self._clean_streams(mode, batch, B, generator)
             if recon is not None:
                 parts["video_recon"] = recon
-            side, observed = self._action_side(batch, B, domain)
-            if "actions" in mode.noisy:
-                mu = self.action_prior_mean(observed, domain, clean["actions"].shape[1], mask)
-                if mu is not None:  # the prior learns by regression; the flow starts from it
-                    parts["action_prior"] = self._prior_error(mu, clean["actions"], mask, batch)
-                    noise["actions"] = noise["actions"] * self.action_noise_scale + mu.detach()
+            n_future = 0 if batch.video is None else batch.video.shape[1] - batch.n_context_frames
+            start = FlowStart(self, mode, batch, B, domain, mask, n_future, clean=clean, learn=True)
+            side, _ = start.observation
+            self.start_flow(start, noise)  # the priors' losses, and where their streams start
+            parts.update(start.losses)
             vscale = self.video_noise_scale(mode)
-            if self.video_prior is not None and "actions" in clean and {"video_context", "video_future"} <= set(clean):
-                # the prior learns from every mode that holds the clip and its actions
-                # one prior pass: its loss unless frozen (freeze_prior), and where forward
-                # dynamics starts (its frames' latents)
-                learns = any(p.requires_grad for p in self.video_prior.parameters())
-                if learns or self.video_prior_applies(mode):
-                    with torch.set_grad_enabled(learns and torch.is_grad_enabled()):
-                        frames = self.video_prior_frames(batch, batch.video.shape[1] - batch.n_context_frames)
-                    if learns:
-                        parts["video_prior"] = self.video_prior_loss(batch, frames)
-                    if self.video_prior_applies(mode):
-                        with torch.no_grad():
-                            vmu = self.prior_frame_tokens(batch, frames.detach())
-                        noise["video_future"] = noise["video_future"] * vscale + vmu
             times = {s: sample_time((B,), fc, generator).to(self.device) for s in mode.noisy}
             for s in mode.noisy:
                 inputs[s] = interpolate(clean[s], noise[s], times[s])

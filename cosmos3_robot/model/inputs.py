@@ -16,6 +16,7 @@ from cosmos3_robot.model.vae import check_frames
 
 
 def _per_sample(x: float | torch.Tensor, B: int, name: str) -> torch.Tensor:
+    """A rate in Hz, scalar or ``(B,)`` -> ``(B,)`` float64, each > 0."""
     t = torch.as_tensor(x, dtype=torch.float64).flatten()
     if t.numel() == 1:
         t = t.expand(B)
@@ -26,83 +27,108 @@ def _per_sample(x: float | torch.Tensor, B: int, name: str) -> torch.Tensor:
     return t
 
 
+# ---- input checks: plain functions of a batch's fields and the model's sizes ----------------
+def domain_indices(names: Sequence[str] | None, B: int, domains: Sequence[str]) -> list[int]:
+    """One embodiment name per sample -> its index in ``domains`` (the model's action domains)."""
+    if names is None:
+        raise ValueError("embodiment: one name per sample is required for modes with actions")
+    if len(names) != B:
+        raise ValueError(f"embodiment: expected {B} names, got {len(names)}")
+    for n in names:
+        if n not in domains:
+            raise ValueError(f"embodiment {n!r} has no action domain in this model; known: {list(domains)}")
+    return [list(domains).index(n) for n in names]
+
+
+def check_images(x: torch.Tensor, name: str, B: int, size: int) -> None:
+    """``x`` must be ``(B, N, 3, size, size)`` with finite values (pixels in [-1, 1])."""
+    if x.dim() != 5 or x.shape[0] != B or x.shape[2] != 3 or tuple(x.shape[3:]) != (size, size):
+        raise ValueError(f"{name}: expected shape ({B}, N, 3, {size}, {size}) float in [-1, 1], got {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name}: non-finite pixel values")
+
+
+def padded_actions(a: torch.Tensor | None, action_mask: torch.Tensor | None, B: int, max_actions: int, W: int,
+                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A chunk ``(B, T, D)`` (``D <= W``; or ``(B, T, W)`` with ``action_mask`` ``(B, W)``)
+    -> ``(B, T, W)`` zero-padded on ``device``/``dtype`` and the ``(B, W)`` bool mask of its
+    real dimensions."""
+    if a is None:
+        raise ValueError("actions: this mode needs actions (B, T, D)")
+    if a.dim() != 3 or a.shape[0] != B:
+        raise ValueError(f"actions: expected shape ({B}, T, D), got {tuple(a.shape)}")
+    if a.shape[1] > max_actions:
+        raise ValueError(f"actions: chunk of {a.shape[1]} steps exceeds max_actions {max_actions}")
+    if not bool(torch.isfinite(a).all()):
+        raise ValueError("actions: non-finite values")
+    a = a.to(device, dtype)
+    if action_mask is not None:
+        mask = action_mask.to(device, torch.bool)
+        if a.shape[2] != W or tuple(mask.shape) != (B, W):
+            raise ValueError(f"actions with action_mask: expected ({B}, T, {W}) and mask ({B}, {W})")
+        return a * mask[:, None], mask
+    D = a.shape[2]
+    if D > W:
+        raise ValueError(f"actions: width {D} exceeds the padded maximum {W}")
+    mask = torch.zeros(B, W, dtype=torch.bool, device=device)
+    mask[:, :D] = True
+    return F.pad(a, (0, W - D)), mask
+
+
+def padded_state(state: torch.Tensor, state_mask: torch.Tensor | None, B: int, W: int,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised proprioception ``(B, P)`` (``P <= W``) and its optional ``(B, P)`` bool
+    mask -> the state zero-padded to ``(B, W)`` (masked entries zeroed) and whether each
+    sample has any ``(B,)``."""
+    x = torch.as_tensor(state, device=device, dtype=dtype)
+    if x.dim() != 2 or x.shape[0] != B or x.shape[1] > W:
+        raise ValueError(f"state: expected ({B}, P) normalised proprioception with P <= {W}, got {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("state: non-finite values")
+    mask = torch.ones(x.shape, dtype=torch.bool) if state_mask is None else state_mask
+    mask = torch.as_tensor(mask, device=device, dtype=torch.bool)
+    if tuple(mask.shape) != tuple(x.shape):
+        raise ValueError(f"state_mask: expected {tuple(x.shape)} bool like state, got {tuple(mask.shape)}")
+    x, mask = F.pad(x, (0, W - x.shape[1])), F.pad(mask, (0, W - mask.shape[1]))
+    return x * mask, mask.any(1)
+
+
+def check_views(v: torch.Tensor, B: int, n: int, size: int) -> None:
+    """Every camera's current frame: ``(B, n, 3, size, size)``, finite."""
+    if v.dim() != 5 or tuple(v.shape[:3]) != (B, n, 3) or tuple(v.shape[3:]) != (size, size):
+        raise ValueError(f"views: expected ({B}, {n}, 3, {size}, {size}) float in [-1, 1], got {tuple(v.shape)}")
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError("views: non-finite pixel values")
+
+
+def check_action_valid(v: torch.Tensor | None, shape: Sequence[int], device: torch.device | str = "cpu",
+                       ) -> torch.Tensor | None:
+    """Which chunk steps are real: ``(B, T)`` bool, or ``None`` (all real)."""
+    if v is None:
+        return None
+    v = torch.as_tensor(v, device=device)
+    if v.dtype != torch.bool or tuple(v.shape) != tuple(shape):
+        raise ValueError(f"action_valid: expected ({shape[0]}, {shape[1]}) bool (True = a real chunk step), "
+                         f"got {tuple(v.shape)} {v.dtype}")
+    return v
+
+
 class BatchInputs:
-    """The model's input side: one method per input of a batch."""
+    """The model's input side: each input of a batch checked by the functions above against
+    the model's sizes, on its device and dtype."""
 
     def domain_ids(self, names: Sequence[str] | None, B: int) -> torch.Tensor:
-        if names is None:
-            raise ValueError("embodiment: one name per sample is required for modes with actions")
-        if len(names) != B:
-            raise ValueError(f"embodiment: expected {B} names, got {len(names)}")
-        ids = []
-        for n in names:
-            if n not in self.config.action_domains:
-                raise ValueError(f"embodiment {n!r} has no action domain in this model; "
-                                 f"known: {list(self.config.action_domains)}")
-            ids.append(self.config.action_domains.index(n))
-        return torch.tensor(ids, device=self.device)
+        return torch.tensor(domain_indices(names, B, self.config.action_domains), device=self.device)
 
-    # ---- input checks ------------------------------------------------------------------
     def _check_images(self, x: torch.Tensor, name: str, B: int) -> None:
-        s = self.config.image_size
-        if x.dim() != 5 or x.shape[0] != B or x.shape[2] != 3 or tuple(x.shape[3:]) != (s, s):
-            raise ValueError(f"{name}: expected shape ({B}, N, 3, {s}, {s}) float in [-1, 1], got {tuple(x.shape)}")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name}: non-finite pixel values")
+        check_images(x, name, B, self.config.image_size)
 
     def _padded_actions(self, batch: WorldBatch, B: int) -> tuple[torch.Tensor, torch.Tensor]:
-        a = batch.actions
-        W = self.config.max_action_width
-        if a is None:
-            raise ValueError("actions: this mode needs actions (B, T, D)")
-        if a.dim() != 3 or a.shape[0] != B:
-            raise ValueError(f"actions: expected shape ({B}, T, D), got {tuple(a.shape)}")
-        if a.shape[1] > self.config.max_actions:
-            raise ValueError(f"actions: chunk of {a.shape[1]} steps exceeds max_actions {self.config.max_actions}")
-        if not bool(torch.isfinite(a).all()):
-            raise ValueError("actions: non-finite values")
-        a = a.to(self.device, self.special.dtype)
-        if batch.action_mask is not None:
-            mask = batch.action_mask.to(self.device, torch.bool)
-            if a.shape[2] != W or tuple(mask.shape) != (B, W):
-                raise ValueError(f"actions with action_mask: expected ({B}, T, {W}) and mask ({B}, {W})")
-            return a * mask[:, None], mask
-        D = a.shape[2]
-        if D > W:
-            raise ValueError(f"actions: width {D} exceeds the padded maximum {W}")
-        mask = torch.zeros(B, W, dtype=torch.bool, device=self.device)
-        mask[:, :D] = True
-        return F.pad(a, (0, W - D)), mask
-
-    def _action_side(self, batch: WorldBatch, B: int, domain: torch.Tensor | None,
-                     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """What the action tokens read besides attention, and the action prior's input.
-
-        Returns ``(side, observed)``: ``side`` ``(B, dim)`` is added to every action token, the
-        proprioception's embedding (``state_input``) plus the observation stem's output
-        (``visual_keypoints``: every camera's keypoints, conditioned on the instruction);
-        ``observed`` ``(B, W + F)`` is the same observation unprojected (padded state, zero
-        where absent, then the stem's ``F`` features), the input of the action prior. Both
-        ``None`` when the mode has no actions or neither input applies.
-
-        The instruction reaches the prior through the stem (FiLM on each camera's convs),
-        not beside it: given the Reasoner's summary of the instruction next to unconditioned
-        keypoints, an earlier prior learned from the instruction and the state and left the
-        camera (its action error moved by 0.02 with another episode's frame)."""
-        if domain is None:
-            return None, None
         c = self.config
-        state = self._padded_state(batch, B)
-        side = None if state is None or self.state_in is None else self.state_in(state[0], state[1], domain)
-        observed: list[torch.Tensor] = []
-        if c.state_input:
-            observed.append(torch.zeros(B, c.max_action_width, device=self.device, dtype=self.special.dtype)
-                            if state is None else state[0])
-        if self.keypoints is not None:
-            feats, seen = self.keypoints(self._views(batch, B), list(batch.text))
-            side = seen if side is None else side + seen
-            observed.append(feats)
-        return side, (torch.cat(observed, 1) if observed else None)
+        return padded_actions(batch.actions, batch.action_mask, B, c.max_actions, c.max_action_width,
+                              self.device, self.special.dtype)
 
     def _views(self, batch: WorldBatch, B: int) -> torch.Tensor:
         """The observation stem's input ``(B, n_views, 3, S, S)``: ``batch.views``, or with one
@@ -114,43 +140,18 @@ class BatchInputs:
                                  f"(B, {n}, 3, {s}, {s}) wherever it reads or writes actions; "
                                  "pass WorldBatch.views (one view: or a context frame in video)")
             return batch.video[:, batch.n_context_frames - 1: batch.n_context_frames].to(self.device, self.special.dtype)
-        v = batch.views
-        if v.dim() != 5 or tuple(v.shape[:3]) != (B, n, 3) or tuple(v.shape[3:]) != (s, s):
-            raise ValueError(f"views: expected ({B}, {n}, 3, {s}, {s}) float in [-1, 1], got {tuple(v.shape)}")
-        if not bool(torch.isfinite(v).all()):
-            raise ValueError("views: non-finite pixel values")
-        return v.to(self.device, self.special.dtype)
+        check_views(batch.views, B, n, s)
+        return batch.views.to(self.device, self.special.dtype)
 
     def _padded_state(self, batch: WorldBatch, B: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The proprioception zero-padded to ``(B, W)`` (masked entries zeroed) and whether
-        each sample has any ``(B,)``; ``None`` without ``state_input`` or without a state."""
+        """:func:`padded_state` of the batch; ``None`` without ``state_input`` or without a state."""
         if not self.config.state_input or batch.state is None:
             return None
-        W = self.config.max_action_width
-        x = torch.as_tensor(batch.state, device=self.device, dtype=self.special.dtype)
-        if x.dim() != 2 or x.shape[0] != B or x.shape[1] > W:
-            raise ValueError(f"state: expected ({B}, P) normalised proprioception with P <= {W}, "
-                             f"got {tuple(x.shape)}")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("state: non-finite values")
-        mask = batch.state_mask
-        if mask is None:
-            mask = torch.ones(x.shape, dtype=torch.bool)
-        mask = torch.as_tensor(mask, device=self.device, dtype=torch.bool)
-        if tuple(mask.shape) != tuple(x.shape):
-            raise ValueError(f"state_mask: expected {tuple(x.shape)} bool like state, got {tuple(mask.shape)}")
-        x, mask = F.pad(x, (0, W - x.shape[1])), F.pad(mask, (0, W - mask.shape[1]))
-        return x * mask, mask.any(1)
+        return padded_state(batch.state, batch.state_mask, B, self.config.max_action_width, self.device,
+                            self.special.dtype)
 
     def _action_valid(self, batch: WorldBatch, shape: torch.Size) -> torch.Tensor | None:
-        v = batch.action_valid
-        if v is None:
-            return None
-        v = torch.as_tensor(v, device=self.device)
-        if v.dtype != torch.bool or tuple(v.shape) != tuple(shape):
-            raise ValueError(f"action_valid: expected ({shape[0]}, {shape[1]}) bool (True = a real chunk step), "
-                             f"got {tuple(v.shape)} {v.dtype}")
-        return v
+        return check_action_valid(batch.action_valid, shape, self.device)
 
     def _context_latents(self, n_context_frames: int) -> int:
         """Latent frames of ``n_context_frames`` context frames (the first alone, then groups

@@ -54,9 +54,9 @@ class Pretraining:
                 raise ValueError("train.encoder_steps: the data has no video to reconstruct")
             return self.encoder_loss(batch)
 
-        mods = [m for m in (enc, self.video_prior) if m is not None]
-        return PretrainPhase("encoder", "video_recon" if self.video_prior is None else "video_recon_and_prior",
-                             [p for m in mods for p in m.parameters() if p.requires_grad], recon, 0xE4C,
+        beside = [p for part in self.parts.values() for p in part.encoder_parameters()]
+        return PretrainPhase("encoder", "video_recon_and_prior" if beside else "video_recon",
+                             [p for p in [*enc.parameters(), *beside] if p.requires_grad], recon, 0xE4C,
                              frozen=list(enc.parameters()))
 
     def prior_phase(self, video_windows: int | None = None) -> PretrainPhase | None:
@@ -74,13 +74,5 @@ class Pretraining:
         def priors(batch: Any, indices: list[int]) -> torch.Tensor:
             return self.prior_loss(batch, video_windows)
 
-        name = "_and_".join(n for n, on in (("action_prior", self.prior_bias is not None),
-                                            ("video_prior", self.video_prior is not None)) if on)
+        name = "_and_".join(key for key, part in self.parts.items() if part.prior)
         return PretrainPhase("prior", name, params, priors, 0x9A1)
-
-    def frozen_prior_parameters(self) -> list[nn.Parameter]:
-        """What ``train.freeze_prior`` stops after the prior phase: the priors' own parameters,
-        so a ``steps 0`` policy stays exactly what the phase fitted; the keypoint stem's
-        projection onto the action tokens keeps learning with the flow."""
-        side = {id(p) for p in self.keypoints.out.parameters()} if self.keypoints is not None else set()
-        return [p for p in self.prior_parameters() if id(p) not in side]

@@ -1,6 +1,6 @@
 """Generation: the flow sampler over a mode's noisy streams (prefix and clean-token caches,
 the adaLN modulation table, inpainting prefixes, guidance, a Generator backend), the priors'
-``steps 0`` chunks, text generation and video decoding. A mixin of
+``steps 0`` outputs, text generation and video decoding. A mixin of
 :class:`~cosmos3_robot.model.cosmos3.Cosmos3`."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from cosmos3_robot.batch import WorldBatch
 from cosmos3_robot.model.flow import check_temperature, integrate, time_grid
 from cosmos3_robot.model.inputs import _per_sample
 from cosmos3_robot.model.modes import Mode, get_mode
+from cosmos3_robot.model.parts import FlowStart
 from cosmos3_robot.model.sequence import GeneratorBackend, _Layout
 from cosmos3_robot.model.tokenizers import ByteTokenizer, unpatchify
 from cosmos3_robot.model.vae import check_frames
@@ -172,14 +173,21 @@ class Sampling:
                     raise ValueError(f"n_actions: expected 1..{c.max_actions}, got {n_actions}")
                 shapes["actions"] = (B, n_actions, c.max_action_width)
 
-        video_mu = None
-        if self.video_prior_applies(mode):
-            n_fut = shapes["video_future"][1] // c.tokens_per_latent_frame
-            if steps == 0:  # the prior's frames themselves
-                return {"video": self.video_prior_frames(batch, n_fut * c.temporal_compression)}
-            video_mu = self.video_prior_tokens(batch, n_fut)
-        if steps == 0:
-            return self._prior_chunk(mode, batch, B, shapes, gen, temperature, domain, mask, action_prefix)
+        # Where the flow starts: noise, moved by the parts that start a stream (the priors).
+        n_fut = shapes["video_future"][1] // c.tokens_per_latent_frame if "video_future" in shapes else 0
+        start = FlowStart(self, mode, batch, B, domain, mask, n_fut * c.temporal_compression, towers=steps > 0)
+        noise = self._starting_noise(shapes, gen, temperature, mask)
+        self.start_flow(start, noise)
+        pinned = self._pinned_prefix(action_prefix, mode, noise.get("actions"))
+        if steps == 0:  # the priors' outputs, the towers never run
+            out = self.without_towers(start, noise)
+            if "actions" in out:
+                assert mask is not None
+                if pinned is not None:
+                    out["actions"] = out["actions"].clone()
+                    out["actions"][:, :pinned.shape[1]] = pinned * mask[:, None]
+                out.update(self._action_output(out.pop("actions"), mask))
+            return out
         text = list(batch.text)
         use_cfg = guidance != 1.0
         if use_cfg:
@@ -201,14 +209,11 @@ class Sampling:
 
         clean_r = {k: rep(v) for k, v in clean.items()}
         dom_r, fps_r, hz_r = rep(domain), torch.cat([fps] * nb), torch.cat([hz] * nb)
-        side, observed = self._action_side(batch, B, domain)
-        state_r = rep(side)
+        state_r = rep(start.observation[0])
         mask_r = rep(mask)
         t0 = float(prefix.valid.shape[1])
-        noise = self._starting_noise(shapes, gen, temperature, observed, domain, mask, video_mu)
         vscale = self.video_noise_scale(mode)
         names = list(mode.noisy)
-        pinned = self._pinned_prefix(action_prefix, mode, noise.get("actions"))
         # The sampler integrates one flat state per sample: streams flattened and concatenated.
         sizes = [noise[k][0].numel() for k in names]
 
@@ -306,23 +311,16 @@ class Sampling:
         return self.decode_video(future, ctx, anchor)
 
     def _starting_noise(self, shapes: dict[str, tuple[int, ...]], gen: torch.Generator, temperature: float,
-                        observed: torch.Tensor | None, domain: torch.Tensor | None, mask: torch.Tensor | None,
-                        video_mu: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The sampler's starting point per noisy stream: ``temperature`` times unit noise,
-        for actions masked to the real dimensions and, with an action prior, scaled by
-        ``flow.prior_noise`` around the prior's chunk; for future video, with ``video_mu``
-        (the video prior's tokens), scaled the same way around them."""
+                        mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``temperature`` times unit noise per noisy stream, for actions masked to the real
+        dimensions; the parts then move the streams they start (:meth:`start_flow`: with a
+        prior, ``flow.prior_noise`` times it around the prior's output; temperature 0: at it)."""
         check_temperature(temperature)
         noise = {k: (float(temperature) * torch.randn(s, generator=gen)).to(self.device, self.special.dtype)
                  for k, s in shapes.items()}
         if "actions" in noise:
-            assert domain is not None and mask is not None
+            assert mask is not None
             noise["actions"] = noise["actions"] * mask[:, None]
-            mu = self.action_prior_mean(observed, domain, noise["actions"].shape[1], mask)
-            if mu is not None:  # the flow starts from the learned prior (temperature 0: at it)
-                noise["actions"] = noise["actions"] * self.action_noise_scale + mu
-        if video_mu is not None:
-            noise["video_future"] = noise["video_future"] * self.config.flow.prior_noise + video_mu
         return noise
 
     def _pinned_prefix(self, action_prefix: torch.Tensor | None, mode: Mode, actions: torch.Tensor | None,
@@ -349,27 +347,6 @@ class Sampling:
         W = self.config.max_action_width
         D = int(mask[0].sum()) if bool((mask == mask[0]).all()) else W
         return {"actions": actions[..., :D] if D < W else actions, "action_mask": mask}
-
-    def _prior_chunk(self, mode: Mode, batch: WorldBatch, B: int, shapes: dict[str, tuple[int, ...]],
-                     gen: torch.Generator, temperature: float, domain: torch.Tensor | None,
-                     mask: torch.Tensor | None, action_prefix: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """``generate(steps=0)``: the flow's starting point without running either tower, the
-        action prior's chunk (plus ``temperature * prior_noise`` noise), a pinned
-        ``action_prefix`` in place. Only for modes that generate actions alone."""
-        if set(mode.noisy) != {"actions"} or self.prior_bias is None:
-            raise ValueError("steps: 0 returns a prior's output without running the towers; it needs a mode "
-                             "that generates actions alone (e.g. 'policy_actions') and a model with action_prior, "
-                             "or 'forward_dynamics' and a model with video_prior (mode "
-                             f"{mode.name!r}, action_prior={self.config.action_prior}, "
-                             f"video_prior={self.config.video_prior})")
-        _, observed = self._action_side(batch, B, domain)
-        start = self._starting_noise(shapes, gen, temperature, observed, domain, mask)["actions"]
-        pinned = self._pinned_prefix(action_prefix, mode, start)
-        assert mask is not None
-        if pinned is not None:
-            start = start.clone()
-            start[:, :pinned.shape[1]] = pinned * mask[:, None]
-        return self._action_output(start, mask)
 
     @torch.no_grad()
     def generate_text(self, prompts: Sequence[str], ar_images: torch.Tensor | None = None,

@@ -146,7 +146,7 @@ class Cosmos3Policy:
         self.config = config
         emb = embodiments.get(embodiment)
         # cameras whose current frame the observation stem reads (the recipe's window.views)
-        views = tuple(self.window.get("views") or ()) if model.keypoints is not None else ()
+        views = tuple(self.window.get("views") or ()) if model.part("keypoints") is not None else ()
         if views and len(views) != model.config.n_views:
             raise ValueError(f"window views {list(views)}: the model reads {model.config.n_views} camera(s)")
         self.processor = Processor(

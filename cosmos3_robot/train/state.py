@@ -62,6 +62,13 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, path: Path, fsdp_model: t
     sd = {"state": state, "param_groups": json.loads(meta["param_groups"])}
     if fsdp_model is None:
         opt.load_state_dict(sd)
+        params = [p for g in opt.param_groups for p in g["params"]]
+        for p in params:  # a run saved by a model of another parameter layout: say so now
+            for k, v in opt.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.dim() and v.shape != p.shape:
+                    raise ValueError(f"{path}: optimizer state {k!r} of shape {tuple(v.shape)} does not fit its "
+                                     f"parameter {tuple(p.shape)}: the run was saved with another parameter "
+                                     "layout; train a new run (its model.safetensors still loads)")
     else:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 

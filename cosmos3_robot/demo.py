@@ -1,4 +1,6 @@
-"""The main job: record demonstrations, train, evaluate closed loop, write a report.
+"""The main job: record demonstrations, train, evaluate closed loop, write a report. An
+application over the library, like the CLI: it drives simulation, training and evaluation;
+none of them imports it.
 
 ``cosmos3-robot demo`` runs, in one output folder:
 
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import numpy as np
 
 from cosmos3_robot.recipes import recipe_path
 from cosmos3_robot.sim import BUILTIN_TASKS
+from cosmos3_robot.sim.report import psnr
 from cosmos3_robot.train.state import read_metrics
 
 REPO_RECIPE = recipe_path("sim/builtin_tasks.yaml")
@@ -117,13 +119,6 @@ def plot_training(run_dir: Path, path: Path) -> Path | None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def psnr(a: np.ndarray, b: np.ndarray, identical: float = math.inf) -> float:
-    """PSNR (dB) of uint8 images; ``identical`` for equal ones (a finite value keeps means
-    over many frames finite)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return identical if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
 def imagination(run_dir: Path, out_dir: Path, tasks: Sequence[str] = ("pick_place",), video_task: str = "pick_place",
