@@ -53,3 +53,26 @@ def test_read_metrics_keeps_the_run_that_continued(tmp_path):
     got = read_metrics(tmp_path)
     assert [r["step"] for r in got] == [10, 20, 30, 40] and got[2]["loss"] == 0.7
     assert [r["prior_step"] for r in read_metrics(tmp_path, "prior")] == [1]
+
+
+def test_an_optimizer_state_of_another_parameter_layout_is_refused_by_name(tmp_path):
+    """Adam's moments are stored by parameter position: restored onto parameters in another
+    order (a model whose layout changed since the run was saved) they would be misassigned,
+    so the load says so instead."""
+    import pytest
+    from safetensors.torch import save_file
+
+    from cosmos3_robot.train.state import load_optimizer_tensors, optimizer_tensors
+
+    a, b = torch.nn.Parameter(torch.ones(2, 3)), torch.nn.Parameter(torch.ones(4))
+    opt = torch.optim.AdamW([a, b])
+    (a.sum() + b.sum()).backward()
+    opt.step()
+    tensors, meta = optimizer_tensors(opt.state_dict())
+    save_file(tensors, str(tmp_path / "optimizer.safetensors"), metadata=meta)
+    same = torch.optim.AdamW([torch.nn.Parameter(torch.ones(2, 3)), torch.nn.Parameter(torch.ones(4))])
+    load_optimizer_tensors(same, tmp_path / "optimizer.safetensors")
+    assert torch.equal(next(iter(same.state.values()))["exp_avg"], opt.state[a]["exp_avg"])
+    swapped = torch.optim.AdamW([torch.nn.Parameter(torch.ones(4)), torch.nn.Parameter(torch.ones(2, 3))])
+    with pytest.raises(ValueError, match=r"optimizer state 'exp_avg' of shape \(2, 3\) does not fit its parameter \(4,\)"):
+        load_optimizer_tensors(swapped, tmp_path / "optimizer.safetensors")
