@@ -121,6 +121,41 @@ def test_prior_noise_scales_the_start_the_velocity_and_the_loss(make_model, rand
         preset("tiny", flow={"prior_noise": 0.0})
 
 
+def test_relative_to_prior_the_towers_read_the_chunk_as_its_offset_from_the_prior(make_model, random_batch):
+    """``flow.relative_to_prior``: the towers read ``x_t - prior``. Moving the prior's chunk
+    and the data by the same offset then leaves every loss as it was and moves every sample
+    by that offset, at any temperature; a model that reads the chunk itself does neither."""
+    b = random_batch(D=10)
+    state = torch.randn(2, 10)
+    offset = 0.7 * torch.randn(8, 10, generator=torch.Generator().manual_seed(1))
+    req = WorldBatch(**{**b.__dict__, "video": b.video[:, :1], "actions": None, "state": state})
+    data = WorldBatch(**{**b.__dict__, "state": state, "actions": b.actions[..., :10]})
+    shifted = WorldBatch(**{**data.__dict__, "actions": data.actions + offset})
+
+    def act(model, temperature):
+        return model.generate("policy_actions", req, steps=3, seed=5, n_actions=8, action_dim=10,
+                              temperature=temperature)["actions"]
+
+    def losses(model, batch):
+        return model.loss("policy_actions", batch, torch.Generator().manual_seed(3))[1]
+
+    for relative in (True, False):
+        m = make_model(wake=True, state_input=True, action_prior=True, flow={"relative_to_prior": relative})
+        moved = make_model(wake=True, state_input=True, action_prior=True, flow={"relative_to_prior": relative})
+        moved.load_state_dict(m.state_dict())
+        with torch.no_grad():
+            moved.parts.action_prior.bias[m.config.action_domains.index("single_arm"), :8, :10] += offset
+        base, after = losses(m, data), losses(moved, shifted)
+        assert after["action_prior"] == pytest.approx(base["action_prior"], rel=1e-5)
+        gaps = [float((act(moved, t) - act(m, t) - offset).abs().max()) for t in (0.0, 1.0)]
+        if relative:
+            assert after["actions"] == pytest.approx(base["actions"], rel=1e-4)
+            assert max(gaps) < 1e-4
+        else:
+            assert abs(after["actions"] - base["actions"]) > 1e-3 * base["actions"]
+            assert min(gaps) > 1e-3
+
+
 def test_video_prior_is_where_forward_dynamics_starts_and_learns_by_regression(make_model, random_batch):
     """``video_prior``: an untrained prior (nearly) copies the current frame; ``steps=0``
     returns its frames without the towers; with steps forward dynamics starts at its

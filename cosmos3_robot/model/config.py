@@ -54,6 +54,14 @@ class FlowConfig:
             that has learned little moves a sample little from the prior's chunk. The same
             std, head scaling and loss units hold for the video flow of forward dynamics with
             ``Cosmos3Config.video_prior``.
+        relative_to_prior: with ``Cosmos3Config.action_prior``, the towers read a noisy
+            chunk as its offset from the prior's chunk (``x_t - prior``, which starts at
+            ``prior_noise * noise``) rather than as the chunk itself; the path, the velocity
+            they predict and the loss are the same. A flow that has learned little then
+            predicts the mean offset, about zero, and leaves the prior's chunk where it is;
+            read as the chunk, it predicts the data's mean action and pulls the chunk there
+            (docs/experiments/2026-12-02-relative-flow.md). Off by default so checkpoints
+            saved before the field existed load as they were trained.
     """
 
     timestep_sampling: Literal["logit_normal", "uniform", "beta"] = "logit_normal"
@@ -68,6 +76,7 @@ class FlowConfig:
     recon_samples: int = 4
     prior_loss_weight: float = 10.0
     prior_noise: float = 1.0
+    relative_to_prior: bool = False
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,7 @@ class Cosmos3(BatchInputs, SequenceLayout, OptionalParts, Pretraining, Sampling,
             vscale = self.video_noise_scale(mode)
             times = {s: sample_time((B,), fc, generator).to(self.device) for s in mode.noisy}
             for s in mode.noisy:
-                inputs[s] = interpolate(clean[s], noise[s], times[s])
+                inputs[s] = start.seen(s, interpolate(clean[s], noise[s], times[s]))
             t0 = float(prefix.valid.shape[1])
             lay = self._layout(mode, B, t0, fps, hz, {k: v for k, v in inputs.items() if k != "actions"},
                                n_ctx_lat, inputs.get("actions"), domain, times, side)

@@ -64,6 +64,9 @@ class FlowStart:
         learn: training: parts add their losses to ``losses``.
         towers: the towers will run from the starting point (``False`` at ``steps 0``,
             where a prior's output is the answer and its latents are not needed).
+        origin: per noisy stream, the point the towers read it from (they see ``x_t -
+            origin``; ``flow.relative_to_prior``: the action prior's chunk), set by
+            :meth:`Part.start`.
     """
 
     model: "Cosmos3"
@@ -78,6 +81,12 @@ class FlowStart:
     towers: bool = True
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     video_frames: torch.Tensor | None = None  # the video prior's frames, once computed
+    origin: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def seen(self, stream: str, x: torch.Tensor) -> torch.Tensor:
+        """A noisy stream's ``x_t`` as the towers read it: less its :attr:`origin`."""
+        o = self.origin.get(stream)
+        return x if o is None else x - o
 
     @cached_property
     def observation(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -187,6 +196,7 @@ class ActionPrior(Part):
         super().__init__()
         self.max_actions, self.width = c.max_actions, c.max_action_width
         self.prior_noise = c.flow.prior_noise
+        self.relative = c.flow.relative_to_prior
         self.bias = nn.Parameter(torch.zeros(c.n_action_domains, c.max_actions, c.max_action_width))
         self.head = None
         if observed:
@@ -227,6 +237,8 @@ class ActionPrior(Part):
         if s.learn:  # the prior learns by regression; the flow starts from it
             s.losses["action_prior"] = self.error(s.model, mu, s.clean["actions"], s.mask, s.batch)
         noise["actions"] = noise["actions"] * self.prior_noise + mu.detach()
+        if self.relative:
+            s.origin["actions"] = mu.detach()
 
     def without_towers(self, s, noise):
         return {"actions": noise["actions"]} if set(s.mode.noisy) == {"actions"} else {}

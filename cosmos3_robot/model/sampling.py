@@ -228,12 +228,12 @@ class Sampling:
         def layout(x_noisy: dict[str, torch.Tensor], t: torch.Tensor) -> _Layout:
             first = fixed.get("layout")
             if first is not None:  # only the noisy streams change: embed them, keep the rest
-                tokens = torch.cat([first.tokens[:, :first_noisy]] + [self._embed(k, rep(x_noisy[k]), dom_r, state_r)
-                                                                    for k in names], 1)
+                tokens = torch.cat([first.tokens[:, :first_noisy]] + [
+                    self._embed(k, rep(start.seen(k, x_noisy[k])), dom_r, state_r) for k in names], 1)
                 stream_time = first.stream_time.clone()
                 stream_time[:, first_noisy_stream:] = t.to(stream_time)
                 return dataclasses.replace(first, tokens=tokens, stream_time=stream_time)
-            inputs = {**clean_r, **{k: rep(v) for k, v in x_noisy.items()}}
+            inputs = {**clean_r, **{k: rep(start.seen(k, v)) for k, v in x_noisy.items()}}
             times = {k: t.expand(B * nb).to(self.device) for k in names}
             lay = self._layout(mode, B * nb, t0, fps_r, hz_r,
                                {k: v for k, v in inputs.items() if k != "actions"}, n_ctx_lat,
