@@ -203,6 +203,20 @@ def _cmd_sim(args: argparse.Namespace) -> int:
             print(f"{task}: kept {stats.kept.get(task, 0)}, expert failures {stats.failed.get(task, 0)}")
         print(f"wrote LeRobot dataset {args.repo_id} at {args.out} ({stats.frames} frames)")
         return 0
+    if args.sim_command == "record-libero":
+        from cosmos3_robot.sim.libero_expert import record_libero
+
+        try:
+            stats = record_libero(args.suite, args.tasks, args.demos, args.out, workers=args.workers,
+                                  assets=args.libero_assets, image_size=args.image_size,
+                                  max_attempts=args.max_attempts, seed=args.seed, noise=args.noise)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for st in stats:
+            print(f"{st.suite}/{st.task_index} {st.name}: {st.successes}/{st.attempts} expert successes "
+                  f"({100 * st.rate:.0f}%), mean {sum(st.steps) / max(1, len(st.steps)):.0f} steps")
+        return 0
     from cosmos3_robot.sim import ENV_IDS
     from cosmos3_robot.sim.tasks import TASKS
 
@@ -227,6 +241,19 @@ def _sim_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--hold-steps", type=int, default=4, help="steps recorded after the first success")
     r.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     r.add_argument("--images", action="store_true", help="store frames as images instead of video")
+    lr = sub.add_parser("record-libero", help="record scripted-expert LIBERO demonstrations in the layout of "
+                                              "LIBERO's released HDF5 files (one <task>_demo.hdf5 per task)")
+    lr.add_argument("--suite", required=True, choices=["libero_object", "libero_spatial"],
+                    help="the suite (its pick-and-place tasks)")
+    lr.add_argument("--tasks", type=int, nargs="+", default=list(range(10)), help="task indices (default 0..9)")
+    lr.add_argument("--demos", type=int, default=50, help="successful demonstrations per task (the release: 50)")
+    lr.add_argument("--out", required=True, help="folder for the HDF5 files")
+    lr.add_argument("--libero-assets", help="LIBERO's assets folder (default: found as `eval` finds it)")
+    lr.add_argument("--image-size", type=int, default=128, help="camera image size (px; the release: 128)")
+    lr.add_argument("--max-attempts", type=int, help="expert attempts per task (default 2 x --demos)")
+    lr.add_argument("--noise", type=float, default=0.005, help="expert grasp/place jitter (m)")
+    lr.add_argument("--seed", type=int, default=0, help="init state / jitter seed of the first attempt")
+    lr.add_argument("--workers", type=int, default=2, help="tasks recorded at a time, each in its own process")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -77,7 +77,7 @@ def ensure_config(config_dir: str | os.PathLike[str] | None = None, assets: str 
            "assets": str(assets or root / "assets")}
     path = d / "config.yaml"
     if not path.exists() or assets:
-        tmp = d / "config.yaml.tmp"
+        tmp = d / f"config.yaml.{os.getpid()}.tmp"  # processes starting together each write their own
         tmp.write_text(yaml.safe_dump(cfg))
         tmp.replace(path)
     os.environ["LIBERO_CONFIG_PATH"] = str(d)
@@ -189,7 +189,8 @@ class LiberoEnv:
 
     ``reset(seed=k)`` -> ``(obs, info)``; ``step(action7)`` -> gymnasium's 5-tuple. ``obs``:
     ``agentview`` and ``wrist`` upright images, ``state`` ``(8,)`` (eef position, axis-angle,
-    gripper qpos 2), the layout LIBERO policies use.
+    gripper qpos 2), the layout LIBERO policies use. ``raw``: the latest observation dict as
+    robosuite returns it (images upside down; what a recorder of LIBERO's own layout stores).
     """
 
     def __init__(self, suite: str, task_index: int, assets: str | None = None, image_size: int | None = None,
@@ -249,6 +250,7 @@ class LiberoEnv:
         for _ in range(self.protocol.wait_steps):
             raw, _, _, _ = self.env.step(np.asarray(self.protocol.noop_action))
         self.steps = 0
+        self.raw = raw
         return self._obs(raw), {"instruction": self.instruction, "success": False, "task": self.task.name}
 
     def step(self, action):
@@ -257,6 +259,7 @@ class LiberoEnv:
             raise ValueError(f"action: expected 7 finite values (delta position 3, delta axis-angle 3, gripper 1) "
                              f"in [-1, 1], got shape {a.shape}")
         raw, _, done, _ = self.env.step(np.clip(a, -1, 1))
+        self.raw = raw
         self.steps += 1
         success = bool(done)
         truncated = self.steps >= self.horizon and not success

@@ -124,3 +124,30 @@ def test_image_size_and_max_steps_apply_to_libero_and_the_report_records_them(tm
         env.close()
     with pytest.raises(ValueError, match="max_steps"):
         L.LiberoEnv("libero_object", 0, max_steps=0)
+
+
+def test_the_scripted_expert_records_a_libero_object_demo_in_the_release_layout(tmp_path):
+    """The expert (privileged object poses) puts the alphabet soup in the basket from init
+    state 0, and the file it writes reads back through the LIBERO HDF5 layout the recipes
+    use: both cameras upright, 7D actions in [-1, 1], the instruction."""
+    from cosmos3_robot.data.sources.hdf5 import read_hdf5
+    from cosmos3_robot.sim.libero_expert import plan_of, record_task
+
+    _installed_assets()
+    st = record_task("libero_object", 0, demos=1, out=tmp_path, image_size=48, max_attempts=1)
+    assert (st.attempts, st.successes) == (1, 1), st
+    files = list(tmp_path.glob("*_demo.hdf5"))
+    assert [f.name for f in files] == [f"{st.name}_demo.hdf5"]
+    (ep,) = list(read_hdf5(files[0]))
+    T = st.steps[0]
+    assert ep.frames["agentview"].shape == (T, 48, 48, 3) and ep.frames["wrist"].shape == (T, 48, 48, 3)
+    assert ep.commands["actions"].shape == (T, 7) and np.abs(ep.commands["actions"]).max() <= 1.0
+    assert ep.state["joint_states"].shape == (T, 7) and ep.state["gripper_states"].shape == (T, 2)
+    assert "alphabet soup" in ep.text.lower() and "basket" in ep.text.lower()
+    env = L.LiberoEnv("libero_object", 0, image_size=48)
+    try:
+        env.reset(seed=0)
+        assert plan_of(env.env.env).kind == "in"
+        assert np.array_equal(ep.frames["agentview"][0], env._obs(env.raw)["agentview"])  # the upright frame
+    finally:
+        env.close()

@@ -1,0 +1,295 @@
+"""A scripted pick-and-place expert for LIBERO tasks, and a recorder that writes its episodes in
+the layout of LIBERO's released HDF5 files (issue #24 item 4).
+
+The expert reads the simulator's object poses (privileged state: the expert's only, never a
+policy's input) and returns LIBERO's own 7D actions: OSC_POSE deltas in ``[-1, 1]`` (position
+scaled by the controller's 0.05 m, axis-angle by its 0.5 rad, world frame) and a gripper
+command (-1 open, +1 close). It picks the task's first object of interest and puts it where
+the goal predicate says: ``In <object> <fixture>_contain_region`` (libero_object: the basket)
+or ``On <object> <other>`` (libero_spatial: the plate). Its phases: above the object, down
+to a grasp height, close, lift, carry above the place, lower, open, back up.
+
+:func:`record_libero` runs it under :class:`~cosmos3_robot.sim.libero.LiberoEnv` (the shipped
+initial states, the protocol's wait steps) and writes ``<task>_demo.hdf5`` per task with
+``data/demo_N/{actions, obs/{agentview_rgb, eye_in_hand_rgb, ee_pos, ee_ori, gripper_states,
+joint_states}, states, rewards, dones}`` and the instruction in ``data.attrs["problem_info"]``,
+the images upside down as LIBERO renders them: what
+:data:`cosmos3_robot.data.sources.hdf5.LIBERO` reads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+POS_SCALE = 0.05
+"""Metres per unit of a position action (robosuite OSC_POSE ``output_max``)."""
+ROT_SCALE = 0.5
+"""Radians per unit of a rotation action."""
+OPEN, CLOSE = -1.0, 1.0
+
+
+def body_box(sim: Any, body_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """World-frame axis-aligned bounds ``(lo (3,), hi (3,))`` in metres of the collision
+    geoms of body ``body_id`` and its descendants (MuJoCo's per-geom ``geom_aabb``, rotated)."""
+    m, d = sim.model._model, sim.data._data
+    inside = {body_id}
+    for b in range(body_id + 1, m.nbody):  # bodies are numbered parents first
+        if int(m.body_parentid[b]) in inside:
+            inside.add(b)
+    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+    for g in range(m.ngeom):
+        if int(m.geom_bodyid[g]) not in inside or (m.geom_contype[g] == 0 and m.geom_conaffinity[g] == 0):
+            continue
+        centre, half = m.geom_aabb[g, :3], m.geom_aabb[g, 3:]
+        R = d.geom_xmat[g].reshape(3, 3)
+        c = d.geom_xpos[g] + R @ centre
+        ext = np.abs(R) @ half
+        lo, hi = np.minimum(lo, c - ext), np.maximum(hi, c + ext)
+    if not np.all(np.isfinite(lo)):
+        raise ValueError(f"body {body_id}: no collision geoms to bound")
+    return lo, hi
+
+
+@dataclass
+class PickPlacePlan:
+    """Where the expert goes, from the scene at the start of an episode (metres, world)."""
+
+    obj: str
+    place: str
+    kind: str  # "in" or "on"
+
+
+def plan_of(domain: Any) -> PickPlacePlan:
+    """The object to move and where to, from the task's goal (``In a b_contain_region`` or
+    ``On a b``); other goals are an error naming them."""
+    goal = domain.parsed_problem["goal_state"]
+    if len(goal) != 1 or len(goal[0]) != 3 or goal[0][0].lower() not in ("in", "on"):
+        raise ValueError(f"LIBERO expert: goal {goal!r} is not one 'In' or 'On' of two objects")
+    kind, obj, place = goal[0][0].lower(), goal[0][1], goal[0][2]
+    if kind == "in":
+        place = place.removesuffix("_contain_region")
+    for name in (obj, place):
+        if name not in domain.obj_body_id:
+            raise ValueError(f"LIBERO expert: {name!r} of goal {goal!r} is not a body of the scene")
+    return PickPlacePlan(obj, place, kind)
+
+
+@dataclass
+class LiberoPickPlaceExpert:
+    """Closed-loop phase machine on the simulator's state; :meth:`act` -> ``(7,)`` float32.
+
+    Attributes:
+        gain: position action per metre of error, in units of :data:`POS_SCALE`.
+        max_move: cap on a position action's norm (1: the controller's 0.05 m a step).
+        noise: std (m) of per-episode jitter added to the grasp and place points, for varied
+            demonstrations (0: none).
+    """
+
+    gain: float = 1.0
+    max_move: float = 0.6
+    noise: float = 0.0
+    seed: int | None = None
+    rng: np.random.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+
+    def reset(self, env: Any) -> None:
+        """Plan from ``env`` (a :class:`LiberoEnv` just reset)."""
+        self.env = env
+        self.domain = env.env.env
+        self.plan = plan_of(self.domain)
+        self.phase, self.count = "above", 0
+        self.R0 = Rotation.from_quat(env.raw["robot0_eef_quat"])  # hold the start orientation
+        self.jitter = self.rng.normal(0.0, self.noise, 3) * np.array([1, 1, 0.3]) if self.noise else np.zeros(3)
+        self.place_jitter = self.rng.normal(0.0, self.noise, 2) if self.noise else np.zeros(2)
+        self.obj_top = float(self._box(self.plan.obj)[1][2])  # before it moves with the gripper
+
+    def _box(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return body_box(self.domain.sim, self.domain.obj_body_id[name])
+
+    def _move(self, target: np.ndarray, gripper: float) -> np.ndarray:
+        raw = self.env.raw
+        err = np.asarray(target) - raw["robot0_eef_pos"]
+        a = err / POS_SCALE * self.gain
+        n = np.linalg.norm(a)
+        if n > self.max_move:
+            a = a * (self.max_move / n)
+        rot = (self.R0 * Rotation.from_quat(raw["robot0_eef_quat"]).inv()).as_rotvec() / ROT_SCALE
+        return np.r_[a, np.clip(rot, -1, 1), gripper].astype(np.float32)
+
+    def _near(self, target: np.ndarray, tol: float) -> bool:
+        return bool(np.linalg.norm(np.asarray(target) - self.env.raw["robot0_eef_pos"]) < tol)
+
+    def act(self, obs: Any = None) -> np.ndarray:
+        lo, hi = self._box(self.plan.obj)
+        plo, phi = self._box(self.plan.place)
+        eef = self.env.raw["robot0_eef_pos"]
+        self.count += 1
+        p = self.phase
+        if p in ("above", "down", "close"):
+            height = hi[2] - lo[2]
+            grasp = np.r_[(lo[:2] + hi[:2]) / 2, hi[2] - min(0.04, 0.5 * height)] + self.jitter
+            if p == "above":
+                target = np.r_[grasp[:2], grasp[2] + 0.10]
+                if self._near(target, 0.015) or self.count > 80:
+                    self.phase, self.count = "down", 0
+                return self._move(target, OPEN)
+            if p == "down":
+                if self._near(grasp, 0.008) or self.count > 40:
+                    self.phase, self.count = "close", 0
+                    self.grasp = grasp
+                return self._move(grasp, OPEN)
+            if self.count >= 12:
+                self.phase, self.count = "lift", 0
+                self.lift_from = eef.copy()
+            return self._move(self.grasp, CLOSE)
+        # carried: the object hangs below the fingers by how far they hold it from its bottom;
+        # carry it with its bottom above the place's top, and let go a little above that
+        hang = eef[2] - lo[2]
+        release_z = phi[2] + (0.03 if self.plan.kind == "in" else 0.015) + hang
+        carry_z = max(self.obj_top + 0.08, release_z + 0.03)
+        place_xy = (plo[:2] + phi[:2]) / 2 + self.place_jitter
+        if p == "lift":
+            target = np.r_[self.lift_from[:2], carry_z]
+            if self._near(target, 0.02) or self.count > 60:
+                self.phase, self.count = "carry", 0
+            return self._move(target, CLOSE)
+        if p == "carry":
+            target = np.r_[place_xy, carry_z]
+            if self._near(target, 0.015) or self.count > 100:
+                self.phase, self.count = "lower", 0
+            return self._move(target, CLOSE)
+        if p == "lower":
+            target = np.r_[place_xy, release_z]
+            if self._near(target, 0.01) or self.count > 40:
+                self.phase, self.count = "open", 0
+            return self._move(target, CLOSE)
+        if p == "open":
+            if self.count >= 10:
+                self.phase, self.count = "retreat", 0
+                self.retreat = np.r_[eef[:2], eef[2] + 0.1]
+            return self._move(eef, OPEN)
+        return self._move(self.retreat, OPEN)
+
+
+@dataclass
+class ExpertTaskStats:
+    """One task's recording: attempts, successes (written demos) and steps."""
+
+    suite: str
+    task_index: int
+    name: str
+    attempts: int = 0
+    successes: int = 0
+    steps: list[int] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.successes / self.attempts if self.attempts else 0.0
+
+
+def _raw_record(raw: dict[str, Any]) -> dict[str, np.ndarray]:
+    """One step's observations in the release's keys (images as rendered: upside down)."""
+    return {"agentview_rgb": np.asarray(raw["agentview_image"], np.uint8),
+            "eye_in_hand_rgb": np.asarray(raw["robot0_eye_in_hand_image"], np.uint8),
+            "ee_pos": np.asarray(raw["robot0_eef_pos"], np.float64),
+            "ee_ori": Rotation.from_quat(raw["robot0_eef_quat"]).as_rotvec(),
+            "gripper_states": np.asarray(raw["robot0_gripper_qpos"], np.float64),
+            "joint_states": np.asarray(raw["robot0_joint_pos"], np.float64)}
+
+
+def run_expert_episode(env: Any, expert: LiberoPickPlaceExpert, seed: int, record: bool = True,
+                       ) -> tuple[bool, dict[str, np.ndarray]]:
+    """One episode of ``expert`` in ``env`` from init state ``seed % n``: ``(success, arrays)``
+    with ``actions (T, 7)``, ``obs/<key> (T, ...)`` (the observation each action was taken
+    from), ``states (T, S)``, ``rewards``, ``dones`` (empty when not ``record``)."""
+    env.reset(seed=seed)
+    expert.reset(env)
+    rows: list[dict[str, np.ndarray]] = []
+    actions, states = [], []
+    success = False
+    while True:
+        a = expert.act()
+        if record:
+            rows.append(_raw_record(env.raw))
+            states.append(np.asarray(env.env.get_sim_state(), np.float64))
+        actions.append(a)
+        _, _, success, truncated, _ = env.step(a)
+        if success or truncated:
+            break
+    if not record:
+        return success, {}
+    T = len(actions)
+    out = {"actions": np.stack(actions).astype(np.float64), "states": np.stack(states),
+           "rewards": np.r_[np.zeros(T - 1), float(success)], "dones": np.r_[np.zeros(T - 1), 1.0].astype(np.uint8)}
+    for k in rows[0]:
+        out[f"obs/{k}"] = np.stack([r[k] for r in rows])
+    return success, out
+
+
+def record_task(suite: str, task: int, demos: int, out: str | Path, assets: str | None = None,
+                image_size: int = 128, max_attempts: int | None = None, seed: int = 0,
+                noise: float = 0.0) -> ExpertTaskStats:
+    """Record ``demos`` successful expert episodes of one task into ``out/<task name>_demo.hdf5``
+    (LIBERO's release layout, images at ``image_size``; written whole or not at all).
+
+    Attempt ``k`` starts from the task's shipped init state ``seed + k`` (mod their number)
+    with the expert's jitter seeded ``seed + k``; failures are counted, not written; the task
+    stops after ``max_attempts`` (default ``2 * demos``)."""
+    import h5py
+
+    from cosmos3_robot.sim.libero import LiberoEnv
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    limit = max_attempts or 2 * demos
+    env = LiberoEnv(suite, task, assets=assets, image_size=image_size)
+    st = ExpertTaskStats(suite, task, env.task.name)
+    path = out / f"{env.task.name}_demo.hdf5"
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            data = f.create_group("data")
+            data.attrs["problem_info"] = json.dumps({"language_instruction": env.instruction,
+                                                     "problem_name": env.task.name, "suite": suite})
+            data.attrs["env_args"] = json.dumps({"controller": "OSC_POSE", "control_freq": 20,
+                                                 "image_size": image_size, "recorded_by": "cosmos3_robot"})
+            while st.successes < demos and st.attempts < limit:
+                k = seed + st.attempts
+                ok, arrays = run_expert_episode(env, LiberoPickPlaceExpert(noise=noise, seed=k), k)
+                st.attempts += 1
+                if ok:
+                    g = data.create_group(f"demo_{st.successes}")
+                    for key, value in arrays.items():
+                        g.create_dataset(key, data=value, compression="gzip" if value.dtype == np.uint8 else None)
+                    g.attrs["num_samples"] = len(arrays["actions"])
+                    g.attrs["init_state"] = int(k % len(env.states))
+                    st.successes += 1
+                    st.steps.append(len(arrays["actions"]))
+            data.attrs["total"] = int(sum(st.steps))
+        tmp.replace(path)
+    finally:
+        env.close()
+        tmp.unlink(missing_ok=True)
+    return st
+
+
+def record_libero(suite: str, tasks: list[int], demos: int, out: str | Path, workers: int = 1,
+                  **kw: Any) -> list[ExpertTaskStats]:
+    """:func:`record_task` for each of ``tasks``, ``workers`` tasks at a time in their own
+    processes (a task's simulation is single-threaded); the stats in task order."""
+    if workers <= 1 or len(tasks) <= 1:
+        return [record_task(suite, t, demos, out, **kw) for t in tasks]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(record_task, suite, t, demos, out, **kw) for t in tasks]
+        return [f.result() for f in futures]
