@@ -34,31 +34,34 @@ ROT_SCALE = 0.5
 OPEN, CLOSE = -1.0, 1.0
 
 
-def body_box(sim: Any, body_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """World-frame axis-aligned bounds ``(lo (3,), hi (3,))`` in metres of the collision
-    geoms of body ``body_id`` and its descendants (MuJoCo's per-geom ``geom_aabb``, rotated)."""
-    m, d = sim.model._model, sim.data._data
+def body_geoms(sim: Any, body_id: int) -> np.ndarray:
+    """Indices of the collision geoms of body ``body_id`` and its descendants."""
+    m = sim.model._model
     inside = {body_id}
     for b in range(body_id + 1, m.nbody):  # bodies are numbered parents first
         if int(m.body_parentid[b]) in inside:
             inside.add(b)
-    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
-    for g in range(m.ngeom):
-        if int(m.geom_bodyid[g]) not in inside or (m.geom_contype[g] == 0 and m.geom_conaffinity[g] == 0):
-            continue
-        centre, half = m.geom_aabb[g, :3], m.geom_aabb[g, 3:]
-        R = d.geom_xmat[g].reshape(3, 3)
-        c = d.geom_xpos[g] + R @ centre
-        ext = np.abs(R) @ half
-        lo, hi = np.minimum(lo, c - ext), np.maximum(hi, c + ext)
-    if not np.all(np.isfinite(lo)):
+    geoms = [g for g in range(m.ngeom) if int(m.geom_bodyid[g]) in inside
+             and not (m.geom_contype[g] == 0 and m.geom_conaffinity[g] == 0)]
+    if not geoms:
         raise ValueError(f"body {body_id}: no collision geoms to bound")
-    return lo, hi
+    return np.asarray(geoms)
+
+
+def body_box(sim: Any, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """World-frame axis-aligned bounds ``(lo (3,), hi (3,))`` in metres of ``geoms``
+    (:func:`body_geoms`; MuJoCo's per-geom ``geom_aabb``, rotated into the world)."""
+    m, d = sim.model._model, sim.data._data
+    R = d.geom_xmat[geoms].reshape(-1, 3, 3)
+    centre = d.geom_xpos[geoms] + np.einsum("gij,gj->gi", R, m.geom_aabb[geoms, :3])
+    ext = np.einsum("gij,gj->gi", np.abs(R), m.geom_aabb[geoms, 3:])
+    return (centre - ext).min(0), (centre + ext).max(0)
 
 
 @dataclass
 class PickPlacePlan:
-    """Where the expert goes, from the scene at the start of an episode (metres, world)."""
+    """What the expert moves (``obj``) and where to (``place``): scene object names, and
+    whether the goal puts it ``"in"`` the place's contain region or ``"on"`` it."""
 
     obj: str
     place: str
@@ -105,6 +108,8 @@ class LiberoPickPlaceExpert:
         self.env = env
         self.domain = env.env.env
         self.plan = plan_of(self.domain)
+        self.geoms = {n: body_geoms(self.domain.sim, self.domain.obj_body_id[n])
+                      for n in (self.plan.obj, self.plan.place)}  # found once; bounded every step
         self.phase, self.count = "above", 0
         self.R0 = Rotation.from_quat(env.raw["robot0_eef_quat"])  # hold the start orientation
         self.jitter = self.rng.normal(0.0, self.noise, 3) * np.array([1, 1, 0.3]) if self.noise else np.zeros(3)
@@ -112,7 +117,7 @@ class LiberoPickPlaceExpert:
         self.obj_top = float(self._box(self.plan.obj)[1][2])  # before it moves with the gripper
 
     def _box(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        return body_box(self.domain.sim, self.domain.obj_body_id[name])
+        return body_box(self.domain.sim, self.geoms[name])
 
     def _move(self, target: np.ndarray, gripper: float) -> np.ndarray:
         raw = self.env.raw
