@@ -323,7 +323,9 @@ def record_task(suite: str, task: int, demos: int, out: str | Path, assets: str 
                 image_size: int = 128, max_attempts: int | None = None, seed: int = 0,
                 noise: float = 0.0) -> ExpertTaskStats:
     """Record ``demos`` successful expert episodes of one task into ``out/<task name>_demo.hdf5``
-    (LIBERO's release layout, images at ``image_size``; written whole or not at all).
+    (LIBERO's release layout, images at ``image_size``; written whole or not at all). A file
+    already there with ``demos`` demonstrations is kept and its stats read back (a long
+    recording that was stopped goes on from the tasks it had not finished).
 
     Attempt ``k`` starts from the task's shipped init state ``seed + k`` (mod their number)
     with the expert's jitter seeded ``seed + k``; failures are counted, not written; the task
@@ -338,6 +340,14 @@ def record_task(suite: str, task: int, demos: int, out: str | Path, assets: str 
     env = LiberoEnv(suite, task, assets=assets, image_size=image_size)
     st = ExpertTaskStats(suite, task, env.task.name)
     path = out / f"{env.task.name}_demo.hdf5"
+    if path.exists():
+        with h5py.File(path, "r") as f:
+            data = f["data"]
+            if len(data) >= demos and "expert_attempts" in data.attrs:
+                env.close()
+                st.successes, st.attempts = len(data), int(data.attrs["expert_attempts"])
+                st.steps = [int(data[k].attrs["num_samples"]) for k in data]
+                return st
     tmp = path.with_name(path.name + ".tmp")
     try:
         with h5py.File(tmp, "w") as f:
@@ -359,6 +369,7 @@ def record_task(suite: str, task: int, demos: int, out: str | Path, assets: str 
                     st.successes += 1
                     st.steps.append(len(arrays["actions"]))
             data.attrs["total"] = int(sum(st.steps))
+            data.attrs["expert_attempts"] = st.attempts
         tmp.replace(path)
     finally:
         env.close()

@@ -144,6 +144,10 @@ def test_the_scripted_expert_records_a_libero_object_demo_in_the_release_layout(
     assert ep.commands["actions"].shape == (T, 7) and np.abs(ep.commands["actions"]).max() <= 1.0
     assert ep.state["joint_states"].shape == (T, 7) and ep.state["gripper_states"].shape == (T, 2)
     assert "alphabet soup" in ep.text.lower() and "basket" in ep.text.lower()
+    mtime = files[0].stat().st_mtime_ns
+    again = record_task("libero_object", 0, demos=1, out=tmp_path, image_size=48, max_attempts=1)
+    assert (again.attempts, again.successes, again.steps) == (1, 1, st.steps)  # read back, not re-recorded
+    assert files[0].stat().st_mtime_ns == mtime
     env = L.LiberoEnv("libero_object", 0, image_size=48)
     try:
         env.reset(seed=0)
