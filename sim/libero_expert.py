@@ -7,7 +7,8 @@ scaled by the controller's 0.05 m, axis-angle by its 0.5 rad, world frame) and a
 command (-1 open, +1 close). It picks the task's first object of interest and puts it where
 the goal predicate says: ``In <object> <fixture>_contain_region`` (libero_object: the basket)
 or ``On <object> <other>`` (libero_spatial: the plate). Its phases: above the object, down
-to a grasp height, close, lift, carry above the place, lower, open, back up.
+to a grasp height, close, lift, carry above the place, lower, open, back up. An object wider
+than the open fingers (libero_spatial's bowls) is pinched by its wall, one finger inside.
 
 :func:`record_libero` runs it under :class:`~cosmos3_robot.sim.libero.LiberoEnv` (the shipped
 initial states, the protocol's wait steps) and writes ``<task>_demo.hdf5`` per task with
@@ -32,6 +33,12 @@ POS_SCALE = 0.05
 ROT_SCALE = 0.5
 """Radians per unit of a rotation action."""
 OPEN, CLOSE = -1.0, 1.0
+RIM_INSET = 0.007
+"""Metres from an object's outer edge to the middle of its wall, for a rim grasp (the
+LIBERO bowls' wall boxes are about 14 mm thick)."""
+RIM_DEPTH = 0.018
+"""Metres below the rim top the end effector goes for a rim grasp: the pads (5 mm below to
+12 mm above it) on the wall, the fingers' ends (13 mm below) above the bowl's floor."""
 
 
 def body_geoms(sim: Any, body_id: int) -> np.ndarray:
@@ -119,15 +126,21 @@ class LiberoPickPlaceExpert:
         self.jitter = self.rng.normal(0.0, self.noise, 3) * np.array([1, 1, 0.3]) if self.noise else np.zeros(3)
         self.place_jitter = self.rng.normal(0.0, self.noise, 2) if self.noise else np.zeros(2)
         self.obj_top = float(self._box(self.plan.obj)[1][2])  # before it moves with the gripper
+        self.rim = False
         self.grasp_offset, self.grasp_yaw = self._grasp_offset()
         # the jitter moves the grasp only as far as the fingers still close on the object
-        self.jitter[:2] = np.clip(self.grasp_offset + self.jitter[:2], -self.grasp_reach, self.grasp_reach) - self.grasp_offset
+        # (a rim grasp's reach is about its point on the wall, a centre grasp's about the centre)
+        about = self.grasp_offset if self.rim else np.zeros(2)
+        self.jitter[:2] = np.clip(self.grasp_offset + self.jitter[:2] - about, -self.grasp_reach,
+                                  self.grasp_reach) + about - self.grasp_offset
         self.R_hold = Rotation.from_euler("z", self.grasp_yaw) * self.R0
 
     def _box(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         return body_box(self.domain.sim, self.geoms[name])
 
     def _grasp_z(self, lo: np.ndarray, hi: np.ndarray) -> float:
+        if getattr(self, "rim", False):  # pads on the wall, the fingers' ends above the floor
+            return float(hi[2] - RIM_DEPTH)
         return float(hi[2] - min(0.04, 0.5 * (hi[2] - lo[2])))
 
     def _grasp_offset(self) -> tuple[np.ndarray, float]:
@@ -139,7 +152,9 @@ class LiberoPickPlaceExpert:
         close across the object with 4 mm to spare) and placed over candidate points spread over
         the object (along the fingers only as far as the pads still close on it). A pose's
         clearance is its smallest horizontal gap to any other object whose top reaches the
-        footprint part's height. The centre at yaw 0 is kept when its clearance is at least
+        footprint part's height. An object too wide for the fingers either way is taken by its
+        wall (:data:`RIM_INSET` in from its edge, on the side and yaw that clear best; sets
+        :attr:`rim`). Otherwise the centre at yaw 0 is kept when its clearance is at least
         :attr:`clearance` (most scenes); else the pose with the largest clearance (up to
         :attr:`clearance`), yaw 0 and the centre preferred among ties. Measured need: in
         libero_object task 1 the palm met the tomato sauce beside the cream cheese 40 mm above
@@ -183,7 +198,7 @@ class LiberoPickPlaceExpert:
 
         self.grasp_reach = reach_of(0.0)
         self.grasp_clearance = clear(np.zeros(2), turned(0.0))
-        if self.grasp_clearance >= self.clearance:
+        if self.grasp_clearance >= self.clearance and half[axis0] + 0.004 <= inner:
             return np.zeros(2), 0.0
         poses = []
         for yaw in (0.0, np.pi / 2):
@@ -194,8 +209,20 @@ class LiberoPickPlaceExpert:
                 for v in np.linspace(-reach[1], reach[1], 9):
                     off = np.array([u, v])
                     poses.append(((round(min(clear(off, foot), self.clearance), 3), -yaw, -float(np.linalg.norm(off))), off, yaw, foot))
-        if not poses:
-            return np.zeros(2), 0.0
+        if not poses:  # wider than the open fingers (a bowl): pinch its wall, one finger inside
+            self.rim = True
+            for yaw in (0.0, np.pi / 2):
+                axis, foot = (axis0 if yaw == 0.0 else 1 - axis0), turned(yaw)
+                for sign in (-1.0, 1.0):
+                    off = np.zeros(2)
+                    off[axis] = sign * (half[axis] - RIM_INSET)
+                    poses.append(((round(min(clear(off, foot), self.clearance), 3), -yaw), off, yaw, foot))
+            _, off, yaw, foot = max(poses, key=lambda q: q[0])
+            axis = axis0 if yaw == 0.0 else 1 - axis0
+            self.grasp_clearance = clear(off, foot)
+            self.grasp_reach = np.full(2, 0.01)
+            self.grasp_reach[axis] = 0.003  # the wall's half thickness, less a margin
+            return off, float(yaw)
         _, off, yaw, foot = max(poses, key=lambda q: q[0])
         self.grasp_clearance, self.grasp_reach = clear(off, foot), reach_of(yaw)
         return off, float(yaw)
@@ -241,6 +268,8 @@ class LiberoPickPlaceExpert:
         release_z = phi[2] + (0.03 if self.plan.kind == "in" else 0.015) + hang
         carry_z = max(self.obj_top + 0.08, release_z + 0.03)
         place_xy = (plo[:2] + phi[:2]) / 2 + self.place_jitter
+        if self.rim:  # held by its wall, 5 cm off its centre: the bowl's centre goes over the place
+            place_xy = place_xy + self.grasp_offset
         if p == "lift":
             target = np.r_[self.lift_from[:2], carry_z]
             if self._near(target, 0.02) or self.count > 60:

@@ -155,3 +155,23 @@ def test_the_scripted_expert_records_a_libero_object_demo_in_the_release_layout(
         assert np.array_equal(ep.frames["agentview"][0], env._obs(env.raw)["agentview"])  # the upright frame
     finally:
         env.close()
+
+
+def test_the_expert_pinches_a_bowl_wider_than_its_fingers_by_the_rim_and_sets_it_on_the_plate():
+    """libero_spatial task 0: the bowl (107 mm) is wider than the open fingers (76 mm), so the
+    hand goes down on its wall (one finger inside), turned so that it clears the neighbours,
+    and the bowl's centre, not the hand, is carried over the plate."""
+    from cosmos3_robot.sim.libero_expert import RIM_INSET, LiberoPickPlaceExpert, run_expert_episode
+
+    _installed_assets()
+    env = L.LiberoEnv("libero_spatial", 0, image_size=32)
+    try:
+        expert = LiberoPickPlaceExpert(noise=0.005, seed=0)
+        ok, _ = run_expert_episode(env, expert, 0, record=False)
+        assert expert.plan.kind == "on" and expert.rim
+        lo, hi = expert._box(expert.plan.obj)
+        assert np.abs(expert.grasp_offset).max() == pytest.approx((hi - lo)[:2].max() / 2 - RIM_INSET, abs=0.003)
+        assert expert.grasp_clearance >= expert.clearance
+        assert ok
+    finally:
+        env.close()
