@@ -139,7 +139,7 @@ class LiberoPickPlaceExpert:
         return body_box(self.domain.sim, self.geoms[name])
 
     def _grasp_z(self, lo: np.ndarray, hi: np.ndarray) -> float:
-        if getattr(self, "rim", False):  # pads on the wall, the fingers' ends above the floor
+        if self.rim:  # pads on the wall, the fingers' ends above the floor
             return float(hi[2] - RIM_DEPTH)
         return float(hi[2] - min(0.04, 0.5 * (hi[2] - lo[2])))
 
@@ -196,14 +196,17 @@ class LiberoPickPlaceExpert:
             reach[axis] = max(0.0, inner - half[axis] - 0.004)
             return reach
 
+        def closes(yaw: float) -> bool:  # the fingers close across it this way, 4 mm to spare
+            return bool(half[axis0 if yaw == 0.0 else 1 - axis0] + 0.004 <= inner)
+
         self.grasp_reach = reach_of(0.0)
         self.grasp_clearance = clear(np.zeros(2), turned(0.0))
-        if self.grasp_clearance >= self.clearance and half[axis0] + 0.004 <= inner:
+        if self.grasp_clearance >= self.clearance and closes(0.0):
             return np.zeros(2), 0.0
         poses = []
         for yaw in (0.0, np.pi / 2):
-            if half[axis0 if yaw == 0.0 else 1 - axis0] + 0.004 > inner:
-                continue  # the fingers would not close across it this way
+            if not closes(yaw):
+                continue
             reach, foot = reach_of(yaw), turned(yaw)
             for u in np.linspace(-reach[0], reach[0], 9):
                 for v in np.linspace(-reach[1], reach[1], 9):
