@@ -110,10 +110,13 @@ def lerobot_config(kind: str, chunk: int, n_action_steps: int, preset: str):
 
 
 def train_lerobot(kind: str, data: Path, out: Path, minutes: float, batch: int, chunk: int, n_action_steps: int,
-                  preset: str, seed: int = 0) -> dict[str, Any]:
-    """LeRobot's policy, processors and optimiser preset; steps until the budget is spent,
-    with the scheduler (if the policy has one) fitted to the steps the budget allows, as
-    ``train.max_minutes`` does for ours (rate measured over the first steps)."""
+                  preset: str, seed: int = 0, repo_id: str = REPO_ID,
+                  cameras: tuple[str, ...] = CAMERAS) -> dict[str, Any]:
+    """LeRobot's policy, processors and optimiser preset on the LeRobot dataset ``data``
+    (``observation.images.<camera>`` for each of ``cameras``, ``observation.state``,
+    ``action``); steps until the budget is spent, with the scheduler (if the policy has one)
+    fitted to the steps the budget allows, as ``train.max_minutes`` does for ours (rate
+    measured over the first steps)."""
     from lerobot.configs.types import FeatureType
     from lerobot.datasets.factory import resolve_delta_timestamps
     from lerobot.datasets import LeRobotDataset, LeRobotDatasetMetadata
@@ -123,14 +126,14 @@ def train_lerobot(kind: str, data: Path, out: Path, minutes: float, batch: int, 
 
     register_third_party_plugins()
     torch.manual_seed(seed)
-    meta = LeRobotDatasetMetadata(REPO_ID, root=data)
+    meta = LeRobotDatasetMetadata(repo_id, root=data)
     cfg = lerobot_config(kind, chunk, n_action_steps, preset)
     feats = dataset_to_policy_features(meta.features)
     cfg.output_features = {k: f for k, f in feats.items() if f.type is FeatureType.ACTION}
     cfg.input_features = {k: f for k, f in feats.items()
-                          if k in (*(f"observation.images.{c}" for c in CAMERAS), "observation.state")}
+                          if k in (*(f"observation.images.{c}" for c in cameras), "observation.state")}
     policy = make_policy(cfg, ds_meta=meta)
-    ds = LeRobotDataset(REPO_ID, root=data, delta_timestamps=resolve_delta_timestamps(cfg, meta))
+    ds = LeRobotDataset(repo_id, root=data, delta_timestamps=resolve_delta_timestamps(cfg, meta))
     pre, post = make_pre_post_processors(cfg, dataset_stats=ds.meta.stats)
     opt_cfg = cfg.get_optimizer_preset()
     opt = opt_cfg.build(policy.get_optim_params())

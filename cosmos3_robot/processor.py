@@ -34,13 +34,18 @@ from cosmos3_robot.normalize import QuantileNormalizer
 from cosmos3_robot.transforms import Transform, apply
 
 
+def resize_pixels(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(N, C, H, W)`` float images -> ``(N, C, *size)``, values' range kept (area averaging
+    when shrinking, bilinear when growing); returned as is when already that size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="area" if x.shape[-1] >= size[-1] else "bilinear")
+
+
 def pixels_to_model(x: torch.Tensor, size: int) -> torch.Tensor:
     """``(N, 3, H, W)`` float pixels in [0, 1] -> ``(N, 3, size, size)`` float32 in [-1, 1]
-    (area averaging when shrinking, bilinear when growing)."""
-    x = x.float().clamp(0, 1) * 2 - 1
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] >= size else "bilinear")
-    return x
+    (:func:`resize_pixels`)."""
+    return resize_pixels(x.float().clamp(0, 1) * 2 - 1, (size, size))
 
 
 def frames_to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:

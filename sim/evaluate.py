@@ -35,7 +35,8 @@ class EvalConfig:
             :class:`~cosmos3_robot.runtime.scheduler.ChunkScheduler`; the episodes run through
             the scheduler the ROS 2 and DDS nodes run, synchronously: the simulator waits
             for the policy, so no command is skipped for latency).
-        workers: worker processes (0 or 1: run in this process).
+        workers: worker processes (0 or 1: run in this process); each runs torch on its
+            share of :func:`available_cores`.
         image_size: rendered image size (px); ``None``: each env's own
             (:data:`~cosmos3_robot.sim.envs.DEFAULT_IMAGE_SIZE`: built-in 64, LIBERO's protocol 256).
         videos: episodes per task saved as mp4 (the first ones).
@@ -83,6 +84,15 @@ class EpisodeResult:
     error: str | None = None
     video: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # what the env ran under (its ``settings(seed)``)
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask: what a container, ``taskset``
+    or a job scheduler gives it, which ``os.cpu_count`` ignores)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -305,7 +315,7 @@ def evaluate(policy_spec: str, cfg: EvalConfig, out_dir: str | os.PathLike[str] 
     interrupted = False
     t0 = time.perf_counter()
     workers = min(cfg.workers, len(jobs))
-    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    threads = max(1, available_cores() // max(workers, 1))  # every given core busy, none shared
     try:
         if workers <= 1:
             _init_worker(policy_spec, cfg, threads, policy)

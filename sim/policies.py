@@ -114,7 +114,9 @@ class LeRobotPolicy:
     ``select_action`` (which keeps its action queue and observation history).
 
     Observations go in as LeRobot's env processing makes them: ``observation.images.<camera>``
-    (3, H, W) float in [0, 1] for each camera the policy was trained on, ``observation.state``
+    (3, H, W) float in [0, 1] for each camera the policy was trained on, resized to the
+    ``(3, H, W)`` its config declares (an env rendering at LIBERO's 256 px for a policy
+    trained on 64 px frames; area averaging, as our processor resizes), ``observation.state``
     and the instruction as ``task``.
     """
 
@@ -131,6 +133,7 @@ class LeRobotPolicy:
         self.pre, self.post = make_pre_post_processors(cfg, pretrained_path=path,
                                                        preprocessor_overrides={"device_processor": {"device": device}})
         self.cameras = [k.rsplit(".", 1)[-1] for k in cfg.image_features]
+        self.sizes = {k.rsplit(".", 1)[-1]: tuple(f.shape[-2:]) for k, f in cfg.image_features.items()}
         self.torch = torch
 
     def reset(self, env, seed):
@@ -141,9 +144,13 @@ class LeRobotPolicy:
         self.torch.manual_seed(seed)  # Diffusion Policy samples with the global generator
 
     def act(self, obs, instruction):
+        from cosmos3_robot.processor import resize_pixels
+
         torch = self.torch
-        batch: dict[str, Any] = {f"observation.images.{c}": torch.from_numpy(obs[c]).permute(2, 0, 1).float() / 255
-                                 for c in self.cameras}
+        batch: dict[str, Any] = {}
+        for c in self.cameras:
+            img = torch.from_numpy(np.ascontiguousarray(obs[c])).permute(2, 0, 1).float() / 255
+            batch[f"observation.images.{c}"] = resize_pixels(img[None], self.sizes[c])[0]
         batch["observation.state"] = torch.from_numpy(np.asarray(obs["state"], np.float32))
         batch["task"] = instruction
         with torch.inference_mode():
