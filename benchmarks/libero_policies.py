@@ -110,7 +110,7 @@ def train_act(data: Path, run: Path, minutes: float, batch: int) -> dict[str, An
 
 
 def closed_loop(spec: str, tasks: tuple[str, ...], episodes: int, out: Path, workers: int,
-                kwargs: dict[str, Any]) -> dict[str, Any]:
+                kwargs: dict[str, Any], max_steps: int | None = None) -> dict[str, Any]:
     from cosmos3_robot.sim.evaluate import EvalConfig, evaluate
     from cosmos3_robot.sim.report import write_report
 
@@ -124,7 +124,8 @@ def closed_loop(spec: str, tasks: tuple[str, ...], episodes: int, out: Path, wor
         log(f"{spec}: {r.task} #{r.index} {'ok' if r.success else 'fail'} {r.steps} steps "
             f"({done[0]}/{episodes * len(tasks)}){' ' + r.error if r.error else ''}")
 
-    cfg = EvalConfig(tasks=tasks, episodes=episodes, workers=workers, replan=REPLAN, videos=1, policy_kwargs=kwargs)
+    cfg = EvalConfig(tasks=tasks, episodes=episodes, workers=workers, replan=REPLAN, videos=1, policy_kwargs=kwargs,
+                     max_steps=max_steps)
     return write_report(evaluate(spec, cfg, out, progress=progress), out, title=spec)
 
 
@@ -164,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--minutes", type=float, default=25.0, help="training budget per policy (minutes)")
     ap.add_argument("--episodes", type=int, default=10, help="trials per task (the protocol: 50)")
     ap.add_argument("--tasks", type=int, nargs="+", default=list(range(10)), help="task indices evaluated")
+    ap.add_argument("--max-steps", type=int, help="episode step limit (default: the protocol's; a smoke run's "
+                                                 "shorter limit is recorded as not the standard protocol)")
     ap.add_argument("--act-batch", type=int, default=16)
     ap.add_argument("--workers", type=int, default=available_cores(), help="evaluation worker processes")
     ap.add_argument("--policies", nargs="+", default=["cosmos3", "act"], choices=["cosmos3", "act"])
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, (spec, kwargs) in specs.items():
             if ("act" if name == "LeRobot ACT" else name) in args.policies:
                 evals[name] = closed_loop(spec, tasks, args.episodes, out / f"eval_{name.split()[-1].lower()}",
-                                          args.workers, kwargs)
+                                          args.workers, kwargs, args.max_steps)
         print_table(evals, tasks)
         report["eval"] = {k: {"tasks": v["tasks"], "overall": v["overall"]} for k, v in evals.items()}
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))

@@ -175,3 +175,50 @@ def test_the_expert_pinches_a_bowl_wider_than_its_fingers_by_the_rim_and_sets_it
         assert ok
     finally:
         env.close()
+
+
+@pytest.mark.slow
+def test_the_libero_bench_gives_act_the_files_in_the_envs_layout_and_runs_it_closed_loop(tmp_path):
+    """``benchmarks/libero_policies.py`` on one recorded demo: ACT's dataset holds the state in
+    the layout :class:`LiberoEnv` hands a policy (its first row is the env's state after the
+    same init state and wait steps), ACT trains on it, and the evaluator runs it from 256 px
+    renders shrunk to the 32 px it was trained on."""
+    import importlib.util
+
+    pytest.importorskip("lerobot", reason="the lerobot extra is not installed")
+    from cosmos3_robot.sim.libero_expert import record_task
+    from cosmos3_robot.sim.policies import LeRobotPolicy
+
+    _installed_assets()
+    spec = importlib.util.spec_from_file_location(
+        "libero_policies", Path(__file__).resolve().parents[1] / "benchmarks" / "libero_policies.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    record_task("libero_object", 0, demos=1, out=tmp_path / "demos", image_size=64, max_attempts=1)
+    files = bench.demo_files(tmp_path / "demos")
+    (ep,) = list(bench.act_episodes(files, 32))
+    assert ep.state["state"].shape == (len(ep), 8) and ep.commands["actions"].shape == (len(ep), 7)
+    assert ep.frames["agentview"].shape == (len(ep), 32, 32, 3) and ep.frames["wrist"].dtype == np.uint8
+    env = L.LiberoEnv("libero_object", 0, image_size=64)
+    try:
+        obs, _ = env.reset(seed=0)  # the demo's init state (0), before any expert action
+    finally:
+        env.close()
+    np.testing.assert_allclose(ep.state["state"][0], obs["state"], atol=1e-5)
+
+    data = bench.act_dataset(files, tmp_path, 32)
+    info = bench.train_act(data, tmp_path / "act", minutes=0.05, batch=2)
+    assert info["steps"] >= 1 and np.isfinite(info["last_loss"])
+    pol = LeRobotPolicy(str(tmp_path / "act"))
+    seen = []
+    pre = pol.pre
+    pol.pre = lambda batch: (seen.append({k: tuple(v.shape) for k, v in batch.items() if k != "task"}), pre(batch))[1]
+    pol.policy.reset()
+    frame = np.zeros((256, 256, 3), np.uint8)
+    assert pol.act({"agentview": frame, "wrist": frame, "state": obs["state"]}, "x").shape == (1, 7)
+    assert seen[0] == {"observation.images.agentview": (3, 32, 32), "observation.images.wrist": (3, 32, 32),
+                       "observation.state": (8,)}
+    res = bench.closed_loop(f"lerobot:{tmp_path / 'act'}", ("libero_object/0",), 1, tmp_path / "eval", workers=0,
+                            kwargs={}, max_steps=4)
+    assert res["overall"]["episodes"] == 1 and res["overall"]["errors"] == 0, res["episodes"]
+    assert res["tasks"]["libero_object/0"]["settings"]["image_size"] == 256

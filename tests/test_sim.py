@@ -222,6 +222,23 @@ def test_evaluator_parallel_matches_serial_and_reports(tmp_path):
     assert saved["overall"] == summary["overall"] and (tmp_path / "success.png").stat().st_size > 1000
 
 
+def test_eval_runs_one_worker_per_core_it_is_given(tmp_path, monkeypatch):
+    """Without ``--workers`` the evaluation runs a worker per core of the process's affinity
+    mask (a container's or ``taskset``'s cores, not the host's count), and the report says so."""
+    from cosmos3_robot.cli import main
+    from cosmos3_robot.sim import evaluate as ev
+
+    monkeypatch.setattr(ev.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(ev.os, "cpu_count", lambda: 64)
+    assert ev.available_cores() == 1
+    out = tmp_path / "ev"
+    assert main(["eval", "--policy", "random", "--env", "reach", "--episodes", "1", "--videos", "0",
+                 "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "results.json").read_text())["config"]["workers"] == 1
+    monkeypatch.setattr(ev.os, "sched_getaffinity", lambda pid: {0, 2, 5}, raising=False)
+    assert ev.available_cores() == 3
+
+
 def test_parallel_evaluation_from_an_unguarded_script_fails_instead_of_hanging(tmp_path):
     """Spawned workers re-import the calling script; without a ``__main__`` guard each one
     dies starting up. The run must stop with an error that says so, not respawn forever."""
