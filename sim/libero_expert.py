@@ -39,9 +39,6 @@ LIBERO bowls' wall boxes are about 14 mm thick)."""
 RIM_DEPTH = 0.018
 """Metres below the rim top the end effector goes for a rim grasp: the pads (5 mm below to
 12 mm above it) on the wall, the fingers' ends (13 mm below) above the bowl's floor."""
-CARRY_ABOVE_RELEASE = 0.10
-"""Metres above its release height that a carried object travels at most: one lifted from
-higher up (a cabinet top) descends on its way to the place."""
 
 
 def body_geoms(sim: Any, body_id: int) -> np.ndarray:
@@ -272,16 +269,12 @@ class LiberoPickPlaceExpert:
         # carry it with its bottom above the place's top, and let go a little above that
         hang = eef[2] - lo[2]
         release_z = phi[2] + (0.03 if self.plan.kind == "in" else 0.015) + hang
-        lift_z = max(self.obj_top + 0.08, release_z + 0.03)  # clear of where it stood
-        # an object that starts high (libero_spatial task 9: a bowl on the cabinet, 26 cm above
-        # the plate) is carried down towards the place, not at its lift height: lowering
-        # 30 cm after the carry left too few of the 220 steps to set it down
-        carry_z = max(release_z + 0.03, min(lift_z, release_z + CARRY_ABOVE_RELEASE))
+        carry_z = max(self.obj_top + 0.08, release_z + 0.03)
         place_xy = (plo[:2] + phi[:2]) / 2 + self.place_jitter
         if self.rim:  # held by its wall, 5 cm off its centre: the bowl's centre goes over the place
             place_xy = place_xy + self.grasp_offset
         if p == "lift":
-            target = np.r_[self.lift_from[:2], lift_z]
+            target = np.r_[self.lift_from[:2], carry_z]
             if self._near(target, 0.02) or self.count > 60:
                 self.phase, self.count = "carry", 0
             return self._move(target, CLOSE)
