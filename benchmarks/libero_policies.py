@@ -19,7 +19,7 @@ HDF5 files for the same wall-clock budget and evaluated under the same protocol.
 Each stage keeps what an earlier run left in ``--out`` (the dataset, a trained policy, an
 evaluation's ``results.json``), so a stopped run goes on where it stopped.
 
-    cosmos3-robot bench libero --data runs/libero_object_demos --minutes 25 --episodes 10
+    cosmos3-robot bench libero --data runs/libero_object_demos --minutes 20 --episodes 10
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -162,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", required=True, help="folder of the suite's <task>_demo.hdf5 files")
     ap.add_argument("--suite", default="libero_object")
     ap.add_argument("--out", default="runs/libero_bench")
-    ap.add_argument("--minutes", type=float, default=25.0, help="training budget per policy (minutes)")
+    ap.add_argument("--minutes", type=float, default=20.0, help="training budget per policy (minutes)")
     ap.add_argument("--episodes", type=int, default=10, help="trials per task (the protocol: 50)")
     ap.add_argument("--tasks", type=int, nargs="+", default=list(range(10)), help="task indices evaluated")
     ap.add_argument("--max-steps", type=int, help="episode step limit (default: the protocol's; a smoke run's "
@@ -190,12 +189,14 @@ def main(argv: list[str] | None = None) -> None:
                                                args.act_batch)
         log(f"trained: {report['train']}")
     if args.stage in ("eval", "all"):
-        specs = {"cosmos3": (str(out / "cosmos3"), {"steps": 0}), "LeRobot ACT": (f"lerobot:{out / 'act'}", {})}
+        # policy -> (table column, evaluator spec, policy settings): ours acts with its action prior's chunk
+        specs = {"cosmos3": ("cosmos3", str(out / "cosmos3"), {"steps": 0}),
+                 "act": ("LeRobot ACT", f"lerobot:{out / 'act'}", {})}
         evals = {}
-        for name, (spec, kwargs) in specs.items():
-            if ("act" if name == "LeRobot ACT" else name) in args.policies:
-                evals[name] = closed_loop(spec, tasks, args.episodes, out / f"eval_{name.split()[-1].lower()}",
-                                          args.workers, kwargs, args.max_steps)
+        for key in args.policies:
+            name, spec, kwargs = specs[key]
+            evals[name] = closed_loop(spec, tasks, args.episodes, out / f"eval_{key}", args.workers, kwargs,
+                                      args.max_steps)
         print_table(evals, tasks)
         report["eval"] = {k: {"tasks": v["tasks"], "overall": v["overall"]} for k, v in evals.items()}
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
