@@ -261,9 +261,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from cosmos3_robot.sim.evaluate import EvalConfig, available_cores, evaluate
     from cosmos3_robot.sim.report import write_report
 
+    workers = available_cores() if args.workers is None else args.workers
     try:
         cfg = EvalConfig(tasks=expand(args.env), episodes=args.episodes, seed=args.seed, replan=args.replan,
-                         blend=args.blend, workers=available_cores() if args.workers is None else args.workers, image_size=args.image_size, videos=args.videos,
+                         blend=args.blend, workers=workers, image_size=args.image_size, videos=args.videos,
                          max_steps=args.max_steps, policy_kwargs={"steps": args.steps, "guidance": args.guidance,
                                                                   "device": args.device, "temperature": args.temperature},
                          libero_assets=args.libero_assets)

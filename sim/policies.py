@@ -132,8 +132,9 @@ class LeRobotPolicy:
         self.policy = get_policy_class(cfg.type).from_pretrained(path, config=cfg).eval()
         self.pre, self.post = make_pre_post_processors(cfg, pretrained_path=path,
                                                        preprocessor_overrides={"device_processor": {"device": device}})
-        self.cameras = [k.rsplit(".", 1)[-1] for k in cfg.image_features]
+        # camera -> (H, W) it was trained on
         self.sizes = {k.rsplit(".", 1)[-1]: tuple(f.shape[-2:]) for k, f in cfg.image_features.items()}
+        self.cameras = list(self.sizes)
         self.torch = torch
 
     def reset(self, env, seed):
