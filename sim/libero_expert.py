@@ -440,15 +440,34 @@ def record_task(suite: str, task: int, demos: int, out: str | Path, assets: str 
     return st
 
 
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def record_libero(suite: str, tasks: list[int], demos: int, out: str | Path, workers: int = 1,
                   **kw: Any) -> list[ExpertTaskStats]:
     """:func:`record_task` for each of ``tasks``, ``workers`` tasks at a time in their own
-    processes (a task's simulation is single-threaded); the stats in task order."""
+    processes (a task's simulation is single-threaded); the stats in task order. Stopped (an
+    exception, Ctrl-C, or a SIGTERM from ``kill`` or a job scheduler), it ends its workers:
+    left running unparented they took the cores from the rerun that resumes the recording."""
     if workers <= 1 or len(tasks) <= 1:
         return [record_task(suite, t, demos, out, **kw) for t in tasks]
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    import signal
+    import threading
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(record_task, suite, t, demos, out, **kw) for t in tasks]
-        return [f.result() for f in futures]
+    pool = mp.get_context("spawn").Pool(workers)  # not concurrent.futures: it cannot end its workers
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal) if main_thread else None
+    try:
+        jobs = [pool.apply_async(record_task, (suite, t, demos, out), kw) for t in tasks]
+        stats = [j.get() for j in jobs]
+        pool.close()
+        return stats
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)

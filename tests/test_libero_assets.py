@@ -198,6 +198,56 @@ def test_the_expert_sets_a_bowl_down_on_a_plate_at_the_arms_reach(task, seed):
         env.close()
 
 
+def test_a_recording_stopped_by_sigterm_ends_its_workers(tmp_path):
+    """``sim record-libero --workers 2`` killed (SIGTERM to the command only, as ``kill`` or a job
+    scheduler sends it) leaves no worker simulating on: each would hold a core, unparented, while
+    the rerun resumes the recording."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _installed_assets()
+    cmd = [sys.executable, "-m", "cosmos3_robot", "sim", "record-libero", "--suite", "libero_object",
+           "--tasks", "0", "1", "--demos", "5", "--image-size", "32", "--out", str(tmp_path), "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children() -> list[int]:
+        try:
+            return [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        except FileNotFoundError:
+            return []
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"
+        except (FileNotFoundError, IndexError):
+            return False
+
+    kids: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(children()) < 3 and time.monotonic() < deadline:  # two workers and the resource tracker
+            time.sleep(0.5)
+        kids = children()
+        assert len(kids) >= 2, "the workers never started"
+        time.sleep(5)  # inside record_task: building the scene or simulating
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0
+        deadline = time.monotonic() + 30
+        while any(alive(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not [k for k in kids if alive(k)]
+        assert not list(tmp_path.glob("*_demo.hdf5"))  # nothing finished is claimed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for k in set(kids) | set(children()):
+            if alive(k):
+                os.kill(k, signal.SIGKILL)
+
+
 @pytest.mark.slow
 def test_the_libero_bench_gives_act_the_files_in_the_envs_layout_and_runs_it_closed_loop(tmp_path):
     """``benchmarks/libero_policies.py`` on one recorded demo: ACT's dataset holds the state in
