@@ -378,7 +378,7 @@ SUITE_TRAVEL_MOVE = {"libero_spatial": 1.0}
 """The expert's :attr:`~LiberoPickPlaceExpert.travel_move` per suite (others: its default).
 libero_spatial allows 220 steps, and its task 9 carries a bowl 47 cm from the cabinet's top
 down to the plate: at 0.6 the lowering began at step 164-181 and ran out of steps (measured:
-seeds 0-5 2/6 at 0.6 from the far wall; seeds 0-7 8/8 at 1.0 from the near wall)."""
+seeds 0-2 1/3 at 0.6 from the far wall, traced; seeds 0-7 8/8 at 1.0 from the near wall)."""
 
 
 def record_task(suite: str, task: int, demos: int, out: str | Path, assets: str | None = None,
