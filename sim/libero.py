@@ -251,7 +251,7 @@ class LiberoEnv:
         the global RNG that ``seed`` sets. But each rebuild appends another drawer/knob sampler to
         ``object_property_initializers`` without clearing it, and each draws once before the
         fixtures are placed: so the fixtures' poses depended on how many resets the environment
-        had seen (measured: libero_spatial task 4's cabinet up to 1.7 cm and 2 degrees apart for
+        had seen (measured: libero_spatial task 4's cabinet up to 1.3 cm and 2 degrees apart for
         one seed), and a recording or an evaluation split over other workers gave other episodes.
         Emptying the list first leaves one sampler per property, as on the first reset."""
         domain = self.env.env
