@@ -181,9 +181,12 @@ class LiberoPickPlaceExpert:
         # says nothing about where its walls are: its box meets every pose (measured: every wall
         # of task 4's bowl at -0.14..-0.17 m, so a few mm chose the -y wall, where the elbow
         # straightened 4 cm above the grasp and 4 of 4 seeds failed)
-        mid = (lo + hi) / 2
-        others = [(olo, ohi) for olo, ohi in (body_box(sim, body_geoms(sim, b)) for n, b in self.domain.obj_body_id.items()
-                                              if n != self.plan.obj) if not np.all((olo <= mid) & (mid <= ohi))]
+        mid, others = (lo + hi) / 2, []
+        for n, b in self.domain.obj_body_id.items():
+            if n != self.plan.obj:
+                olo, ohi = body_box(sim, body_geoms(sim, b))
+                if not np.all((olo <= mid) & (mid <= ohi)):
+                    others.append((olo, ohi))
 
         def turned(yaw: float) -> list[tuple[np.ndarray, np.ndarray, float]]:
             c, s_ = np.cos(yaw), np.sin(yaw)
